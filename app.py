@@ -1,0 +1,372 @@
+"""sipline's control plane: Chalice routes only. Parse, call one chalicelib function, map errors.
+
+Every ``/api`` route needs an ``X-API-Key``; the ``/webhooks/sip`` routes need the edge's HMAC
+signature instead. Domain errors are mapped to responses in one place, :func:`_error_response`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from datetime import date
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from chalice.app import Chalice, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib import agents, calls, events, invites, registrations, sip_config
+from chalicelib.call_models import AgentCallCreate, CallCreate
+from chalicelib.contracts import (
+    CallEventBatch,
+    InviteAccepted,
+    InviteRejected,
+    InviteWebhook,
+    dump,
+)
+from chalicelib.errors import DomainError, InvalidInput, Unauthorized
+from chalicelib.models import (
+    AgentFields,
+    AgentPatch,
+    RegistrationFields,
+    RegistrationPatch,
+    SipConfigPatch,
+)
+from chalicelib.observability import count, flush, logger
+from chalicelib.runtime import services
+from chalicelib.signing import SignatureError, verify
+from chalicelib.store.repository import MAX_PAGE_SIZE, PageRequest, PageResult
+from chalicelib.validation import invalid_input
+
+app = Chalice(app_name="sipline")
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[..., Any]
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+def _error_response(error: DomainError) -> Response:
+    """The one place where domain errors become HTTP responses."""
+    body: dict[str, Any] = {"code": error.code, "detail": error.message}
+    if isinstance(error, InvalidInput):
+        body["field"] = error.field
+    return Response(body=body, status_code=error.http_status)
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called while a request is handled"
+    return request
+
+
+def _body(model: type[M]) -> M:
+    raw = _request().raw_body or b"{}"
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+
+
+def _account() -> str:
+    key = _request().headers.get("x-api-key", "")
+    account = services().settings.api_keys.get(key) if key else None
+    if account is None:
+        raise Unauthorized("missing or unknown X-API-Key")
+    logger.append_keys(account_id=account)
+    return account
+
+
+def api(status: int = 200) -> Callable[[Handler], Handler]:
+    """Authenticate by API key, pass the account, and map domain errors to responses."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapped(**params: str) -> Response:
+            try:
+                result = handler(_account(), **params)
+            except DomainError as error:
+                return _error_response(error)
+            if status == 204:
+                return Response(body="", status_code=204)
+            return Response(body=result, status_code=status)
+
+        return wrapped
+
+    return decorate
+
+
+def _page_request() -> PageRequest:
+    raw = _query("pageSize") or str(MAX_PAGE_SIZE)
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InvalidInput(
+            "pageSize", f"must be an integer from 1 to {MAX_PAGE_SIZE} (got {raw!r})"
+        )
+    return PageRequest(cursor=_query("cursor") or None, page_size=int(raw))
+
+
+def _page_url(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    request = _request()
+    query: dict[str, str] = dict(request.query_params or {})
+    params = {k: v for k, v in query.items() if k != "cursor"}
+    scheme = request.headers.get("x-forwarded-proto", "http")
+    host = request.headers.get("host", "localhost")
+    path = request.context.get("path", request.path)
+    return f"{scheme}://{host}{path}?{urlencode({**params, 'cursor': cursor})}"
+
+
+def _paged(page: PageResult[Any], view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "next": _page_url(page.next_cursor),
+        "previous": _page_url(page.previous_cursor),
+        "results": [view(item) for item in page.results],
+        "total": page.total,
+    }
+
+
+def _query(name: str) -> str | None:
+    params = _request().query_params
+    return None if params is None else params.get(name)
+
+
+def _date(name: str) -> date | None:
+    raw = _query(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a date like 2026-11-25 (got {raw!r})") from None
+
+
+@app.middleware("http")
+def _observe(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    logger.append_keys(path=event.path, method=event.method)
+    try:
+        return get_response(event)
+    finally:
+        flush()
+        logger.remove_keys(["path", "method", "account_id", "call_id", "agent_id"])
+
+
+# --- /api/sip --------------------------------------------------------------------------------
+
+
+@app.route("/api/sip", methods=["GET"])
+@api()
+def get_sip(account: str) -> dict[str, Any]:
+    return sip_config.get_sip_config(services(), account)
+
+
+@app.route("/api/sip", methods=["PATCH"], content_types=["application/json"])
+@api()
+def patch_sip(account: str) -> dict[str, Any]:
+    if "domain" in json.loads(_request().raw_body or b"{}"):
+        raise InvalidInput("domain", "is read-only")
+    return sip_config.patch_sip_config(services(), account, _body(SipConfigPatch))
+
+
+@app.route("/api/sip/registrations", methods=["POST"], content_types=["application/json"])
+@api(201)
+def create_registration(account: str) -> dict[str, Any]:
+    fields = _body(RegistrationFields)
+    return registrations.create_registration(services(), account, fields).view()
+
+
+@app.route("/api/sip/registrations", methods=["GET"])
+@api()
+def list_registrations(account: str) -> dict[str, Any]:
+    page = registrations.list_registrations(services(), account, _page_request())
+    return _paged(page, lambda r: r.view())
+
+
+@app.route("/api/sip/registrations/{registration_id}", methods=["GET"])
+@api()
+def get_registration(account: str, registration_id: str) -> dict[str, Any]:
+    return registrations.get_registration(services(), account, registration_id).view()
+
+
+@app.route(
+    "/api/sip/registrations/{registration_id}",
+    methods=["PATCH"],
+    content_types=["application/json"],
+)
+@api()
+def patch_registration(account: str, registration_id: str) -> dict[str, Any]:
+    patch = _body(RegistrationPatch)
+    return registrations.patch_registration(services(), account, registration_id, patch).view()
+
+
+@app.route("/api/sip/registrations/{registration_id}", methods=["DELETE"])
+@api(204)
+def delete_registration(account: str, registration_id: str) -> None:
+    registrations.delete_registration(services(), account, registration_id)
+
+
+# --- /api/agents -----------------------------------------------------------------------------
+
+
+@app.route("/api/agents", methods=["POST"], content_types=["application/json"])
+@api(201)
+def create_agent(account: str) -> dict[str, Any]:
+    return agents.create_agent(services(), account, _body(AgentFields)).view()
+
+
+@app.route("/api/agents", methods=["GET"])
+@api()
+def list_agents(account: str) -> dict[str, Any]:
+    return _paged(agents.list_agents(services(), account, _page_request()), lambda a: a.view())
+
+
+@app.route("/api/agents/{agent_id}", methods=["GET"])
+@api()
+def get_agent(account: str, agent_id: str) -> dict[str, Any]:
+    return agents.get_agent(services(), account, agent_id).view()
+
+
+@app.route("/api/agents/{agent_id}", methods=["PATCH"], content_types=["application/json"])
+@api()
+def patch_agent(account: str, agent_id: str) -> dict[str, Any]:
+    return agents.patch_agent(services(), account, agent_id, _body(AgentPatch)).view()
+
+
+@app.route("/api/agents/{agent_id}", methods=["DELETE"])
+@api(204)
+def delete_agent(account: str, agent_id: str) -> None:
+    agents.delete_agent(services(), account, agent_id)
+
+
+@app.route("/api/agents/{agent_id}/calls", methods=["POST"], content_types=["application/json"])
+@api(201)
+def create_agent_call(account: str, agent_id: str) -> dict[str, Any]:
+    body = _body(AgentCallCreate)
+    call = calls.create_agent_call(services(), account, agent_id, body)
+    logger.info("outgoing call created", extra={"call_id": call.call_id, "agent_id": agent_id})
+    return call.view()
+
+
+# --- /api/calls ------------------------------------------------------------------------------
+
+
+@app.route("/api/calls", methods=["POST"], content_types=["application/json"])
+@api(201)
+def create_call(account: str) -> dict[str, Any]:
+    call = calls.create_call(services(), account, _body(CallCreate))
+    logger.info("outgoing call created", extra={"call_id": call.call_id})
+    return call.view()
+
+
+@app.route("/api/calls", methods=["GET"])
+@api()
+def list_calls(account: str) -> dict[str, Any]:
+    params = _request().query_params
+    raw_ids = params.getlist("agentIds") if params else []
+    agent_ids = frozenset(i for raw in raw_ids for i in raw.split(",") if i)
+    page = calls.list_calls(
+        services(),
+        account,
+        _page_request(),
+        from_date=_date("fromDate"),
+        to_date=_date("toDate"),
+        agent_ids=agent_ids,
+    )
+    return _paged(page, lambda c: c.view())
+
+
+@app.route("/api/calls/{call_id}", methods=["GET"])
+@api()
+def get_call(account: str, call_id: str) -> dict[str, Any]:
+    return calls.get_call(services(), account, call_id).view()
+
+
+@app.route("/api/calls/{call_id}", methods=["DELETE"])
+@api(204)
+def hang_up_call(account: str, call_id: str) -> None:
+    calls.hang_up(services(), account, call_id)
+
+
+@app.route("/api/accounts/me/billing/usage", methods=["GET"])
+@api()
+def billing_usage(account: str) -> dict[str, Any]:
+    return calls.usage(services(), account, _date("fromDate"), _date("toDate"))
+
+
+# --- /webhooks/sip (signed by the edge) -----------------------------------------------------
+
+
+def webhook(handler: Callable[[bytes], Any]) -> Callable[[], Response]:
+    """Check the edge's signature (401 otherwise), then run ``handler`` on the raw body."""
+
+    @functools.wraps(handler)
+    def wrapped() -> Response:
+        request = _request()
+        raw = request.raw_body or b""
+        body = raw.encode() if isinstance(raw, str) else raw
+        current = services()
+        try:
+            verify(
+                [current.settings.webhook_secret],
+                dict(request.headers),
+                body,
+                now=current.epoch_seconds(),
+                window_s=current.settings.replay_window_s,
+            )
+        except SignatureError as error:
+            logger.warning("webhook refused", extra={"reason": str(error)})
+            count("WebhookUnauthorized")
+            return Response(body={"code": "unauthorized", "detail": str(error)}, status_code=401)
+        try:
+            return Response(body=handler(body), status_code=200)
+        except DomainError as error:
+            return _error_response(error)
+
+    return wrapped
+
+
+@app.route("/webhooks/sip/invite", methods=["POST"], content_types=["application/json"])
+@webhook
+def invite_webhook(body: bytes) -> dict[str, Any]:
+    try:
+        invite = InviteWebhook.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+    logger.append_keys(sip_call_id=invite.sip_call_id)
+    decision: InviteAccepted | InviteRejected
+    try:
+        decision = invites.decide_invite(services(), invite)
+    except DomainError as error:
+        decision = InviteRejected(
+            sip_status=error.sip_status, reason=error.code, message=error.message
+        )
+        logger.info("invite rejected", extra={"reason": error.code, "detail": error.message})
+        count("InviteRejected", reason=error.code)
+    else:
+        logger.info(
+            "invite accepted", extra={"call_id": decision.call_id, "agent_id": decision.agent_id}
+        )
+        count("InviteAccepted")
+    finally:
+        logger.remove_keys(["sip_call_id"])
+    return dump(decision)
+
+
+@app.route("/webhooks/sip/events", methods=["POST"], content_types=["application/json"])
+@webhook
+def events_webhook(body: bytes) -> dict[str, Any]:
+    try:
+        batch = CallEventBatch.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+    result = events.apply_batch(services(), batch)
+    logger.info("events applied", extra=result.model_dump())
+    for _ in range(min(result.applied, 1)):
+        count("EventsApplied")
+    return dump(result)
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,89 @@
+"""Use cases of ``/api/agents``: create, read, list, patch and delete agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.context import check_schema
+from chalicelib.errors import Conflict, InvalidInput
+from chalicelib.models import Agent, AgentFields, AgentPatch, CallTemplate
+from chalicelib.services import Services, retry_on_conflict
+from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.validation import invalid_input
+
+
+def _check_template(services: Services, template: CallTemplate) -> None:
+    if template.context_schema is not None:
+        try:
+            check_schema(template.context_schema)
+        except ValueError as error:
+            raise InvalidInput("callTemplate.contextSchema", str(error)) from None
+    if template.media_endpoint is None and not services.settings.default_media_endpoint:
+        raise InvalidInput(
+            "callTemplate.mediaEndpoint", "required: no default media endpoint is configured"
+        )
+
+
+def create_agent(services: Services, account_id: str, fields: AgentFields) -> Agent:
+    """Create an agent."""
+    _check_template(services, fields.call_template)
+    agent = Agent(
+        agent_id=services.new_id(),
+        name=fields.name,
+        created=services.clock(),
+        call_template=fields.call_template,
+    )
+    services.store.create_agent(account_id, agent)
+    return agent
+
+
+def get_agent(services: Services, account_id: str, agent_id: str) -> Agent:
+    """Return an agent (NotFound if it is not the account's)."""
+    return services.store.get_agent(account_id, agent_id).value
+
+
+def list_agents(services: Services, account_id: str, request: PageRequest) -> PageResult[Agent]:
+    """List the account's agents, newest first."""
+    return services.store.list_agents(account_id, request)
+
+
+def patch_agent(services: Services, account_id: str, agent_id: str, patch: AgentPatch) -> Agent:
+    """Apply ``patch``: ``name`` replaces; each ``callTemplate`` field present replaces its own."""
+
+    def attempt() -> Agent:
+        stored = services.store.get_agent(account_id, agent_id)
+        agent = stored.value
+        if patch.call_template is not None:
+            merged = agent.call_template.model_dump(by_alias=True, exclude_unset=True)
+            merged |= patch.call_template
+            try:
+                template = CallTemplate.model_validate(merged)
+            except ValidationError as error:
+                raise invalid_input(error, prefix="callTemplate") from None
+            _check_template(services, template)
+            agent = agent.model_copy(update={"call_template": template})
+        if patch.name is not None:
+            agent = agent.model_copy(update={"name": patch.name})
+        services.store.save_agent(account_id, agent, stored.version)
+        return agent
+
+    return retry_on_conflict(attempt)
+
+
+def delete_agent(services: Services, account_id: str, agent_id: str) -> None:
+    """Delete an agent; refused (409) while ``allowedAgents`` routes calls to it."""
+    services.store.get_agent(account_id, agent_id)
+    config = services.store.get_sip_config(account_id).value
+    for index, rule in enumerate(config.allowed_agents):
+        if rule.agent_id == agent_id:
+            raise Conflict(
+                f"agent {agent_id!r} is named in allowedAgents[{index}]; remove it there first"
+            )
+    services.store.delete_agent(account_id, agent_id)
+
+
+def agent_view(agent: Agent) -> dict[str, Any]:
+    """The agent as the API shows it."""
+    return agent.view()

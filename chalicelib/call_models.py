@@ -1,0 +1,151 @@
+"""REST resources about calls: creating outgoing calls, the Call object, and billing usage."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from chalicelib.call_outcome import EndReason, SipTerminationReason
+from chalicelib.contracts import MediaEndpoint
+from chalicelib.models import ApiModel, CallTemplate, Duration, format_seconds
+from chalicelib.sip_uri import validate_target
+
+BILLING_PENDING = "BILLING_STATUS_PENDING"
+BILLING_BILLED = "BILLING_STATUS_BILLED"
+
+
+class SipOutgoing(ApiModel):
+    """``medium.sip.outgoing``: where to call and as whom."""
+
+    to: str = Field(min_length=1, max_length=512)
+    from_: str = Field(alias="from", min_length=1, max_length=512)
+    username: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=256)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return validate_target(value)
+
+
+class SipMedium(ApiModel):
+    """``medium.sip``: outgoing only (incoming calls are created by INVITEs)."""
+
+    outgoing: SipOutgoing
+
+
+class CallMedium(ApiModel):
+    """``medium``: only SIP is carried by sipline."""
+
+    sip: SipMedium
+
+
+class AgentCallCreate(ApiModel):
+    """``POST /api/agents/{agentId}/calls``."""
+
+    medium: CallMedium  # type: ignore[assignment]
+    template_context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    join_timeout: Duration | None = None
+    max_duration: Duration | None = None
+    initial_messages: list[dict[str, Any]] | None = None
+    first_speaker_settings: dict[str, Any] | None = None
+    recording_enabled: bool | None = None
+    initial_output_medium: str | None = None
+    data_connection: dict[str, Any] | None = None
+
+
+class CallCreate(CallTemplate):
+    """``POST /api/calls``: a call template inline, plus the medium and the context."""
+
+    medium: CallMedium
+    template_context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Call(ApiModel):
+    """A call as stored (the API shows it through :meth:`view`)."""
+
+    call_id: str
+    account_id: str
+    created: datetime
+    direction: Literal["incoming", "outgoing"]
+    agent_id: str | None = None
+    caller: str = Field(description="Who called: the From user (incoming) or our 'from'.")
+    callee: str = Field(description="Who was called: the To user (incoming) or the target.")
+    from_uri: str = ""
+    to_uri: str = ""
+    from_display_name: str | None = None
+    sip_call_id: str | None = None
+    source: str | None = None
+    transport: str | None = None
+    username: str | None = None
+    password_ciphertext: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    template_context: dict[str, Any] = Field(default_factory=dict)
+    system_prompt: str | None = None
+    media_endpoint: MediaEndpoint
+    join_timeout: str | None = None
+    max_duration: str | None = None
+    joined: datetime | None = None
+    ended: datetime | None = None
+    end_reason: EndReason | None = None
+    termination_reason: SipTerminationReason | None = None
+    billed_call_seconds: int = 0
+    billed_sip_seconds: int = 0
+    events_applied: int = 0
+
+    @property
+    def billing_status(self) -> str:
+        """Pending while the call runs, billed once it has ended."""
+        return BILLING_BILLED if self.ended else BILLING_PENDING
+
+    def medium_view(self) -> dict[str, Any]:
+        """The ``medium`` object: ``sip.incoming`` or ``sip.outgoing`` (no password)."""
+        if self.direction == "incoming":
+            return {"sip": {"incoming": {"from": self.from_uri, "to": self.to_uri}}}
+        outgoing = {"to": self.to_uri, "from": self.from_uri, "username": self.username}
+        return {"sip": {"outgoing": outgoing}}
+
+    def view(self) -> dict[str, Any]:
+        """Return the Call object as the API shows it."""
+        ended = self.ended is not None
+        return {
+            "callId": self.call_id,
+            "created": _iso(self.created),
+            "joined": _iso(self.joined),
+            "ended": _iso(self.ended),
+            "endReason": self.end_reason,
+            "billedDuration": format_seconds(self.billed_call_seconds) if ended else None,
+            "billingStatus": self.billing_status,
+            "agentId": self.agent_id,
+            "direction": self.direction,
+            "caller": self.caller,
+            "callee": self.callee,
+            "medium": self.medium_view(),
+            "metadata": self.metadata,
+            "templateContext": self.template_context,
+            "joinTimeout": self.join_timeout,
+            "maxDuration": self.max_duration,
+            "sipDetails": {
+                "billedDuration": format_seconds(self.billed_sip_seconds) if ended else None,
+                "terminationReason": self.termination_reason,
+                "from": self.from_uri,
+                "to": self.to_uri,
+                "fromDisplayName": self.from_display_name,
+                "callerId": self.caller,
+            },
+        }
+
+
+class UsageQuery(ApiModel):
+    """``GET /api/accounts/me/billing/usage`` query: an inclusive range of UTC days."""
+
+    from_date: date | None = None
+    to_date: date | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

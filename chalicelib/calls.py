@@ -1,0 +1,186 @@
+"""Use cases of ``/api/calls``: outgoing calls, reading calls, hanging up, and billing usage."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from chalicelib import context as ctx
+from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
+from chalicelib.contracts import DialCommand, HangUpCommand
+from chalicelib.errors import Conflict, DomainError, InvalidInput, NotFound
+from chalicelib.invites import media_endpoint
+from chalicelib.models import CallTemplate, duration_seconds
+from chalicelib.services import Services
+from chalicelib.sip_uri import user_part
+from chalicelib.store.repository import PageRequest, PageResult
+
+DEFAULT_USAGE_DAYS = 30
+MAX_USAGE_DAYS = 366
+
+
+class CommandNotSent(DomainError):
+    """The dial command could not be queued; the call is recorded as failed (HTTP 503)."""
+
+    http_status = 503
+    code = "command_not_sent"
+
+
+def create_agent_call(
+    services: Services, account_id: str, agent_id: str, body: AgentCallCreate
+) -> Call:
+    """Place an outgoing call for an agent (``POST /api/agents/{agentId}/calls``)."""
+    agent = services.store.get_agent(account_id, agent_id).value
+    template = agent.call_template
+    overrides = {"join_timeout": body.join_timeout, "max_duration": body.max_duration}
+    template = template.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    metadata = {**(template.metadata or {}), **body.metadata}
+    outgoing = body.medium.sip.outgoing
+    return _place(
+        services, account_id, agent_id, template, outgoing, body.template_context, metadata
+    )
+
+
+def create_call(services: Services, account_id: str, body: CallCreate) -> Call:
+    """Place an outgoing call from an inline call template (``POST /api/calls``)."""
+    fields = {name: getattr(body, name) for name in CallTemplate.model_fields}
+    fields.pop("medium")
+    template = CallTemplate(**fields)
+    if template.context_schema is not None:
+        try:
+            ctx.check_schema(template.context_schema)
+        except ValueError as error:
+            raise InvalidInput("contextSchema", str(error)) from None
+    outgoing = body.medium.sip.outgoing
+    return _place(
+        services, account_id, None, template, outgoing, body.template_context, body.metadata
+    )
+
+
+def _place(
+    services: Services,
+    account_id: str,
+    agent_id: str | None,
+    template: CallTemplate,
+    outgoing: SipOutgoing,
+    template_context: dict[str, Any],
+    metadata: dict[str, str],
+) -> Call:
+    ctx.validate_context(template_context, template.context_schema)
+    ciphertext = services.cipher.encrypt(outgoing.password) if outgoing.password else None
+    call = Call(
+        call_id=services.new_id(),
+        account_id=account_id,
+        created=services.clock(),
+        direction="outgoing",
+        agent_id=agent_id,
+        caller=user_part(outgoing.from_) or outgoing.from_,
+        callee=user_part(outgoing.to),
+        from_uri=outgoing.from_,
+        to_uri=outgoing.to,
+        username=outgoing.username,
+        password_ciphertext=ciphertext,
+        metadata=metadata,
+        template_context=template_context,
+        system_prompt=ctx.render(template.system_prompt, template_context),
+        media_endpoint=media_endpoint(services, template.media_endpoint),
+        join_timeout=template.join_timeout,
+        max_duration=template.max_duration,
+    )
+    services.store.create_call(call)
+    _send_dial(services, call)
+    return call
+
+
+def _send_dial(services: Services, call: Call) -> None:
+    command = DialCommand(
+        call_id=call.call_id,
+        agent_id=call.agent_id,
+        to=call.to_uri,
+        from_=call.from_uri,
+        username=call.username,
+        password_ciphertext=call.password_ciphertext,
+        media_endpoint=call.media_endpoint,
+        system_prompt=call.system_prompt,
+        template_context=call.template_context,
+        join_timeout_s=duration_seconds(call.join_timeout),
+        max_duration_s=duration_seconds(call.max_duration),
+    )
+    try:
+        services.commands.send(command)
+    except Exception as error:  # the queue is down: record the failure, tell the user
+        failed = call.model_copy(update={"ended": services.clock(), "end_reason": "system_error"})
+        services.store.save_call(failed, 1)
+        raise CommandNotSent(f"could not queue the dial command: {error}") from error
+
+
+def get_call(services: Services, account_id: str, call_id: str) -> Call:
+    """Return one of the account's calls."""
+    call = services.store.get_call(call_id).value
+    if call.account_id != account_id:
+        raise NotFound(f"call {call_id!r} not found")
+    return call
+
+
+def list_calls(
+    services: Services,
+    account_id: str,
+    request: PageRequest,
+    *,
+    from_date: date | None,
+    to_date: date | None,
+    agent_ids: frozenset[str],
+) -> PageResult[Call]:
+    """List the account's calls, newest first, optionally by day range and agents."""
+    between = None
+    if from_date is not None or to_date is not None:
+        between = _day_range(from_date or date(1970, 1, 1), to_date or date(9999, 12, 30))
+    return services.store.list_calls(
+        account_id, request, created_between=between, agent_ids=agent_ids
+    )
+
+
+def hang_up(services: Services, account_id: str, call_id: str) -> None:
+    """Ask the edge to hang up an active call (409 if it has ended)."""
+    call = get_call(services, account_id, call_id)
+    if call.ended is not None:
+        raise Conflict(f"call {call_id!r} has already ended")
+    services.commands.send(HangUpCommand(call_id=call_id))
+
+
+def _day_range(first: date, last: date) -> tuple[datetime, datetime]:
+    if last < first:
+        raise InvalidInput("toDate", f"{last} is before fromDate {first}")
+    start = datetime.combine(first, time.min, UTC)
+    return start, datetime.combine(last, time.max, UTC)
+
+
+def usage(
+    services: Services, account_id: str, from_date: date | None, to_date: date | None
+) -> dict[str, Any]:
+    """Return billed call and SIP minutes per UTC day, by the day each call was created."""
+    last = to_date or services.clock().date()
+    first = from_date or last - timedelta(days=DEFAULT_USAGE_DAYS - 1)
+    if (last - first).days >= MAX_USAGE_DAYS:
+        raise InvalidInput("fromDate", f"the range may span at most {MAX_USAGE_DAYS} days")
+    seconds: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    for call in services.store.iter_calls(account_id, _day_range(first, last)):
+        day = seconds[call.created.astimezone(UTC).date()]
+        day[0] += call.billed_call_seconds
+        day[1] += call.billed_sip_seconds
+    daily = [
+        {"date": d.isoformat(), "minutes": _minutes(s[0]), "sipMinutes": _minutes(s[1])}
+        for d, s in sorted(seconds.items())
+    ]
+    total = [sum(s[i] for s in seconds.values()) for i in (0, 1)]
+    return {
+        "dailyUsage": daily,
+        "totalMinutes": _minutes(total[0]),
+        "totalSipMinutes": _minutes(total[1]),
+    }
+
+
+def _minutes(seconds: int) -> float:
+    """Billed seconds are whole deciminutes, so minutes have exactly one decimal."""
+    return round(seconds / 60, 1)

@@ -1,0 +1,297 @@
+"""Wire contracts between the relay (the SIP edge) and the control plane.
+
+Defined once, here, with pydantic and the standard library only: the relay imports this module
+(its image copies ``chalicelib/``) and ``docs/webhooks.md`` describes these models.
+
+1. INVITE webhook (edge -> control plane), ``POST /webhooks/sip/invite``: the edge posts an
+   :class:`InviteWebhook` for every new INVITE and answers the caller with the returned
+   :class:`InviteDecision` (an :class:`InviteAccepted` or an :class:`InviteRejected`).
+2. Call events (edge -> control plane), ``POST /webhooks/sip/events``: a :class:`CallEventBatch`
+   of timestamped, uniquely identified :class:`CallEvent` items, delivered at least once.
+3. Commands (control plane -> edge, over SQS): :class:`DialCommand`, :class:`HangUpCommand`,
+   :class:`RegisterCommand`, :class:`UnregisterCommand`, one JSON object per message, told apart
+   by ``type``.
+4. Media endpoint (edge -> agent): :class:`MediaEndpoint` names the agent's WebSocket and its framing.
+
+Our own contracts forbid unknown fields, so that drift between the two sides fails loudly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+
+class Contract(BaseModel):
+    """Base of every wire model: camelCase JSON, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Transport(StrEnum):
+    """SIP transports sipline speaks (RFC 3261 §18)."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+class MediaFraming(StrEnum):
+    """How audio is framed on the agent WebSocket (contract 4)."""
+
+    TWILIO = "twilio"
+    """Twilio Media Streams JSON, base64 mu-law at 8 kHz (the default)."""
+    PCM16K = "pcm16k"
+    """HD framing: 16-bit little-endian linear PCM at 16 kHz."""
+    PCM48K = "pcm48k"
+    """HD framing: 16-bit little-endian linear PCM at 48 kHz."""
+
+
+class MediaEndpoint(Contract):
+    """The agent's media endpoint: where the edge opens one WebSocket per call."""
+
+    url: str = Field(description="ws:// or wss:// URL the edge connects to for each call.")
+    framing: MediaFraming = Field(
+        default=MediaFraming.TWILIO, description="Audio framing on the WebSocket."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")) or len(value) <= len("wss://"):
+            raise ValueError(f"must be a ws:// or wss:// URL, got {value!r}")
+        return value
+
+
+# --- 1. INVITE webhook ---------------------------------------------------------------------------
+
+
+class InviteWebhook(Contract):
+    """What the edge saw when an INVITE arrived (contract 1)."""
+
+    source_ip: str = Field(
+        alias="sourceIp",
+        description="Source address of the packet (never taken from a header); '' if unknown.",
+    )
+    source_port: int = Field(alias="sourcePort", ge=0, le=65535)
+    transport: Transport
+    request_uri: str = Field(alias="requestUri")
+    from_uri: str = Field(alias="fromUri")
+    from_display_name: str | None = Field(default=None, alias="fromDisplayName")
+    from_tag: str = Field(default="", alias="fromTag")
+    to_uri: str = Field(alias="toUri")
+    sip_call_id: str = Field(alias="sipCallId", min_length=1, description="The SIP Call-ID.")
+    headers: list[tuple[str, str]] = Field(
+        default_factory=list, description="Every header as [name, value], in arrival order."
+    )
+    offered_codecs: list[str] = Field(
+        default_factory=list,
+        alias="offeredCodecs",
+        description="Codecs of the SDP offer, as encoding/clock names (e.g. 'PCMU/8000').",
+    )
+    registration_id: str | None = Field(
+        default=None,
+        alias="registrationId",
+        description="Set when the INVITE arrived over one of the account's registrations.",
+    )
+    edge_id: str = Field(default="", alias="edgeId", description="The edge task that holds it.")
+
+
+class InviteAccepted(Contract):
+    """The control plane's acceptance: answer the caller and bridge to the agent."""
+
+    action: Literal["accept"] = "accept"
+    call_id: str = Field(alias="callId")
+    agent_id: str | None = Field(alias="agentId")
+    media_endpoint: MediaEndpoint = Field(alias="mediaEndpoint")
+    system_prompt: str | None = Field(
+        default=None, alias="systemPrompt", description="The agent's rendered system prompt."
+    )
+    template_context: dict[str, Any] = Field(default_factory=dict, alias="templateContext")
+    codec_preference: list[str] = Field(default_factory=list, alias="codecPreference")
+    join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
+    max_duration_s: float | None = Field(default=None, alias="maxDurationS")
+
+
+class InviteRejected(Contract):
+    """The control plane's rejection: answer the caller with ``sip_status``."""
+
+    action: Literal["reject"] = "reject"
+    sip_status: int = Field(alias="sipStatus", ge=400, le=699)
+    reason: str = Field(description="The rule that refused the call, e.g. 'source_ip_not_allowed'.")
+    message: str = ""
+
+
+InviteDecision = Annotated[InviteAccepted | InviteRejected, Field(discriminator="action")]
+
+
+# --- 2. Call events ------------------------------------------------------------------------------
+
+
+class CallEventType(StrEnum):
+    """What happened on a leg, a call or a registration (contract 2)."""
+
+    INVITE_RECEIVED = "invite_received"
+    """An incoming INVITE arrived on this leg."""
+    INVITE_SENT = "invite_sent"
+    """The edge sent an INVITE on this leg (outgoing call or transfer target)."""
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    """The leg's INVITE transaction ended with a 2xx (incoming: we answered; outgoing: they did)."""
+    LEG_ENDED = "leg_ended"
+    """The leg is gone: BYE, CANCEL, a final non-2xx, a timeout or an error."""
+    AGENT_JOINED = "agent_joined"
+    AGENT_LEFT = "agent_left"
+    REFER_SENT = "refer_sent"
+    REFER_ACCEPTED = "refer_accepted"
+    REFER_SUCCEEDED = "refer_succeeded"
+    """The transferee reached the target (NOTIFY sipfrag 2xx): sipline is out of the call."""
+    REFER_FAILED = "refer_failed"
+    BRIDGED = "bridged"
+    """Two legs were connected to each other by the edge (bridged transfer)."""
+    REGISTRATION_SUCCEEDED = "registration_succeeded"
+    REGISTRATION_FAILED = "registration_failed"
+
+
+class LegRole(StrEnum):
+    """Which side of the call a leg is."""
+
+    CALLER = "caller"
+    """The first leg: the incoming caller or the outgoing call's callee."""
+    TRANSFER_TARGET = "transfer_target"
+
+
+class LegEndReason(StrEnum):
+    """Why a leg ended."""
+
+    REMOTE_HANGUP = "remote_hangup"
+    """The far end sent BYE (or CANCEL before the answer)."""
+    LOCAL_HANGUP = "local_hangup"
+    """sipline hung up on behalf of the agent or the API."""
+    REJECTED = "rejected"
+    """An INVITE got a final non-2xx response (``sipStatus`` says which)."""
+    TIMEOUT = "timeout"
+    """No answer, no media or the maximum duration was reached."""
+    REFERRED = "referred"
+    """The call was handed over by a successful REFER."""
+    ERROR = "error"
+    """Transport or internal error."""
+
+
+class CallEvent(Contract):
+    """One fact the edge observed, uniquely identified and timestamped by the edge."""
+
+    event_id: str = Field(alias="eventId", min_length=1, max_length=128)
+    type: CallEventType
+    occurred_at: datetime = Field(alias="occurredAt", description="Edge time, RFC 3339 UTC.")
+    call_id: str | None = Field(default=None, alias="callId")
+    leg_id: str | None = Field(default=None, alias="legId")
+    leg_role: LegRole | None = Field(default=None, alias="legRole")
+    registration_id: str | None = Field(default=None, alias="registrationId")
+    sip_status: int | None = Field(default=None, alias="sipStatus", ge=100, le=699)
+    reason: LegEndReason | None = None
+    detail: str | None = Field(default=None, max_length=500)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (RFC 3339 with Z or an offset)")
+        return value
+
+
+class CallEventBatch(Contract):
+    """A batch of events, as the edge posts them."""
+
+    events: list[CallEvent] = Field(min_length=1, max_length=500)
+
+
+class CallEventBatchResult(Contract):
+    """The control plane's acknowledgement of a batch."""
+
+    applied: int
+    duplicates: int
+    unknown: int = Field(description="Events naming a call or registration that does not exist.")
+
+
+# --- 3. Commands ---------------------------------------------------------------------------------
+
+
+class DialCommand(Contract):
+    """Place an outgoing call and bridge it to the agent."""
+
+    type: Literal["dial"] = "dial"
+    call_id: str = Field(alias="callId")
+    agent_id: str | None = Field(default=None, alias="agentId")
+    to: str
+    from_: str = Field(alias="from")
+    username: str | None = None
+    password_ciphertext: str | None = Field(
+        default=None,
+        alias="passwordCiphertext",
+        description="The trunk password, encrypted with the deployment's key (never plain text).",
+    )
+    media_endpoint: MediaEndpoint = Field(alias="mediaEndpoint")
+    system_prompt: str | None = Field(default=None, alias="systemPrompt")
+    template_context: dict[str, Any] = Field(default_factory=dict, alias="templateContext")
+    join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
+    max_duration_s: float | None = Field(default=None, alias="maxDurationS")
+
+
+class HangUpCommand(Contract):
+    """End an active call (all of its legs)."""
+
+    type: Literal["hangup"] = "hangup"
+    call_id: str = Field(alias="callId")
+    reason: str = "api"
+
+
+class RegisterCommand(Contract):
+    """Register (or re-register) with a PBX as the given user."""
+
+    type: Literal["register"] = "register"
+    registration_id: str = Field(alias="registrationId")
+    username: str
+    password_ciphertext: str = Field(alias="passwordCiphertext")
+    proxy: str
+    outbound_proxy: str | None = Field(default=None, alias="outboundProxy")
+    auth_user: str | None = Field(default=None, alias="authUser")
+
+
+class UnregisterCommand(Contract):
+    """Stop a registration (REGISTER with Expires: 0)."""
+
+    type: Literal["unregister"] = "unregister"
+    registration_id: str = Field(alias="registrationId")
+
+
+EdgeCommand = Annotated[
+    DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand,
+    Field(discriminator="type"),
+]
+
+
+_decision_adapter: TypeAdapter[InviteAccepted | InviteRejected] = TypeAdapter(InviteDecision)
+_command_adapter: TypeAdapter[DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand] = (
+    TypeAdapter(EdgeCommand)
+)
+
+
+def parse_decision(data: bytes | str) -> InviteAccepted | InviteRejected:
+    """Parse the JSON body of an INVITE webhook's answer."""
+    return _decision_adapter.validate_json(data)
+
+
+def parse_command(
+    data: bytes | str,
+) -> DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand:
+    """Parse the JSON body of a command message."""
+    return _command_adapter.validate_json(data)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Return ``model`` as camelCase JSON-ready data (the only way contracts leave a process)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=False)

@@ -1,0 +1,105 @@
+"""Domain errors that classify themselves.
+
+Each carries the HTTP status the REST API answers with, the SIP status an INVITE decision rejects
+with, and a stable ``code`` that names the rule in responses, logs and metrics. ``app.py`` maps
+them in one place; nothing above ``store/`` sees botocore.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    http_status = 400
+    sip_status = 500
+    code = "domain_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    """A request names a field with a bad value (400)."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The named resource does not exist (404)."""
+
+    http_status = 404
+    code = "not_found"
+
+
+class Unauthorized(DomainError):
+    """Missing or wrong credentials (401)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the resource's state (409)."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    """A conditional create found the item already there."""
+
+    code = "already_exists"
+
+
+class StaleVersion(Conflict):
+    """A conditional update lost a race with another writer."""
+
+    code = "stale_version"
+
+
+class SourceIpNotAllowed(DomainError):
+    """The INVITE's source address is outside ``allowedCidrRanges`` (SIP 403)."""
+
+    http_status = 403
+    sip_status = 403
+    code = "source_ip_not_allowed"
+
+
+class NoAgentMatched(DomainError):
+    """No routing rule matched the To user and there is no fallback (SIP 404)."""
+
+    http_status = 404
+    sip_status = 404
+    code = "no_agent_matched"
+
+
+class FallbackRejected(DomainError):
+    """The fallback handler answered ``reject`` with its own SIP code."""
+
+    code = "fallback_rejected"
+
+    def __init__(self, sip_status: int, message: str) -> None:
+        super().__init__(message)
+        self.sip_status = sip_status
+
+
+class FallbackFailed(DomainError):
+    """The fallback handler could not be reached or answered nonsense (SIP 480)."""
+
+    http_status = 502
+    sip_status = 480
+    code = "fallback_failed"
+
+
+class AgentUnavailable(DomainError):
+    """The matched agent cannot take calls (no media endpoint, or it was deleted) (SIP 480)."""
+
+    http_status = 409
+    sip_status = 480
+    code = "agent_unavailable"

@@ -1,0 +1,138 @@
+"""Applying the edge's event batches (contract 2), idempotently.
+
+1. The batch is checked whole before anything is written: an event must name a call or a
+   registration.
+2. Each event is stored once under its call or registration, keyed by ``eventId`` with a
+   conditional put: a retried batch finds every id taken and changes nothing.
+3. Each call that got a new event is recomputed from *all* its stored events, ordered by the edge's
+   timestamps (``call_outcome.summarize``), and written with a version condition, retried when a
+   concurrent batch wins the race. The call is a pure function of its events, so the order in which
+   batches arrive does not matter.
+4. A registration's ``successful`` follows its latest status event, by edge time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chalicelib.call_models import Call
+from chalicelib.call_outcome import summarize
+from chalicelib.contracts import CallEvent, CallEventBatch, CallEventBatchResult, CallEventType
+from chalicelib.errors import InvalidInput, NotFound
+from chalicelib.models import Registration
+from chalicelib.services import Services, retry_on_conflict
+from chalicelib.store import keys
+
+_STATUS_EVENTS = {
+    CallEventType.REGISTRATION_SUCCEEDED: True,
+    CallEventType.REGISTRATION_FAILED: False,
+}
+
+
+def _check(batch: CallEventBatch) -> None:
+    for index, event in enumerate(batch.events):
+        if event.type in _STATUS_EVENTS and not event.registration_id:
+            raise InvalidInput(f"events[{index}].registrationId", f"required for {event.type}")
+        if event.type not in _STATUS_EVENTS and not event.call_id:
+            raise InvalidInput(f"events[{index}].callId", f"required for {event.type}")
+
+
+def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResult:
+    """Store the batch's new events and bring the calls and registrations they name up to date."""
+    _check(batch)
+    applied = duplicates = unknown = 0
+    calls: set[str] = set()
+    registrations: set[str] = set()
+    known: dict[str, bool] = {}
+    for event in batch.events:
+        pk = _owner_pk(event)
+        if pk not in known:
+            known[pk] = _exists(services, event)
+        if not known[pk]:
+            unknown += 1
+        if not services.store.add_event(pk, event):
+            duplicates += 1
+            continue
+        applied += 1
+        if known[pk] and event.registration_id and event.type in _STATUS_EVENTS:
+            registrations.add(event.registration_id)
+        elif known[pk] and event.call_id:
+            calls.add(event.call_id)
+    for call_id in sorted(calls):
+        refresh_call(services, call_id)
+    for registration_id in sorted(registrations):
+        _refresh_registration(services, registration_id)
+    return CallEventBatchResult(applied=applied, duplicates=duplicates, unknown=unknown)
+
+
+def _owner_pk(event: CallEvent) -> str:
+    if event.type in _STATUS_EVENTS:
+        return keys.registration_pk(event.registration_id or "")
+    return keys.call_pk(event.call_id or "")
+
+
+def _exists(services: Services, event: CallEvent) -> bool:
+    try:
+        if event.type in _STATUS_EVENTS:
+            services.store.get_registration(event.registration_id or "")
+        else:
+            services.store.get_call(event.call_id or "")
+    except NotFound:
+        return False
+    return True
+
+
+def call_with_events(call: Call, events: Iterable[CallEvent]) -> Call:
+    """Return ``call`` as its events say it is (pure)."""
+    stored = list(events)
+    outcome = summarize(stored)
+    return call.model_copy(
+        update={
+            "joined": outcome.joined,
+            "ended": outcome.ended,
+            "end_reason": outcome.end_reason,
+            "termination_reason": outcome.termination_reason,
+            "billed_call_seconds": outcome.bill.billed_call_seconds,
+            "billed_sip_seconds": outcome.bill.billed_sip_seconds,
+            "events_applied": len({e.event_id for e in stored}),
+        }
+    )
+
+
+def refresh_call(services: Services, call_id: str) -> Call:
+    """Recompute a call from every stored event and save it (retried on a lost race)."""
+
+    def attempt() -> Call:
+        stored = services.store.get_call(call_id)
+        events = services.store.list_events(keys.call_pk(call_id))
+        call = call_with_events(stored.value, events)
+        if call != stored.value:
+            services.store.save_call(call, stored.version)
+        return call
+
+    return retry_on_conflict(attempt)
+
+
+def registration_status(events: Iterable[CallEvent]) -> CallEvent | None:
+    """Return the latest status event by edge time (ties broken by event id), if any."""
+    status = [e for e in events if e.type in _STATUS_EVENTS]
+    return max(status, key=lambda e: (e.occurred_at, e.event_id), default=None)
+
+
+def _refresh_registration(services: Services, registration_id: str) -> Registration:
+    def attempt() -> Registration:
+        account_id, stored = services.store.get_registration(registration_id)
+        latest = registration_status(
+            services.store.list_events(keys.registration_pk(registration_id))
+        )
+        registration = stored.value
+        if latest is not None and (
+            registration.status_at is None or latest.occurred_at >= registration.status_at
+        ):
+            registration = registration.model_copy(
+                update={"successful": _STATUS_EVENTS[latest.type], "status_at": latest.occurred_at}
+            )
+            services.store.save_registration(account_id, registration, stored.version)
+        return registration
+
+    return retry_on_conflict(attempt)

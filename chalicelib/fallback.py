@@ -1,0 +1,100 @@
+"""The fallback handler: asked what to do with an INVITE that no routing rule matched.
+
+sipline POSTs a signed JSON body (``docs/webhooks.md`` shows it; the model is
+:class:`FallbackRequest`) and expects either ``{"startAgentCall": {"agentId", "templateContext"}}``
+or ``{"reject": {"sipRejectCode", "message"}}``. Anything else, a non-2xx status or a timeout is a
+failure, and the caller is rejected with 480.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chalicelib import signing
+from chalicelib.errors import FallbackFailed
+
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class _Lenient(BaseModel):
+    """Third-party shapes: camelCase, unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class FallbackRequest(_Lenient):
+    """What sipline sends to the fallback handler."""
+
+    event: str = "sip.invite.unrouted"
+    sip_call_id: str = Field(alias="sipCallId")
+    source_ip: str = Field(alias="sourceIp")
+    transport: str
+    request_uri: str = Field(alias="requestUri")
+    from_uri: str = Field(alias="fromUri")
+    from_display_name: str | None = Field(alias="fromDisplayName")
+    caller_id: str = Field(alias="callerId")
+    to_uri: str = Field(alias="toUri")
+    to_user: str = Field(alias="toUser")
+    headers: list[tuple[str, str]]
+    template_context: dict[str, Any] = Field(alias="templateContext")
+
+
+class StartAgentCall(_Lenient):
+    agent_id: str = Field(alias="agentId", min_length=1)
+    template_context: dict[str, Any] = Field(default_factory=dict, alias="templateContext")
+
+
+class Reject(_Lenient):
+    sip_reject_code: int = Field(alias="sipRejectCode", ge=400, le=699)
+    message: str = ""
+
+
+class FallbackAnswer(_Lenient):
+    """The fallback handler's answer: exactly one of ``startAgentCall`` and ``reject``."""
+
+    start_agent_call: StartAgentCall | None = Field(default=None, alias="startAgentCall")
+    reject: Reject | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FallbackAnswer:
+        if (self.start_agent_call is None) == (self.reject is None):
+            raise ValueError("answer with exactly one of startAgentCall and reject")
+        return self
+
+
+class FallbackClient(Protocol):
+    """Asks a fallback handler what to do."""
+
+    def ask(self, url: str, secrets: list[str], request: FallbackRequest) -> FallbackAnswer: ...
+
+
+class HttpFallbackClient:
+    """Asks over HTTP(S) with a signed POST and a bounded timeout."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+
+    def ask(self, url: str, secrets: list[str], request: FallbackRequest) -> FallbackAnswer:
+        body = json.dumps(request.model_dump(mode="json", by_alias=True)).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "sipline-fallback/1"}
+        if secrets:
+            headers |= signing.sign(secrets[0], int(time.time()), body)
+        http_request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(http_request, timeout=self._timeout_s) as response:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            raise FallbackFailed(f"fallback handler unreachable: {error}") from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise FallbackFailed("fallback handler answer is too large")
+        try:
+            return FallbackAnswer.model_validate_json(raw)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise FallbackFailed(f"fallback handler answered badly: {first['msg']}") from None

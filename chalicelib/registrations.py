@@ -1,0 +1,93 @@
+"""Use cases of ``/api/sip/registrations``: sipline registering with a PBX as a user.
+
+Passwords are encrypted before they are stored, travel to the edge encrypted inside commands, and
+are never returned. Each create or change sends a (re)register command; a delete unregisters.
+``successful`` stays null until the edge reports a ``registration_succeeded`` or
+``registration_failed`` event.
+"""
+
+from __future__ import annotations
+
+from chalicelib.contracts import RegisterCommand, UnregisterCommand
+from chalicelib.errors import InvalidInput, NotFound
+from chalicelib.models import Registration, RegistrationFields, RegistrationPatch
+from chalicelib.services import Services, retry_on_conflict
+from chalicelib.store.repository import PageRequest, PageResult, Versioned
+
+
+def _register_command(registration: Registration) -> RegisterCommand:
+    return RegisterCommand(
+        registration_id=registration.registration_id,
+        username=registration.username,
+        password_ciphertext=registration.password_ciphertext,
+        proxy=registration.proxy,
+        outbound_proxy=registration.outbound_proxy,
+        auth_user=registration.auth_user,
+    )
+
+
+def create_registration(
+    services: Services, account_id: str, fields: RegistrationFields
+) -> Registration:
+    """Create a registration and ask the edge to register."""
+    registration = Registration(
+        registration_id=services.new_id(),
+        created=services.clock(),
+        username=fields.username,
+        password_ciphertext=services.cipher.encrypt(fields.password),
+        proxy=fields.proxy,
+        outbound_proxy=fields.outbound_proxy,
+        auth_user=fields.auth_user,
+    )
+    services.store.create_registration(account_id, registration)
+    services.commands.send(_register_command(registration))
+    return registration
+
+
+def _owned(services: Services, account_id: str, registration_id: str) -> Versioned[Registration]:
+    owner, registration = services.store.get_registration(registration_id)
+    if owner != account_id:
+        raise NotFound(f"registration {registration_id!r} not found")
+    return registration
+
+
+def get_registration(services: Services, account_id: str, registration_id: str) -> Registration:
+    """Return one of the account's registrations."""
+    return _owned(services, account_id, registration_id).value
+
+
+def list_registrations(
+    services: Services, account_id: str, request: PageRequest
+) -> PageResult[Registration]:
+    """List the account's registrations, newest first."""
+    return services.store.list_registrations(account_id, request)
+
+
+def patch_registration(
+    services: Services, account_id: str, registration_id: str, patch: RegistrationPatch
+) -> Registration:
+    """Apply ``patch`` and ask the edge to register again with the new details."""
+    for name in ("username", "password", "proxy"):
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise InvalidInput(name, "cannot be null")
+    changes = {n: getattr(patch, n) for n in patch.model_fields_set if n != "password"}
+    if patch.password is not None:
+        changes["password_ciphertext"] = services.cipher.encrypt(patch.password)
+    changes["successful"] = None
+
+    def attempt() -> Registration:
+        stored = _owned(services, account_id, registration_id)
+        registration = stored.value.model_copy(update=changes)
+        services.store.save_registration(account_id, registration, stored.version)
+        return registration
+
+    registration = retry_on_conflict(attempt)
+    services.commands.send(_register_command(registration))
+    return registration
+
+
+def delete_registration(services: Services, account_id: str, registration_id: str) -> None:
+    """Delete a registration and ask the edge to unregister."""
+    _owned(services, account_id, registration_id)
+    services.store.delete_registration(registration_id)
+    services.commands.send(UnregisterCommand(registration_id=registration_id))

@@ -1,0 +1,91 @@
+"""Routing an INVITE to an agent by the To URI's user part (pure).
+
+The rules, in the spec's order:
+
+1. each ``allowedAgents`` pattern in list order: the first that matches wins;
+2. then ``agent_<agentId>`` (any domain), if ``allowAllAgents`` is on;
+3. otherwise no route (the caller tries the fallback handler, then rejects).
+
+Patterns are written by users and run on attacker-controlled input, so they are RE2 expressions:
+linear time, no backtracking. All patterns of a configuration are compiled into one RE2 ``Set``
+and matched in one pass; the lowest matching index is the first rule in list order. Compiled sets
+are cached by their pattern tuple, so a warm Lambda pays the compile cost once per configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import re2
+
+from chalicelib.models import AllowedAgent
+
+_AGENT_USER = re.compile(r"^agent_(?P<agent_id>[A-Za-z0-9_-]{1,64})$")
+_MAX_MEMORY = 64 << 20
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _MAX_MEMORY
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The agent a call goes to and the rule that chose it."""
+
+    agent_id: str
+    rule: str
+    """``allowed_agents[<index>]`` or ``allow_all_agents``."""
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError with RE2's reason if ``pattern`` does not compile."""
+    try:
+        re2.compile(pattern, options=_options())
+    except re2.error as error:
+        reason = error.args[0].decode() if isinstance(error.args[0], bytes) else str(error)
+        raise ValueError(f"{pattern!r} is not a valid RE2 pattern: {reason}") from None
+
+
+class PatternSet:
+    """Every routing pattern of a configuration, compiled once into an RE2 Set."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._set = re2.Set.SearchSet(_options())
+        for pattern in patterns:
+            self._set.Add(pattern)
+        self._set.Compile()
+        self._empty = not patterns
+
+    def first_match(self, text: str) -> int | None:
+        """Return the index of the first pattern (in list order) that matches ``text``."""
+        if self._empty:
+            return None
+        matches = self._set.Match(text)
+        return min(matches) if matches else None
+
+
+@lru_cache(maxsize=64)
+def compiled(patterns: tuple[str, ...]) -> PatternSet:
+    """Return the (cached) compiled set of ``patterns``."""
+    return PatternSet(patterns)
+
+
+def route(
+    to_user: str,
+    allowed_agents: Sequence[AllowedAgent],
+    *,
+    allow_all_agents: bool,
+) -> Route | None:
+    """Return the route for ``to_user``, or None when no rule matches."""
+    index = compiled(tuple(a.pattern for a in allowed_agents)).first_match(to_user)
+    if index is not None:
+        return Route(allowed_agents[index].agent_id, f"allowed_agents[{index}]")
+    if allow_all_agents and (match := _AGENT_USER.match(to_user)):
+        return Route(match["agent_id"], "allow_all_agents")
+    return None

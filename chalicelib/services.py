@@ -1,0 +1,52 @@
+"""What every use case is given: the store, the clock, ids, the cipher and the outside world.
+
+Built once per Lambda container by ``app.py`` (or by a test with fakes), then passed down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from chalicelib.commands import CommandSender
+from chalicelib.config import Settings
+from chalicelib.crypto import Cipher
+from chalicelib.errors import StaleVersion
+from chalicelib.fallback import FallbackClient
+from chalicelib.ids import IdFactory
+from chalicelib.store.repository import Store
+
+T = TypeVar("T")
+MAX_WRITE_ATTEMPTS = 8
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """Dependencies of the use cases, injected so that tests can fix them."""
+
+    settings: Settings
+    store: Store
+    cipher: Cipher
+    commands: CommandSender
+    fallback: FallbackClient
+    new_id: IdFactory
+    clock: Callable[[], datetime] = utc_now
+    epoch_seconds: Callable[[], float] = field(default=time.time)
+
+
+def retry_on_conflict(attempt: Callable[[], T]) -> T:
+    """Run a read-modify-write ``attempt`` again while it loses races (StaleVersion)."""
+    for _ in range(MAX_WRITE_ATTEMPTS - 1):
+        try:
+            return attempt()
+        except StaleVersion:
+            continue
+    return attempt()

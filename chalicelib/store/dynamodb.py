@@ -1,0 +1,155 @@
+"""The :class:`~chalicelib.store.table.Table` protocol on DynamoDB, through boto3's low-level client.
+
+The only module that touches DynamoDB: conditions become ``ConditionExpression``s and botocore's
+conditional-check failures become :class:`ConditionFailed`, so nothing above ``store/`` imports
+botocore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from chalicelib.store import keys
+from chalicelib.store.table import Condition, ConditionFailed, Item, Key, Page
+
+_CONDITION_ERRORS = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+_INDEX_KEYS = {None: ("pk", "sk"), keys.GSI1: ("gsi1pk", "gsi1sk")}
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_wire(item: Item) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in item.items()}
+
+
+def _from_wire(item: dict[str, Any]) -> Item:
+    plain = {name: _deserializer.deserialize(value) for name, value in item.items()}
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in plain.items()}
+
+
+def _condition(condition: Condition | None) -> dict[str, Any]:
+    if condition is None:
+        return {}
+    if condition.absent:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    if condition.version is not None:
+        return {
+            "ConditionExpression": "#v = :v",
+            "ExpressionAttributeNames": {"#v": "version"},
+            "ExpressionAttributeValues": {":v": {"N": str(condition.version)}},
+        }
+    if condition.newer_than is not None:
+        attribute, value = condition.newer_than
+        return {
+            "ConditionExpression": "attribute_not_exists(#a) OR #a < :a",
+            "ExpressionAttributeNames": {"#a": attribute},
+            "ExpressionAttributeValues": {":a": _serializer.serialize(value)},
+        }
+    return {}
+
+
+class DynamoTable:
+    """A single DynamoDB table, addressed through a boto3 ``dynamodb`` client."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._name = table_name
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        response = self._client.get_item(
+            TableName=self._name, Key=_to_wire({"pk": pk, "sk": sk}), ConsistentRead=True
+        )
+        return _from_wire(response["Item"]) if "Item" in response else None
+
+    def put(self, item: Item, condition: Condition | None = None) -> None:
+        self._call(
+            self._client.put_item,
+            TableName=self._name,
+            Item=_to_wire(item),
+            **_condition(condition),
+        )
+
+    def delete(self, pk: str, sk: str, condition: Condition | None = None) -> None:
+        self._call(
+            self._client.delete_item,
+            TableName=self._name,
+            Key=_to_wire({"pk": pk, "sk": sk}),
+            **_condition(condition),
+        )
+
+    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None:
+        actions = [
+            {"Put": {"TableName": self._name, "Item": _to_wire(item), **_condition(condition)}}
+            for item, condition in writes
+        ]
+        self._call(self._client.transact_write_items, TransactItems=actions)
+
+    def query(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+        start_after: Key | None = None,
+    ) -> Page:
+        pk_name, sk_name = _INDEX_KEYS[index]
+        expression = "#pk = :pk"
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        if sk_prefix is not None:
+            expression += " AND begins_with(#sk, :prefix)"
+            values[":prefix"] = {"S": sk_prefix}
+        elif sk_between is not None:
+            expression += " AND #sk BETWEEN :low AND :high"
+            values |= {":low": {"S": sk_between[0]}, ":high": {"S": sk_between[1]}}
+        request: dict[str, Any] = {
+            "TableName": self._name,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeNames": {"#pk": pk_name, "#sk": sk_name},
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not descending,
+        }
+        if index is not None:
+            request["IndexName"] = index
+        if start_after is not None:
+            request["ExclusiveStartKey"] = _to_wire(start_after)
+        return self._query_pages(request, limit)
+
+    def _query_pages(self, request: dict[str, Any], limit: int | None) -> Page:
+        items: list[Item] = []
+        while True:
+            if limit is not None:
+                request["Limit"] = limit + 1 - len(items)
+            response = self._client.query(**request)
+            items.extend(_from_wire(i) for i in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if limit is not None and len(items) > limit:
+                items = items[:limit]
+                return Page(items, _key_from(items[-1], request.get("IndexName")))
+            if not last:
+                return Page(items, None)
+            request["ExclusiveStartKey"] = last
+
+    @staticmethod
+    def _call(operation: Any, **kwargs: Any) -> None:
+        try:
+            operation(**kwargs)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _CONDITION_ERRORS:
+                raise ConditionFailed(str(error)) from error
+            raise
+
+
+def _key_from(item: Item, index: str | None) -> Key:
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    if index is not None:
+        pk_name, sk_name = _INDEX_KEYS[index]
+        key |= {pk_name: item[pk_name], sk_name: item[sk_name]}
+    return key

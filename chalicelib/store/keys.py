@@ -1,0 +1,71 @@
+"""Every partition and sort key of the single table, built in one place.
+
+Layout (``docs/storage.md`` has the full picture):
+
+====================================  =========================  ====================================
+pk                                    sk                         what
+====================================  =========================  ====================================
+``ACCOUNT#<account>``                 ``SIPCONFIG``              the account's SIP configuration
+``ACCOUNT#<account>``                 ``AGENT#<agentId>``        an agent (ids are UUIDv7: by creation)
+``ACCOUNT#<account>``                 ``INVITE#<digest>``        idempotency key of an INVITE decision
+``REGISTRATION#<registrationId>``     ``REGISTRATION``           a registration (GSI1: per account)
+``REGISTRATION#<registrationId>``     ``EVENT#<eventId>``        a registration event, once
+``CALL#<callId>``                     ``CALL``                   a call (GSI1: per account by time)
+``CALL#<callId>``                     ``EVENT#<eventId>``        a call event, once
+====================================  =========================  ====================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+SIP_CONFIG_SK = "SIPCONFIG"
+CALL_SK = "CALL"
+REGISTRATION_SK = "REGISTRATION"
+GSI1 = "gsi1"
+
+
+def account_pk(account_id: str) -> str:
+    """Partition of everything an account owns directly."""
+    return f"ACCOUNT#{account_id}"
+
+
+def agent_sk(agent_id: str = "") -> str:
+    """Sort key of an agent (``agent_sk()`` is the prefix of them all)."""
+    return f"AGENT#{agent_id}"
+
+
+def invite_sk(sip_call_id: str, from_tag: str, source: str) -> str:
+    """Sort key of the idempotency record of one INVITE (a retried webhook finds it)."""
+    digest = hashlib.sha256(f"{sip_call_id}\n{from_tag}\n{source}".encode()).hexdigest()
+    return f"INVITE#{digest}"
+
+
+def registration_pk(registration_id: str) -> str:
+    """Partition of one registration and its events."""
+    return f"REGISTRATION#{registration_id}"
+
+
+def registrations_gsi1pk(account_id: str) -> str:
+    """GSI1 partition listing an account's registrations."""
+    return f"ACCOUNT#{account_id}#REGISTRATIONS"
+
+
+def call_pk(call_id: str) -> str:
+    """Partition of one call and its events."""
+    return f"CALL#{call_id}"
+
+
+def calls_gsi1pk(account_id: str) -> str:
+    """GSI1 partition listing an account's calls, sorted by creation time."""
+    return f"ACCOUNT#{account_id}#CALLS"
+
+
+def calls_gsi1sk(created_iso: str, call_id: str) -> str:
+    """GSI1 sort key of a call: its creation time, then its id."""
+    return f"{created_iso}#{call_id}"
+
+
+def event_sk(event_id: str = "") -> str:
+    """Sort key of an event under its call or registration (``event_sk()`` is the prefix)."""
+    return f"EVENT#{event_id}"

@@ -1,0 +1,91 @@
+"""An in-memory :class:`~chalicelib.store.table.Table` with DynamoDB's semantics, for domain tests."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+
+from chalicelib.store import keys
+from chalicelib.store.table import Condition, ConditionFailed, Item, Key, Page
+
+_INDEX_KEYS = {None: ("pk", "sk"), keys.GSI1: ("gsi1pk", "gsi1sk")}
+
+
+class MemoryTable:
+    """A dict of items keyed by ``(pk, sk)``, with conditions, a GSI and paging."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], Item] = {}
+        self._lock = threading.Lock()
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        item = self._items.get((pk, sk))
+        return copy.deepcopy(item) if item is not None else None
+
+    def put(self, item: Item, condition: Condition | None = None) -> None:
+        self.transact_put([(item, condition)])
+
+    def delete(self, pk: str, sk: str, condition: Condition | None = None) -> None:
+        with self._lock:
+            self._check(self._items.get((pk, sk)), condition)
+            self._items.pop((pk, sk), None)
+
+    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None:
+        with self._lock:
+            for item, condition in writes:
+                self._check(self._items.get((item["pk"], item["sk"])), condition)
+            for item, _ in writes:
+                self._items[(item["pk"], item["sk"])] = copy.deepcopy(item)
+
+    def query(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+        start_after: Key | None = None,
+    ) -> Page:
+        pk_name, sk_name = _INDEX_KEYS[index]
+        rows = [
+            item
+            for item in self._items.values()
+            if item.get(pk_name) == pk
+            and sk_name in item
+            and (sk_prefix is None or item[sk_name].startswith(sk_prefix))
+            and (sk_between is None or sk_between[0] <= item[sk_name] <= sk_between[1])
+        ]
+        rows.sort(key=lambda item: item[sk_name], reverse=descending)
+        if start_after is not None:
+            after = start_after[sk_name]
+            rows = [r for r in rows if (r[sk_name] < after if descending else r[sk_name] > after)]
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        last = _key_of(rows[-1], index) if more and rows else None
+        return Page([copy.deepcopy(r) for r in rows], last)
+
+    @staticmethod
+    def _check(existing: Item | None, condition: Condition | None) -> None:
+        if condition is None:
+            return
+        if condition.absent and existing is not None:
+            raise ConditionFailed("item exists")
+        if condition.version is not None and (
+            existing is None or existing.get("version") != condition.version
+        ):
+            raise ConditionFailed("version differs")
+        if condition.newer_than is not None and existing is not None:
+            attribute, value = condition.newer_than
+            if attribute in existing and not existing[attribute] < value:
+                raise ConditionFailed(f"{attribute} is not older")
+
+
+def _key_of(item: Item, index: str | None) -> Key:
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    if index is not None:
+        pk_name, sk_name = _INDEX_KEYS[index]
+        key |= {pk_name: item[pk_name], sk_name: item[sk_name]}
+    return key

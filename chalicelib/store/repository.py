@@ -1,0 +1,357 @@
+"""The repository: models in and out of the single table, with conditional writes.
+
+Every record is one item: its keys, a ``version`` bumped by each write, and the model as JSON in
+``data``. Writers that can race (two PATCHes, two event batches) write with ``version`` as their
+condition; a lost race raises :class:`~chalicelib.errors.StaleVersion` and the caller re-reads and
+re-applies, so no write is lost silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from chalicelib.call_models import Call
+from chalicelib.contracts import CallEvent
+from chalicelib.errors import AlreadyExists, InvalidInput, NotFound, StaleVersion
+from chalicelib.models import Agent, Registration, SipConfig
+from chalicelib.store import keys
+from chalicelib.store.table import ABSENT, Condition, ConditionFailed, Item, Key, Table
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[T]):
+    """A record and the version it was read at (0: never written)."""
+
+    value: T
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """``cursor`` and ``pageSize`` of a list request."""
+
+    cursor: str | None = None
+    page_size: int = MAX_PAGE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult(Generic[T]):
+    """One page of results with the cursors around it and the total count."""
+
+    results: list[T]
+    next_cursor: str | None
+    previous_cursor: str | None
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    pk: str
+    index: str | None = None
+    sk_prefix: str | None = None
+    sk_between: tuple[str, str] | None = None
+    descending: bool = False
+
+
+def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Item:
+    data = model.model_dump_json(by_alias=True)
+    return {"pk": pk, "sk": sk, "version": version, "data": data, **extra}
+
+
+def _load(model: type[M], item: Item) -> Versioned[M]:
+    return Versioned(model.model_validate_json(item["data"]), int(item["version"]))
+
+
+def _encode_cursor(direction: str, key: Key) -> str:
+    raw = json.dumps({"d": direction, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, Key]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body = json.loads(raw)
+        direction, key = body["d"], body["k"]
+        if direction not in ("next", "prev") or not all(isinstance(v, str) for v in key.values()):
+            raise ValueError(direction)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise InvalidInput("cursor", f"{cursor!r} is not a cursor this API returned") from None
+    return direction, key
+
+
+class Store:
+    """Reads and writes every sipline record through a :class:`Table`."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    # --- SIP configuration -----------------------------------------------------------------------
+
+    def get_sip_config(self, account_id: str) -> Versioned[SipConfig]:
+        """Return the account's SIP configuration (the default one, version 0, if never set)."""
+        item = self.table.get(keys.account_pk(account_id), keys.SIP_CONFIG_SK)
+        return _load(SipConfig, item) if item else Versioned(SipConfig(), 0)
+
+    def save_sip_config(self, account_id: str, config: SipConfig, read_version: int) -> int:
+        """Write the configuration read at ``read_version``; return the new version."""
+        item = _item(keys.account_pk(account_id), keys.SIP_CONFIG_SK, config, read_version + 1)
+        self._write(item, read_version)
+        return read_version + 1
+
+    # --- agents ----------------------------------------------------------------------------------
+
+    def create_agent(self, account_id: str, agent: Agent) -> None:
+        """Store a new agent."""
+        item = _item(keys.account_pk(account_id), keys.agent_sk(agent.agent_id), agent, 1)
+        self._write(item, 0)
+
+    def get_agent(self, account_id: str, agent_id: str) -> Versioned[Agent]:
+        """Return an agent, or raise NotFound."""
+        item = self.table.get(keys.account_pk(account_id), keys.agent_sk(agent_id))
+        if item is None:
+            raise NotFound(f"agent {agent_id!r} not found")
+        return _load(Agent, item)
+
+    def save_agent(self, account_id: str, agent: Agent, read_version: int) -> None:
+        """Write an agent read at ``read_version``."""
+        pk, sk = keys.account_pk(account_id), keys.agent_sk(agent.agent_id)
+        self._write(_item(pk, sk, agent, read_version + 1), read_version)
+
+    def delete_agent(self, account_id: str, agent_id: str) -> None:
+        """Delete an agent, or raise NotFound."""
+        self.get_agent(account_id, agent_id)
+        self.table.delete(keys.account_pk(account_id), keys.agent_sk(agent_id))
+
+    def list_agents(self, account_id: str, request: PageRequest) -> PageResult[Agent]:
+        """List an account's agents, newest first."""
+        scan = _Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk(), descending=True)
+        return self._page(scan, Agent, request)
+
+    # --- registrations ---------------------------------------------------------------------------
+
+    def create_registration(self, account_id: str, registration: Registration) -> None:
+        """Store a new registration."""
+        self._write(self._registration_item(account_id, registration, 1), 0)
+
+    def get_registration(self, registration_id: str) -> tuple[str, Versioned[Registration]]:
+        """Return ``(account_id, registration)``, or raise NotFound."""
+        item = self.table.get(keys.registration_pk(registration_id), keys.REGISTRATION_SK)
+        if item is None:
+            raise NotFound(f"registration {registration_id!r} not found")
+        return item["account"], _load(Registration, item)
+
+    def save_registration(
+        self, account_id: str, registration: Registration, read_version: int
+    ) -> None:
+        """Write a registration read at ``read_version``."""
+        item = self._registration_item(account_id, registration, read_version + 1)
+        self._write(item, read_version)
+
+    def delete_registration(self, registration_id: str) -> None:
+        """Delete a registration (its events go with it)."""
+        self.table.delete(keys.registration_pk(registration_id), keys.REGISTRATION_SK)
+
+    def list_registrations(self, account_id: str, request: PageRequest) -> PageResult[Registration]:
+        """List an account's registrations, newest first."""
+        scan = _Scan(keys.registrations_gsi1pk(account_id), index=keys.GSI1, descending=True)
+        return self._page(scan, Registration, request)
+
+    @staticmethod
+    def _registration_item(account_id: str, registration: Registration, version: int) -> Item:
+        rid = registration.registration_id
+        return _item(
+            keys.registration_pk(rid),
+            keys.REGISTRATION_SK,
+            registration,
+            version,
+            account=account_id,
+            gsi1pk=keys.registrations_gsi1pk(account_id),
+            gsi1sk=rid,
+        )
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def create_call(self, call: Call, *, invite_key: str | None = None) -> None:
+        """Store a new call; with ``invite_key``, atomically with the INVITE's idempotency record.
+
+        Raises AlreadyExists when the INVITE was decided before (a retried webhook).
+        """
+        writes: list[tuple[Item, Condition | None]] = [(self._call_item(call, 1), ABSENT)]
+        if invite_key is not None:
+            marker = {"pk": keys.account_pk(call.account_id), "sk": invite_key}
+            writes.append(({**marker, "version": 1, "data": call.call_id}, ABSENT))
+        try:
+            self.table.transact_put(writes)
+        except ConditionFailed:
+            raise AlreadyExists(f"call {call.call_id!r} or its INVITE exists") from None
+
+    def find_invite_call(self, account_id: str, invite_key: str) -> str | None:
+        """Return the call id an INVITE was already decided into, if any."""
+        item = self.table.get(keys.account_pk(account_id), invite_key)
+        return str(item["data"]) if item else None
+
+    def get_call(self, call_id: str) -> Versioned[Call]:
+        """Return a call, or raise NotFound."""
+        item = self.table.get(keys.call_pk(call_id), keys.CALL_SK)
+        if item is None:
+            raise NotFound(f"call {call_id!r} not found")
+        return _load(Call, item)
+
+    def save_call(self, call: Call, read_version: int) -> None:
+        """Write a call read at ``read_version``."""
+        self._write(self._call_item(call, read_version + 1), read_version)
+
+    def list_calls(
+        self,
+        account_id: str,
+        request: PageRequest,
+        *,
+        created_between: tuple[datetime, datetime] | None = None,
+        agent_ids: frozenset[str] = frozenset(),
+    ) -> PageResult[Call]:
+        """List an account's calls, newest first, by creation time and agent."""
+        between = None
+        if created_between is not None:
+            low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
+            between = (low, high + "~")
+        scan = _Scan(
+            keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=between, descending=True
+        )
+        accept = (lambda call: call.agent_id in agent_ids) if agent_ids else None
+        return self._page(scan, Call, request, accept)
+
+    def iter_calls(
+        self, account_id: str, created_between: tuple[datetime, datetime]
+    ) -> Iterator[Call]:
+        """Yield every call of the account created in the range (for usage reports)."""
+        low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
+        scan = _Scan(keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=(low, high + "~"))
+        for item in self._scan_items(scan, None):
+            yield _load(Call, item).value
+
+    @staticmethod
+    def _call_item(call: Call, version: int) -> Item:
+        return _item(
+            keys.call_pk(call.call_id),
+            keys.CALL_SK,
+            call,
+            version,
+            gsi1pk=keys.calls_gsi1pk(call.account_id),
+            gsi1sk=keys.calls_gsi1sk(_iso(call.created), call.call_id),
+        )
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def add_event(self, pk: str, event: CallEvent) -> bool:
+        """Store ``event`` under ``pk`` once; return False if its id was stored before."""
+        item = {
+            "pk": pk,
+            "sk": keys.event_sk(event.event_id),
+            "version": 1,
+            "data": event.model_dump_json(by_alias=True),
+        }
+        try:
+            self.table.put(item, ABSENT)
+        except ConditionFailed:
+            return False
+        return True
+
+    def list_events(self, pk: str) -> list[CallEvent]:
+        """Return every event stored under ``pk`` (unordered: callers order by edge time)."""
+        scan = _Scan(pk, sk_prefix=keys.event_sk())
+        return [CallEvent.model_validate_json(i["data"]) for i in self._scan_items(scan, None)]
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _write(self, item: Item, read_version: int) -> None:
+        condition = ABSENT if read_version == 0 else Condition.at_version(read_version)
+        try:
+            self.table.put(item, condition)
+        except ConditionFailed:
+            what = f"{item['pk']}/{item['sk']}"
+            if read_version == 0:
+                raise AlreadyExists(f"{what} already exists") from None
+            raise StaleVersion(f"{what} changed since version {read_version}") from None
+
+    def _scan_items(
+        self, scan: _Scan, start_after: Key | None, *, descending: bool | None = None
+    ) -> Iterator[Item]:
+        order = scan.descending if descending is None else descending
+        while True:
+            page = self.table.query(
+                scan.pk,
+                sk_prefix=scan.sk_prefix,
+                sk_between=scan.sk_between,
+                index=scan.index,
+                descending=order,
+                limit=MAX_PAGE_SIZE,
+                start_after=start_after,
+            )
+            yield from page.items
+            if page.last_key is None:
+                return
+            start_after = page.last_key
+
+    def _page(
+        self,
+        scan: _Scan,
+        model: type[M],
+        request: PageRequest,
+        accept: Callable[[M], bool] | None = None,
+    ) -> PageResult[M]:
+        direction, start = ("next", None) if not request.cursor else _decode_cursor(request.cursor)
+        backwards = direction == "prev"
+        chosen: list[tuple[Item, M]] = []
+        total = 0
+        for item in self._scan_items(scan, start, descending=scan.descending != backwards):
+            value = _load(model, item).value
+            if accept is None or accept(value):
+                chosen.append((item, value))
+            if len(chosen) > request.page_size:
+                break
+        more = len(chosen) > request.page_size
+        chosen = chosen[: request.page_size]
+        if backwards:
+            chosen.reverse()
+        total = sum(
+            1
+            for item in self._scan_items(scan, None)
+            if accept is None or accept(_load(model, item).value)
+        )
+        return PageResult(
+            results=[value for _, value in chosen],
+            next_cursor=self._cursor("next", chosen[-1:], scan, more or backwards),
+            previous_cursor=self._cursor(
+                "prev", chosen[:1], scan, (more and backwards) or (start and not backwards)
+            ),
+            total=total,
+        )
+
+    @staticmethod
+    def _cursor(
+        direction: str, edge: list[tuple[Item, M]], scan: _Scan, wanted: object
+    ) -> str | None:
+        if not wanted or not edge:
+            return None
+        item = edge[0][0]
+        key = {"pk": item["pk"], "sk": item["sk"]}
+        if scan.index is not None:
+            key |= {"gsi1pk": item["gsi1pk"], "gsi1sk": item["gsi1sk"]}
+        return _encode_cursor(direction, key)
+
+
+def _iso(value: datetime) -> str:
+    """Fixed-width UTC time, so that sort keys order like the times they hold."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,72 @@
+"""The few table operations the repository needs, as a protocol with two implementations.
+
+``dynamodb.py`` runs them on DynamoDB (moto locally); ``memory.py`` is a dict fake with the same
+behaviour for the pure domain tests. Items are flat dicts of strings and ints: every model is kept
+as one JSON string in ``data``, beside its keys and its ``version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Item = dict[str, Any]
+Key = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A write precondition: the item is absent, or its ``version`` equals ``version``."""
+
+    absent: bool = False
+    version: int | None = None
+    newer_than: tuple[str, str] | None = None
+    """``(attribute, value)``: the attribute is missing or smaller than ``value``."""
+
+    @classmethod
+    def must_be_absent(cls) -> Condition:
+        return cls(absent=True)
+
+    @classmethod
+    def at_version(cls, version: int) -> Condition:
+        return cls(version=version)
+
+
+ABSENT = Condition.must_be_absent()
+
+
+class ConditionFailed(Exception):
+    """A conditional write found the table in another state (translated by the repository)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a query, and the key to continue from (None at the end)."""
+
+    items: list[Item]
+    last_key: Key | None
+
+
+class Table(Protocol):
+    """The table operations the repository is written against."""
+
+    def get(self, pk: str, sk: str) -> Item | None: ...
+
+    def put(self, item: Item, condition: Condition | None = None) -> None: ...
+
+    def delete(self, pk: str, sk: str, condition: Condition | None = None) -> None: ...
+
+    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None: ...
+
+    def query(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+        start_after: Key | None = None,
+    ) -> Page: ...
