@@ -45,7 +45,7 @@ class CallMedium(ApiModel):
 class AgentCallCreate(ApiModel):
     """``POST /api/agents/{agentId}/calls``."""
 
-    medium: CallMedium  # type: ignore[assignment]
+    medium: CallMedium
     template_context: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
     join_timeout: Duration | None = None
@@ -60,7 +60,7 @@ class AgentCallCreate(ApiModel):
 class CallCreate(CallTemplate):
     """``POST /api/calls``: a call template inline, plus the medium and the context."""
 
-    medium: CallMedium
+    medium: CallMedium  # type: ignore[assignment]
     template_context: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
 

@@ -112,7 +112,8 @@ class DynamoTable:
         request: dict[str, Any] = {
             "TableName": self._name,
             "KeyConditionExpression": expression,
-            "ExpressionAttributeNames": {"#pk": pk_name, "#sk": sk_name},
+            "ExpressionAttributeNames": {"#pk": pk_name}
+            | ({"#sk": sk_name} if "#sk" in expression else {}),
             "ExpressionAttributeValues": values,
             "ScanIndexForward": not descending,
         }

@@ -1,0 +1,111 @@
+"""Fixed clocks, in-memory services and signed-request helpers shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib import signing
+from chalicelib.commands import CommandSender, MemoryCommandSender
+from chalicelib.config import Settings
+from chalicelib.crypto import FernetCipher
+from chalicelib.errors import FallbackFailed
+from chalicelib.fallback import FallbackAnswer, FallbackRequest
+from chalicelib.ids import counting_id_factory
+from chalicelib.services import Services
+from chalicelib.store.memory import MemoryTable
+from chalicelib.store.repository import Store
+from chalicelib.store.table import Table
+
+START = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+API_KEY = "sk_test_1"
+OTHER_API_KEY = "sk_test_other"
+WEBHOOK_SECRET = "whsec_test"
+PASSWORD_KEY = "m2b3oZ0Kp6Zt4q8q2Zx8HFWQx2Zb0wXcZq1jS4yR6uE="
+
+
+@dataclass
+class FixedClock:
+    """A wall clock that moves only when told to."""
+
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeFallback:
+    """A fallback handler that answers from a script and remembers what it was asked."""
+
+    answer: dict[str, Any] | None = None
+    asked: list[tuple[str, list[str], FallbackRequest]] = field(default_factory=list)
+
+    def ask(self, url: str, secrets: list[str], request: FallbackRequest) -> FallbackAnswer:
+        self.asked.append((url, secrets, request))
+        if self.answer is None:
+            raise FallbackFailed("fallback handler unreachable: scripted failure")
+        return FallbackAnswer.model_validate(self.answer)
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_keys": {API_KEY: "default", OTHER_API_KEY: "other"},
+        "webhook_secret": WEBHOOK_SECRET,
+        "password_key": PASSWORD_KEY,
+        "sip_domain": "sip.example.test",
+        "default_media_endpoint": None,
+    }
+    return Settings(**(values | overrides))
+
+
+def make_services(
+    table: Table | None = None,
+    *,
+    commands: CommandSender | None = None,
+    clock: FixedClock | None = None,
+    **settings: Any,
+) -> Services:
+    clock = clock or FixedClock()
+    return Services(
+        settings=test_settings(**settings),
+        store=Store(table if table is not None else MemoryTable()),
+        cipher=FernetCipher(PASSWORD_KEY),
+        commands=commands if commands is not None else MemoryCommandSender(),
+        fallback=FakeFallback(),
+        new_id=counting_id_factory(clock),
+        clock=clock,
+        epoch_seconds=lambda: clock().timestamp(),
+    )
+
+
+def signed_headers(body: bytes, *, at: datetime = START, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+    headers = signing.sign(secret, int(at.timestamp()), body)
+    return {"Content-Type": "application/json", **headers}
+
+
+def invite_body(**overrides: Any) -> dict[str, Any]:
+    """An INVITE webhook body as the edge sends it, for a caller at 203.0.113.10."""
+    body: dict[str, Any] = {
+        "sourceIp": "203.0.113.10",
+        "sourcePort": 5060,
+        "transport": "udp",
+        "requestUri": "sip:sales@sip.example.test",
+        "fromUri": "sip:+15551234567@carrier.example",
+        "fromDisplayName": "Alice Caller",
+        "fromTag": "a73kszlfl",
+        "toUri": "sip:sales@sip.example.test",
+        "sipCallId": "3848276298220188511@carrier.example",
+        "headers": [["Via", "SIP/2.0/UDP 203.0.113.10;branch=z9hG4bK74bf9"]],
+        "offeredCodecs": ["PCMU/8000", "PCMA/8000", "telephone-event/8000"],
+    }
+    return body | overrides
+
+
+def as_json(body: Any) -> bytes:
+    return json.dumps(body).encode()
