@@ -88,7 +88,10 @@ def test_schema_keeps_only_what_it_allows() -> None:
     }
     headers = [("X-Customer-Name", "Bob"), ("X-Complex-Value", "{}")]
     built = incoming_context(headers, CALLER, schema)
-    assert built.context == {"customer_name": "Bob", "sipline": {"sip": {"caller_id": "+15551234567"}}}
+    assert built.context == {
+        "customer_name": "Bob",
+        "sipline": {"sip": {"caller_id": "+15551234567"}},
+    }
     assert built.dropped_keys == (
         "complex_value",
         "sipline.sip.from_display_name",
@@ -97,7 +100,11 @@ def test_schema_keeps_only_what_it_allows() -> None:
 
 
 def test_schema_that_allows_no_sip_keys_gets_none() -> None:
-    schema = {"type": "object", "properties": {"plan": {"type": "string"}}, "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"plan": {"type": "string"}},
+        "additionalProperties": False,
+    }
     built = incoming_context([("X-Plan", "gold")], CALLER, schema)
     assert built.context == {"plan": "gold"}
 
@@ -111,13 +118,20 @@ def test_header_value_of_the_wrong_type_is_dropped() -> None:
 
 def test_render_fills_placeholders_and_dotted_paths_without_escaping() -> None:
     template = "Hi {{customer_name}} <{{sipline.sip.caller_id}}> {{missing}}{{complex.subkey}}"
-    context = {"customer_name": "Bob & Co", "sipline": {"sip": {"caller_id": "+1"}}, "complex": {"subkey": "v"}}
+    context = {
+        "customer_name": "Bob & Co",
+        "sipline": {"sip": {"caller_id": "+1"}},
+        "complex": {"subkey": "v"},
+    }
     assert render(template, context) == "Hi Bob & Co <+1> v"
     assert render(None, context) is None
 
 
 def test_validate_context_names_the_field() -> None:
-    schema = {"type": "object", "properties": {"order": {"type": "object", "properties": {"n": {"type": "integer"}}}}}
+    schema = {
+        "type": "object",
+        "properties": {"order": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+    }
     with pytest.raises(InvalidInput) as raised:
         validate_context({"order": {"n": "x"}}, schema)
     assert raised.value.field == "templateContext.order.n"

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from chalicelib import calls, events, registrations
+from chalicelib.agents import create_agent
 from chalicelib.call_models import AgentCallCreate
 from chalicelib.contracts import CallEventBatch
 from chalicelib.errors import InvalidInput
 from chalicelib.models import AgentFields, RegistrationFields
-from chalicelib.agents import create_agent
 from chalicelib.services import Services
 
 VECTORS = Path(__file__).parents[2] / "vectors" / "events"
@@ -20,7 +20,13 @@ VECTORS = Path(__file__).parents[2] / "vectors" / "events"
 def outgoing_call(services: Services) -> str:
     agent = create_agent(services, "default", AgentFields(name="dialer"))
     body = AgentCallCreate.model_validate(
-        {"medium": {"sip": {"outgoing": {"to": "sip:+15557654321@trunk.example", "from": "+15551234567"}}}}
+        {
+            "medium": {
+                "sip": {
+                    "outgoing": {"to": "sip:+15557654321@trunk.example", "from": "+15551234567"}
+                }
+            }
+        }
     )
     return calls.create_agent_call(services, "default", agent.agent_id, body).call_id
 
@@ -95,7 +101,12 @@ def test_registration_status_follows_the_latest_event_by_edge_time(services: Ser
     fields = RegistrationFields(username="u", password="p", proxy="pbx.example")
     rid = registrations.create_registration(services, "default", fields).registration_id
     assert registrations.get_registration(services, "default", rid).successful is None
-    newer = event(eventId="r2", type="registration_succeeded", registrationId=rid, occurredAt="2026-11-25T12:00:10Z")
+    newer = event(
+        eventId="r2",
+        type="registration_succeeded",
+        registrationId=rid,
+        occurredAt="2026-11-25T12:00:10Z",
+    )
     older = event(eventId="r1", type="registration_failed", registrationId=rid)
     events.apply_batch(services, CallEventBatch.model_validate({"events": [newer]}))
     events.apply_batch(services, CallEventBatch.model_validate({"events": [older]}))

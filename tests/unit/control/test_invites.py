@@ -34,7 +34,9 @@ def configure(services: Services, **patch: Any) -> None:
 
 
 def test_spec_example_routes_sales_and_carries_header_context(services: Services) -> None:
-    agent_id = add_agent(services, systemPrompt="Greet {{customer_name}} ({{sipline.sip.caller_id}})")
+    agent_id = add_agent(
+        services, systemPrompt="Greet {{customer_name}} ({{sipline.sip.caller_id}})"
+    )
     configure(
         services,
         allowedCidrRanges=["203.0.113.0/24"],
@@ -147,7 +149,9 @@ def test_fallback_start_agent_call_routes_with_its_context(services: Services) -
 
 
 def test_fallback_reject_uses_its_sip_code(services: Services) -> None:
-    configure(services, allowedCidrRanges=["0.0.0.0/0"], fallbackHandler={"url": "https://h.example"})
+    configure(
+        services, allowedCidrRanges=["0.0.0.0/0"], fallbackHandler={"url": "https://h.example"}
+    )
     fallback(services).answer = {"reject": {"sipRejectCode": 486, "message": "Busy here"}}
     with pytest.raises(FallbackRejected) as raised:
         decide_invite(services, invite())
@@ -155,7 +159,9 @@ def test_fallback_reject_uses_its_sip_code(services: Services) -> None:
 
 
 def test_fallback_failure_rejects_with_480(services: Services) -> None:
-    configure(services, allowedCidrRanges=["0.0.0.0/0"], fallbackHandler={"url": "https://h.example"})
+    configure(
+        services, allowedCidrRanges=["0.0.0.0/0"], fallbackHandler={"url": "https://h.example"}
+    )
     with pytest.raises(FallbackFailed) as raised:
         decide_invite(services, invite())
     assert raised.value.sip_status == 480
@@ -163,7 +169,11 @@ def test_fallback_failure_rejects_with_480(services: Services) -> None:
 
 def test_retried_invite_returns_the_same_call_and_creates_one(services: Services) -> None:
     agent_id = add_agent(services)
-    configure(services, allowedCidrRanges=["0.0.0.0/0"], allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}])
+    configure(
+        services,
+        allowedCidrRanges=["0.0.0.0/0"],
+        allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}],
+    )
     first = decide_invite(services, invite())
     second = decide_invite(services, invite())
     assert first == second
@@ -173,7 +183,11 @@ def test_retried_invite_returns_the_same_call_and_creates_one(services: Services
 
 def test_a_new_invite_with_another_call_id_is_a_new_call(services: Services) -> None:
     agent_id = add_agent(services)
-    configure(services, allowedCidrRanges=["0.0.0.0/0"], allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}])
+    configure(
+        services,
+        allowedCidrRanges=["0.0.0.0/0"],
+        allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}],
+    )
     first = decide_invite(services, invite())
     second = decide_invite(services, invite(sipCallId="another@carrier.example"))
     assert first.call_id != second.call_id
@@ -181,9 +195,15 @@ def test_a_new_invite_with_another_call_id_is_a_new_call(services: Services) -> 
 
 def test_caller_id_prefers_p_asserted_identity(services: Services) -> None:
     agent_id = add_agent(services)
-    configure(services, allowedCidrRanges=["0.0.0.0/0"], allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}])
+    configure(
+        services,
+        allowedCidrRanges=["0.0.0.0/0"],
+        allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}],
+    )
     headers = [["P-Asserted-Identity", '"Real" <sip:+442071234567@trunk.example>']]
-    decision = decide_invite(services, invite(fromUri="sip:anonymous@anonymous.invalid", headers=headers))
+    decision = decide_invite(
+        services, invite(fromUri="sip:anonymous@anonymous.invalid", headers=headers)
+    )
     assert decision.template_context["sipline"]["sip"]["caller_id"] == "+442071234567"
 
 

@@ -31,8 +31,18 @@ def test_rotation_accepts_any_configured_secret() -> None:
         ({}, BODY, NOW, "missing X-Sipline-Timestamp or X-Sipline-Signature"),
         (sign("s3cret", NOW, BODY), BODY + b" ", NOW, "signature does not match"),
         (sign("wrong", NOW, BODY), BODY, NOW, "signature does not match"),
-        (sign("s3cret", NOW, BODY), BODY, NOW + 61, "X-Sipline-Timestamp is outside the 60s replay window"),
-        (sign("s3cret", NOW, BODY), BODY, NOW - 61, "X-Sipline-Timestamp is outside the 60s replay window"),
+        (
+            sign("s3cret", NOW, BODY),
+            BODY,
+            NOW + 61,
+            "X-Sipline-Timestamp is outside the 60s replay window",
+        ),
+        (
+            sign("s3cret", NOW, BODY),
+            BODY,
+            NOW - 61,
+            "X-Sipline-Timestamp is outside the 60s replay window",
+        ),
         (
             {"X-Sipline-Timestamp": "soon", "X-Sipline-Signature": "v1=00"},
             BODY,
@@ -40,7 +50,10 @@ def test_rotation_accepts_any_configured_secret() -> None:
             "X-Sipline-Timestamp is not Unix seconds",
         ),
         (
-            {"X-Sipline-Timestamp": str(NOW), "X-Sipline-Signature": "v0=" + signature("s3cret", NOW, BODY)},
+            {
+                "X-Sipline-Timestamp": str(NOW),
+                "X-Sipline-Signature": "v0=" + signature("s3cret", NOW, BODY),
+            },
             BODY,
             NOW,
             "signature does not match",

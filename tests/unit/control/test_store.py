@@ -121,7 +121,9 @@ def test_calls_list_by_time_range_and_agent(store: Store) -> None:
     assert [c.call_id for c in ranged.results] == ["call-003", "call-002"]
     by_agent = store.list_calls("default", PageRequest(page_size=1), agent_ids=frozenset({"a"}))
     assert [c.call_id for c in by_agent.results] == ["call-003"] and by_agent.total == 2
-    rest = store.list_calls("default", PageRequest(by_agent.next_cursor, 1), agent_ids=frozenset({"a"}))
+    rest = store.list_calls(
+        "default", PageRequest(by_agent.next_cursor, 1), agent_ids=frozenset({"a"})
+    )
     assert [c.call_id for c in rest.results] == ["call-001"]
 
 
