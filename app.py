@@ -263,7 +263,7 @@ def create_call(account: str) -> dict[str, Any]:
 @api()
 def list_calls(account: str) -> dict[str, Any]:
     params = _request().query_params
-    raw_ids = params.getlist("agentIds") if params else []
+    raw_ids = params.getlist("agentIds") if params and "agentIds" in params else []
     agent_ids = frozenset(i for raw in raw_ids for i in raw.split(",") if i)
     page = calls.list_calls(
         services(),
