@@ -33,7 +33,7 @@ from chalicelib.models import (
     RegistrationPatch,
     SipConfigPatch,
 )
-from chalicelib.observability import count, flush, logger
+from chalicelib.observability import count, flush, logger, tracer
 from chalicelib.runtime import services
 from chalicelib.signing import SignatureError, verify
 from chalicelib.store.repository import MAX_PAGE_SIZE, PageRequest, PageResult
@@ -336,7 +336,7 @@ def invite_webhook(body: bytes) -> dict[str, Any]:
     logger.append_keys(sip_call_id=invite.sip_call_id)
     decision: InviteAccepted | InviteRejected
     try:
-        decision = invites.decide_invite(services(), invite)
+        decision = tracer.capture_method(invites.decide_invite)(services(), invite)
     except DomainError as error:
         decision = InviteRejected(
             sip_status=error.sip_status, reason=error.code, message=error.message
@@ -360,10 +360,11 @@ def events_webhook(body: bytes) -> dict[str, Any]:
         batch = CallEventBatch.model_validate_json(body)
     except ValidationError as error:
         raise invalid_input(error) from None
-    result = events.apply_batch(services(), batch)
+    result = tracer.capture_method(events.apply_batch)(services(), batch)
     logger.info("events applied", extra=result.model_dump())
-    for _ in range(min(result.applied, 1)):
-        count("EventsApplied")
+    count("EventsApplied", result.applied)
+    count("EventsDuplicated", result.duplicates)
+    count("EventsUnknown", result.unknown)
     return dump(result)
 
 

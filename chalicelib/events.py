@@ -20,6 +20,7 @@ from chalicelib.call_outcome import summarize
 from chalicelib.contracts import CallEvent, CallEventBatch, CallEventBatchResult, CallEventType
 from chalicelib.errors import InvalidInput, NotFound
 from chalicelib.models import Registration
+from chalicelib.observability import logger
 from chalicelib.services import Services, retry_on_conflict
 from chalicelib.store import keys
 
@@ -108,6 +109,15 @@ def refresh_call(services: Services, call_id: str) -> Call:
         call = call_with_events(stored.value, events)
         if call != stored.value:
             services.store.save_call(call, stored.version)
+            logger.info(
+                "call updated from events",
+                extra={
+                    "call_id": call_id,
+                    "agent_id": call.agent_id,
+                    "events": call.events_applied,
+                    "end_reason": call.end_reason,
+                },
+            )
         return call
 
     return retry_on_conflict(attempt)

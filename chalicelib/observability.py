@@ -44,12 +44,14 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 
-def count(name: str, **dimensions: str) -> None:
-    """Add 1 to the metric ``name``; with dimensions it is published at once as its own blob."""
+def count(name: str, value: float = 1, **dimensions: str) -> None:
+    """Add ``value`` to the metric ``name``; with dimensions it is published at once, alone."""
     if not dimensions:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
         return
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+    with single_metric(
+        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
+    ) as metric:
         metric.add_dimension(name="service", value=SERVICE)
         for key, value in dimensions.items():
             metric.add_dimension(name=key, value=value)

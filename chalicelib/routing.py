@@ -10,6 +10,8 @@ Patterns are written by users and run on attacker-controlled input, so they are 
 linear time, no backtracking. All patterns of a configuration are compiled into one RE2 ``Set``
 and matched in one pass; the lowest matching index is the first rule in list order. Compiled sets
 are cached by their pattern tuple, so a warm Lambda pays the compile cost once per configuration.
+Each decision finds its set by the rules' raw fields (one attribute read per rule): the Set match
+itself takes about a microsecond at any size, so the key is most of a warm decision's cost.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 
 import re2
 
@@ -25,6 +28,9 @@ from chalicelib.models import AllowedAgent
 
 _AGENT_USER = re.compile(r"^agent_(?P<agent_id>[A-Za-z0-9_-]{1,64})$")
 _MAX_MEMORY = 64 << 20
+_TO_USER_PATTERN = attrgetter("to_user_pattern")
+_AGENT_ID = attrgetter("agent_id")
+RulesKey = tuple[tuple[str | None, ...], tuple[str, ...]]
 
 
 def _options() -> re2.Options:
@@ -76,6 +82,26 @@ def compiled(patterns: tuple[str, ...]) -> PatternSet:
     return PatternSet(patterns)
 
 
+def rules_key(allowed_agents: Sequence[AllowedAgent]) -> RulesKey:
+    """Return what the rules' patterns are made of: each raw pattern (None: default) and agent id.
+
+    Built on every decision, so it only reads fields: ``AllowedAgent.pattern`` would ``re.escape``
+    every default pattern again (about 1 ms a decision at 1,000 rules, measured in bench/).
+    """
+    return tuple(map(_TO_USER_PATTERN, allowed_agents)), tuple(map(_AGENT_ID, allowed_agents))
+
+
+@lru_cache(maxsize=64)
+def compiled_rules(key: RulesKey) -> PatternSet:
+    """Return the (cached) compiled set of the rules that ``key`` describes."""
+    patterns, agent_ids = key
+    rules = (
+        AllowedAgent.model_construct(agent_id=agent_id, to_user_pattern=pattern)
+        for pattern, agent_id in zip(patterns, agent_ids, strict=True)
+    )
+    return compiled(tuple(rule.pattern for rule in rules))
+
+
 def route(
     to_user: str,
     allowed_agents: Sequence[AllowedAgent],
@@ -83,7 +109,7 @@ def route(
     allow_all_agents: bool,
 ) -> Route | None:
     """Return the route for ``to_user``, or None when no rule matches."""
-    index = compiled(tuple(a.pattern for a in allowed_agents)).first_match(to_user)
+    index = compiled_rules(rules_key(allowed_agents)).first_match(to_user)
     if index is not None:
         return Route(allowed_agents[index].agent_id, f"allowed_agents[{index}]")
     if allow_all_agents and (match := _AGENT_USER.match(to_user)):
