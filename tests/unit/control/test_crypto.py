@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.crypto import CipherError, FernetCipher, KmsCipher, generate_fernet_key
+
+
+def test_fernet_round_trip_never_shows_the_plaintext() -> None:
+    cipher = FernetCipher(generate_fernet_key())
+    ciphertext = cipher.encrypt("hunter2")
+    assert ciphertext.startswith("fernet:") and "hunter2" not in ciphertext
+    assert cipher.decrypt(ciphertext) == "hunter2"
+
+
+def test_fernet_refuses_another_keys_ciphertext() -> None:
+    ciphertext = FernetCipher(generate_fernet_key()).encrypt("hunter2")
+    with pytest.raises(CipherError, match="does not decrypt under this key"):
+        FernetCipher(generate_fernet_key()).decrypt(ciphertext)
+
+
+def test_kms_round_trip_on_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        kms = boto3.client("kms", region_name="us-east-1")
+        key_id = kms.create_key(Description="sipline secrets")["KeyMetadata"]["KeyId"]
+        cipher = KmsCipher(kms, key_id)
+        ciphertext = cipher.encrypt("trunk-pass")
+        assert ciphertext.startswith("kms:") and "trunk-pass" not in ciphertext
+        assert cipher.decrypt(ciphertext) == "trunk-pass"
+        with pytest.raises(CipherError):
+            cipher.decrypt(FernetCipher(generate_fernet_key()).encrypt("x"))
