@@ -7,7 +7,6 @@ signature instead. Domain errors are mapped to responses in one place, :func:`_e
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
@@ -164,8 +163,6 @@ def get_sip(account: str) -> dict[str, Any]:
 @app.route("/api/sip", methods=["PATCH"], content_types=["application/json"])
 @api()
 def patch_sip(account: str) -> dict[str, Any]:
-    if "domain" in json.loads(_request().raw_body or b"{}"):
-        raise InvalidInput("domain", "is read-only")
     return sip_config.patch_sip_config(services(), account, _body(SipConfigPatch))
 
 
@@ -308,7 +305,7 @@ def webhook(handler: Callable[[bytes], Any]) -> Callable[[], Response]:
         current = services()
         try:
             verify(
-                [current.settings.webhook_secret],
+                current.settings.webhook_secrets,
                 dict(request.headers),
                 body,
                 now=current.epoch_seconds(),

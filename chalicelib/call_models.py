@@ -87,6 +87,10 @@ class Call(ApiModel):
     template_context: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str | None = None
     media_endpoint: MediaEndpoint
+    call_template: dict[str, Any] = Field(
+        default_factory=dict, description="The template fields passed on to the agent."
+    )
+    edge_id: str | None = None
     join_timeout: str | None = None
     max_duration: str | None = None
     joined: datetime | None = None

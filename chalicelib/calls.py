@@ -9,22 +9,15 @@ from typing import Any
 from chalicelib import context as ctx
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.contracts import DialCommand, HangUpCommand
-from chalicelib.errors import Conflict, DomainError, InvalidInput, NotFound
+from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound
 from chalicelib.invites import media_endpoint
 from chalicelib.models import CallTemplate, duration_seconds
-from chalicelib.services import Services
+from chalicelib.services import Services, send_command
 from chalicelib.sip_uri import user_part
 from chalicelib.store.repository import PageRequest, PageResult
 
 DEFAULT_USAGE_DAYS = 30
 MAX_USAGE_DAYS = 366
-
-
-class CommandNotSent(DomainError):
-    """The dial command could not be queued; the call is recorded as failed (HTTP 503)."""
-
-    http_status = 503
-    code = "command_not_sent"
 
 
 def create_agent_call(
@@ -33,8 +26,19 @@ def create_agent_call(
     """Place an outgoing call for an agent (``POST /api/agents/{agentId}/calls``)."""
     agent = services.store.get_agent(account_id, agent_id).value
     template = agent.call_template
-    overrides = {"join_timeout": body.join_timeout, "max_duration": body.max_duration}
-    template = template.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    overrides = body.model_dump(
+        exclude_none=True,
+        include={
+            "join_timeout",
+            "max_duration",
+            "initial_messages",
+            "first_speaker_settings",
+            "recording_enabled",
+            "initial_output_medium",
+            "data_connection",
+        },
+    )
+    template = template.model_copy(update=overrides)
     metadata = {**(template.metadata or {}), **body.metadata}
     outgoing = body.medium.sip.outgoing
     return _place(
@@ -85,6 +89,7 @@ def _place(
         template_context=template_context,
         system_prompt=ctx.render(template.system_prompt, template_context),
         media_endpoint=media_endpoint(services, template.media_endpoint),
+        call_template=template.for_agent(),
         join_timeout=template.join_timeout,
         max_duration=template.max_duration,
     )
@@ -104,15 +109,16 @@ def _send_dial(services: Services, call: Call) -> None:
         media_endpoint=call.media_endpoint,
         system_prompt=call.system_prompt,
         template_context=call.template_context,
+        call_template=call.call_template,
         join_timeout_s=duration_seconds(call.join_timeout),
         max_duration_s=duration_seconds(call.max_duration),
     )
     try:
-        services.commands.send(command)
-    except Exception as error:  # the queue is down: record the failure, tell the user
+        send_command(services, command)
+    except CommandNotSent:  # the queue is down: record the failure, tell the user
         failed = call.model_copy(update={"ended": services.clock(), "end_reason": "system_error"})
         services.store.save_call(failed, 1)
-        raise CommandNotSent(f"could not queue the dial command: {error}") from error
+        raise
 
 
 def get_call(services: Services, account_id: str, call_id: str) -> Call:
@@ -146,7 +152,7 @@ def hang_up(services: Services, account_id: str, call_id: str) -> None:
     call = get_call(services, account_id, call_id)
     if call.ended is not None:
         raise Conflict(f"call {call_id!r} has already ended")
-    services.commands.send(HangUpCommand(call_id=call_id))
+    send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id))
 
 
 def _day_range(first: date, last: date) -> tuple[datetime, datetime]:

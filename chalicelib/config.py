@@ -23,6 +23,7 @@ class Settings:
     api_keys: Mapping[str, str] = field(default_factory=dict)
     """API key -> account id."""
     webhook_secret: str = ""
+    """Shared with the edge; several may be given, comma-separated, while rotating."""
     replay_window_s: int = 60
     sip_domain: str = "sip.localhost"
     password_key: str | None = None
@@ -31,6 +32,11 @@ class Settings:
     default_media_endpoint: str | None = None
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
     fallback_timeout_s: float = 3.0
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Every secret a webhook may be signed with (rotation: old and new at once)."""
+        return [s.strip() for s in self.webhook_secret.split(",") if s.strip()]
 
     def account_domain(self, account_id: str) -> str:
         """Return the SIP domain of ``account_id`` (the default account owns the bare domain)."""

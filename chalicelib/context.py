@@ -88,11 +88,17 @@ def incoming_context(
     headers: Iterable[tuple[str, str]],
     caller: CallerInfo,
     schema: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> IncomingContext:
-    """Build an incoming call's context: headers, then the reserved SIP keys, schema-filtered."""
+    """Build an incoming call's context, schema-filtered: headers, ``extra`` (the fallback
+    handler's ``templateContext``, which wins over a header of the same key), then the reserved
+    SIP keys. Neither headers nor ``extra`` can set the reserved key."""
     context: dict[str, Any] = {}
     dropped: list[str] = []
-    candidates = [([k], v) for k, v in context_from_headers(headers).items()]
+    given = context_from_headers(headers)
+    given |= {k: v for k, v in (extra or {}).items() if k != RESERVED_KEY}
+    dropped += [RESERVED_KEY] if extra and RESERVED_KEY in extra else []
+    candidates = [([k], v) for k, v in given.items()]
     candidates += [([RESERVED_KEY, "sip", k], v) for k, v in caller.as_context().items()]
     for path, value in candidates:
         trial = _with(context, path, value)
@@ -152,8 +158,33 @@ def _renderer() -> Any:
     return pystache.Renderer(escape=lambda text: text, missing_tags="ignore")
 
 
+class _JsonDict(dict[str, Any]):
+    """A context object that renders as JSON when a template names it whole."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, separators=(", ", ": "))
+
+
+class _JsonList(list[Any]):
+    """A context list that renders as JSON when a template names it whole."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, separators=(", ", ": "))
+
+
+def _renderable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _JsonDict({k: _renderable(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _JsonList(_renderable(v) for v in value)
+    return value
+
+
 def render(template: str | None, context: Mapping[str, Any]) -> str | None:
-    """Render a Mustache template with ``context`` (None stays None)."""
+    """Render a Mustache template with ``context`` (None stays None).
+
+    Objects and lists named whole render as JSON (``{"subkey": "value"}``), not Python's repr.
+    """
     if template is None:
         return None
-    return str(_renderer().render(template, dict(context)))
+    return str(_renderer().render(template, _renderable(context)))

@@ -111,6 +111,11 @@ class InviteAccepted(Contract):
         default=None, alias="systemPrompt", description="The agent's rendered system prompt."
     )
     template_context: dict[str, Any] = Field(default_factory=dict, alias="templateContext")
+    call_template: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="callTemplate",
+        description="The agent's call template (voice, tools, first speaker, ...) for the agent.",
+    )
     codec_preference: list[str] = Field(default_factory=list, alias="codecPreference")
     join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
     max_duration_s: float | None = Field(default=None, alias="maxDurationS")
@@ -237,6 +242,7 @@ class DialCommand(Contract):
     media_endpoint: MediaEndpoint = Field(alias="mediaEndpoint")
     system_prompt: str | None = Field(default=None, alias="systemPrompt")
     template_context: dict[str, Any] = Field(default_factory=dict, alias="templateContext")
+    call_template: dict[str, Any] = Field(default_factory=dict, alias="callTemplate")
     join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
     max_duration_s: float | None = Field(default=None, alias="maxDurationS")
 
@@ -246,6 +252,9 @@ class HangUpCommand(Contract):
 
     type: Literal["hangup"] = "hangup"
     call_id: str = Field(alias="callId")
+    edge_id: str | None = Field(
+        default=None, alias="edgeId", description="The edge task holding the call, when known."
+    )
     reason: str = "api"
 
 

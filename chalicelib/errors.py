@@ -97,6 +97,13 @@ class FallbackFailed(DomainError):
     code = "fallback_failed"
 
 
+class CommandNotSent(DomainError):
+    """A command could not be queued for the edge (HTTP 503); the user may retry."""
+
+    http_status = 503
+    code = "command_not_sent"
+
+
 class AgentUnavailable(DomainError):
     """The matched agent cannot take calls (no media endpoint, or it was deleted) (SIP 480)."""
 

@@ -3,8 +3,10 @@
 1. The batch is checked whole before anything is written: an event must name a call or a
    registration.
 2. Each event is stored once under its call or registration, keyed by ``eventId`` with a
-   conditional put: a retried batch finds every id taken and changes nothing.
-3. Each call that got a new event is recomputed from *all* its stored events, ordered by the edge's
+   conditional put: a retried batch finds every id taken and changes nothing. Events naming a call
+   or registration that does not exist are stored too (nothing is lost) and counted as unknown.
+3. Each call the batch names (duplicates included, so that a retry repairs a call whose
+   recompute failed) is recomputed from *all* its stored events, ordered by the edge's
    timestamps (``call_outcome.summarize``), and written with a version condition, retried when a
    concurrent batch wins the race. The call is a pure function of its events, so the order in which
    batches arrive does not matter.
@@ -30,12 +32,23 @@ _STATUS_EVENTS = {
 }
 
 
+_LEG_EVENTS = {
+    CallEventType.INVITE_RECEIVED,
+    CallEventType.INVITE_SENT,
+    CallEventType.RINGING,
+    CallEventType.ANSWERED,
+    CallEventType.LEG_ENDED,
+}
+
+
 def _check(batch: CallEventBatch) -> None:
     for index, event in enumerate(batch.events):
         if event.type in _STATUS_EVENTS and not event.registration_id:
             raise InvalidInput(f"events[{index}].registrationId", f"required for {event.type}")
         if event.type not in _STATUS_EVENTS and not event.call_id:
             raise InvalidInput(f"events[{index}].callId", f"required for {event.type}")
+        if event.type in _LEG_EVENTS and not event.leg_id:
+            raise InvalidInput(f"events[{index}].legId", f"required for {event.type}")
 
 
 def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResult:
@@ -49,16 +62,17 @@ def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResu
         pk = _owner_pk(event)
         if pk not in known:
             known[pk] = _exists(services, event)
+        new = services.store.add_event(pk, event)  # kept even when unknown: nothing is lost
         if not known[pk]:
             unknown += 1
-        if not services.store.add_event(pk, event):
-            duplicates += 1
             continue
-        applied += 1
-        if known[pk] and event.registration_id and event.type in _STATUS_EVENTS:
-            registrations.add(event.registration_id)
-        elif known[pk] and event.call_id:
-            calls.add(event.call_id)
+        applied += new
+        duplicates += not new
+        # Recomputed even for duplicates: a batch retried after a failed recompute repairs it.
+        if event.type in _STATUS_EVENTS:
+            registrations.add(event.registration_id or "")
+        else:
+            calls.add(event.call_id or "")
     for call_id in sorted(calls):
         refresh_call(services, call_id)
     for registration_id in sorted(registrations):

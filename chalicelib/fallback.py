@@ -83,8 +83,13 @@ class HttpFallbackClient:
     def ask(self, url: str, secrets: list[str], request: FallbackRequest) -> FallbackAnswer:
         body = json.dumps(request.model_dump(mode="json", by_alias=True)).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "sipline-fallback/1"}
-        if secrets:
-            headers |= signing.sign(secrets[0], int(time.time()), body)
+        if secrets:  # one v1= signature per secret, so the handler can rotate them
+            timestamp = int(time.time())
+            signed = [signing.sign(secret, timestamp, body) for secret in secrets]
+            headers[signing.TIMESTAMP_HEADER] = str(timestamp)
+            headers[signing.SIGNATURE_HEADER] = ",".join(
+                h[signing.SIGNATURE_HEADER] for h in signed
+            )
         http_request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(http_request, timeout=self._timeout_s) as response:

@@ -35,6 +35,7 @@ from chalicelib.errors import (
 )
 from chalicelib.fallback import FallbackRequest
 from chalicelib.models import Agent, SipConfig, duration_seconds
+from chalicelib.observability import logger
 from chalicelib.routing import route
 from chalicelib.services import Services
 from chalicelib.sip_uri import parse_sip_uri, user_part
@@ -66,8 +67,9 @@ def admit(invite: InviteWebhook, config: SipConfig) -> str:
         return "registration"
     if source_allowed(invite.source_ip, config.allowed_cidr_ranges):
         return "allowed_cidr_ranges"
-    where = invite.source_ip or "an unreadable source address"
-    raise SourceIpNotAllowed(f"source {where} is not in allowedCidrRanges")
+    if not invite.source_ip:
+        raise SourceIpNotAllowed("the source address is unreadable")
+    raise SourceIpNotAllowed(f"source {invite.source_ip} is not in allowedCidrRanges")
 
 
 def caller_info(invite: InviteWebhook) -> ctx.CallerInfo:
@@ -93,7 +95,7 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
     invite_key = keys.invite_sk(invite.sip_call_id, invite.from_tag, invite.source_ip)
     if (existing := services.store.find_invite_call(account_id, invite_key)) is not None:
         return accepted(services, services.store.get_call(existing).value)
-    agent_id, extra_context = _route(services, invite, config)
+    agent_id, extra_context = _route(services, account_id, invite, config)
     agent = _agent(services, account_id, agent_id)
     call = _incoming_call(services, account_id, invite, agent, extra_context)
     try:
@@ -106,12 +108,22 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
     return accepted(services, call)
 
 
+def _exists(services: Services, account_id: str, agent_id: str) -> bool:
+    try:
+        services.store.get_agent(account_id, agent_id)
+    except NotFound:
+        return False
+    return True
+
+
 def _route(
-    services: Services, invite: InviteWebhook, config: SipConfig
+    services: Services, account_id: str, invite: InviteWebhook, config: SipConfig
 ) -> tuple[str, dict[str, Any]]:
     to_user = user_part(invite.to_uri)
     found = route(to_user, config.allowed_agents, allow_all_agents=config.allow_all_agents)
-    if found is not None:
+    if found is not None and (
+        found.rule != "allow_all_agents" or _exists(services, account_id, found.agent_id)
+    ):
         return found.agent_id, {}
     handler = config.fallback_handler
     if handler is None:
@@ -169,8 +181,13 @@ def _incoming_call(
 ) -> Call:
     template = agent.call_template
     caller = caller_info(invite)
-    built = ctx.incoming_context(invite.headers, caller, template.context_schema)
-    context = {**built.context, **extra_context}
+    built = ctx.incoming_context(invite.headers, caller, template.context_schema, extra_context)
+    if built.dropped_keys:
+        logger.info(
+            "context keys dropped by the agent's contextSchema",
+            extra={"agent_id": agent.agent_id, "dropped_keys": list(built.dropped_keys)},
+        )
+    context = built.context
     return Call(
         call_id=services.new_id(),
         account_id=account_id,
@@ -188,6 +205,8 @@ def _incoming_call(
         template_context=context,
         system_prompt=ctx.render(template.system_prompt, context),
         media_endpoint=media_endpoint(services, template.media_endpoint),
+        call_template=template.for_agent(),
+        edge_id=invite.edge_id or None,
         join_timeout=template.join_timeout,
         max_duration=template.max_duration,
         metadata=dict(template.metadata or {}),
@@ -203,6 +222,7 @@ def accepted(services: Services, call: Call) -> InviteAccepted:
         media_endpoint=call.media_endpoint,
         system_prompt=call.system_prompt,
         template_context=call.template_context,
+        call_template=call.call_template,
         join_timeout_s=duration_seconds(call.join_timeout),
         max_duration_s=duration_seconds(call.max_duration),
     )

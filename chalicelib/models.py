@@ -13,7 +13,14 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from chalicelib.contracts import MediaEndpoint
@@ -139,9 +146,15 @@ class SipConfigPatch(ApiModel):
     allowed_cidr_ranges: list[Annotated[str, AfterValidator(normalize_cidr)]] | None = Field(
         default=None, max_length=1000
     )
-    allow_all_agents: bool | None = None
+    allow_all_agents: StrictBool | None = None
     allowed_agents: list[AllowedAgent] | None = Field(default=None, max_length=10_000)
     fallback_handler: FallbackHandlerInput | None = None
+    domain: Any = Field(default=None, exclude=True, description="Read-only: refused if present.")
+
+    @field_validator("domain")
+    @classmethod
+    def _read_only(cls, value: Any) -> Any:
+        raise ValueError("is read-only")
 
 
 # --- Registrations -------------------------------------------------------------------------------
@@ -217,6 +230,15 @@ class CallTemplate(ApiModel):
     context_schema: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     media_endpoint: MediaEndpoint | None = None
+
+    def for_agent(self) -> dict[str, Any]:
+        """The fields the agent gets as they are (the prompt is rendered, the rest is ours)."""
+        return self.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            exclude={"system_prompt", "media_endpoint", "context_schema"},
+        )
 
 
 class AgentFields(ApiModel):

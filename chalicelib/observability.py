@@ -53,8 +53,8 @@ def count(name: str, value: float = 1, **dimensions: str) -> None:
         name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
     ) as metric:
         metric.add_dimension(name="service", value=SERVICE)
-        for key, value in dimensions.items():
-            metric.add_dimension(name=key, value=value)
+        for key, dimension in dimensions.items():
+            metric.add_dimension(name=key, value=dimension)
 
 
 def flush() -> None:

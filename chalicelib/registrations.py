@@ -9,9 +9,9 @@ are never returned. Each create or change sends a (re)register command; a delete
 from __future__ import annotations
 
 from chalicelib.contracts import RegisterCommand, UnregisterCommand
-from chalicelib.errors import InvalidInput, NotFound
+from chalicelib.errors import CommandNotSent, InvalidInput, NotFound
 from chalicelib.models import Registration, RegistrationFields, RegistrationPatch
-from chalicelib.services import Services, retry_on_conflict
+from chalicelib.services import Services, retry_on_conflict, send_command
 from chalicelib.store.repository import PageRequest, PageResult, Versioned
 
 
@@ -40,7 +40,11 @@ def create_registration(
         auth_user=fields.auth_user,
     )
     services.store.create_registration(account_id, registration)
-    services.commands.send(_register_command(registration))
+    try:
+        send_command(services, _register_command(registration))
+    except CommandNotSent:  # not stored either: the user retries the create
+        services.store.delete_registration(registration.registration_id)
+        raise
     return registration
 
 
@@ -82,12 +86,12 @@ def patch_registration(
         return registration
 
     registration = retry_on_conflict(attempt)
-    services.commands.send(_register_command(registration))
+    send_command(services, _register_command(registration))  # 503: saved; retrying re-sends
     return registration
 
 
 def delete_registration(services: Services, account_id: str, registration_id: str) -> None:
     """Delete a registration and ask the edge to unregister."""
     _owned(services, account_id, registration_id)
+    send_command(services, UnregisterCommand(registration_id=registration_id))
     services.store.delete_registration(registration_id)
-    services.commands.send(UnregisterCommand(registration_id=registration_id))

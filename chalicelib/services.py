@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from chalicelib.commands import CommandSender
+from chalicelib.commands import Command, CommandSender
 from chalicelib.config import Settings
 from chalicelib.crypto import Cipher
-from chalicelib.errors import StaleVersion
+from chalicelib.errors import CommandNotSent, StaleVersion
 from chalicelib.fallback import FallbackClient
 from chalicelib.ids import IdFactory
 from chalicelib.store.repository import Store
@@ -40,6 +40,14 @@ class Services:
     new_id: IdFactory
     clock: Callable[[], datetime] = utc_now
     epoch_seconds: Callable[[], float] = field(default=time.time)
+
+
+def send_command(services: Services, command: Command) -> None:
+    """Queue ``command`` for the edge, or raise CommandNotSent (503) if the queue refuses it."""
+    try:
+        services.commands.send(command)
+    except Exception as error:  # any failure of the queue: the caller decides what to undo
+        raise CommandNotSent(f"could not queue the {command.type} command: {error}") from error
 
 
 def retry_on_conflict(attempt: Callable[[], T]) -> T:

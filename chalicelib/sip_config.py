@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.errors import InvalidInput, NotFound
-from chalicelib.models import AllowedAgent, FallbackHandler, SipConfig, SipConfigPatch
+from chalicelib.models import (
+    AllowedAgent,
+    FallbackHandler,
+    FallbackHandlerInput,
+    SipConfig,
+    SipConfigPatch,
+)
 from chalicelib.routing import check_pattern
 from chalicelib.services import Services, retry_on_conflict
+
+_NOT_NULL = {
+    "allowed_cidr_ranges": "allowedCidrRanges",
+    "allow_all_agents": "allowAllAgents",
+    "allowed_agents": "allowedAgents",
+}
+"""Fields that a PATCH may replace but not null (only ``fallbackHandler: null`` removes)."""
 
 
 def get_sip_config(services: Services, account_id: str) -> dict[str, Any]:
@@ -29,16 +42,30 @@ def _check_allowed_agents(services: Services, account_id: str, allowed: list[All
             raise InvalidInput(f"{where}.agentId", f"unknown agent {rule.agent_id!r}") from None
 
 
+def _handler(
+    stored: FallbackHandler | None,
+    given: FallbackHandlerInput | None,
+    new_secrets: list[str] | None,
+) -> FallbackHandler | None:
+    """The new fallback handler: a patch without ``secrets`` keeps the stored ones."""
+    if given is None:
+        return None
+    if new_secrets is None:
+        new_secrets = stored.secret_ciphertexts if stored is not None else []
+    return FallbackHandler(url=given.url, secret_ciphertexts=new_secrets)
+
+
 def patch_sip_config(services: Services, account_id: str, patch: SipConfigPatch) -> dict[str, Any]:
     """Apply ``patch`` (fields present replace the stored ones); return the new configuration."""
+    for name, field in _NOT_NULL.items():
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise InvalidInput(field, "cannot be null")
     if patch.allowed_agents is not None:
         _check_allowed_agents(services, account_id, patch.allowed_agents)
-    handler = None
-    if patch.fallback_handler is not None:
-        handler = FallbackHandler(
-            url=patch.fallback_handler.url,
-            secret_ciphertexts=[services.cipher.encrypt(s) for s in patch.fallback_handler.secrets],
-        )
+    given = patch.fallback_handler
+    new_secrets = None
+    if given is not None and "secrets" in given.model_fields_set:
+        new_secrets = [services.cipher.encrypt(s) for s in given.secrets]
     fields = patch.model_fields_set
 
     def attempt() -> SipConfig:
@@ -47,7 +74,9 @@ def patch_sip_config(services: Services, account_id: str, patch: SipConfigPatch)
             name: getattr(patch, name) for name in fields if name != "fallback_handler"
         }
         if "fallback_handler" in fields:
-            changes["fallback_handler"] = handler
+            changes["fallback_handler"] = _handler(
+                stored.value.fallback_handler, given, new_secrets
+            )
         config = stored.value.model_copy(update=changes)
         services.store.save_sip_config(account_id, config, stored.version)
         return config

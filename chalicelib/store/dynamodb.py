@@ -119,6 +119,8 @@ class DynamoTable:
         }
         if index is not None:
             request["IndexName"] = index
+        else:
+            request["ConsistentRead"] = True  # see every event stored a moment before
         if start_after is not None:
             request["ExclusiveStartKey"] = _to_wire(start_after)
         return self._query_pages(request, limit)

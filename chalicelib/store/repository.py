@@ -28,6 +28,8 @@ from chalicelib.store.table import ABSENT, Condition, ConditionFailed, Item, Key
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 MAX_PAGE_SIZE = 100
+INVITE_KEY_TTL_S = 7 * 24 * 3600
+"""How long a retried INVITE webhook finds its decision (DynamoDB TTL removes the key after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ class Store:
         self._write(item, read_version)
 
     def delete_registration(self, registration_id: str) -> None:
-        """Delete a registration (its events go with it)."""
+        """Delete a registration (its status events stay, as the record of what happened)."""
         self.table.delete(keys.registration_pk(registration_id), keys.REGISTRATION_SK)
 
     def list_registrations(self, account_id: str, request: PageRequest) -> PageResult[Registration]:
@@ -191,7 +193,8 @@ class Store:
         writes: list[tuple[Item, Condition | None]] = [(self._call_item(call, 1), ABSENT)]
         if invite_key is not None:
             marker = {"pk": keys.account_pk(call.account_id), "sk": invite_key}
-            writes.append(({**marker, "version": 1, "data": call.call_id}, ABSENT))
+            expires = int(call.created.timestamp()) + INVITE_KEY_TTL_S
+            writes.append(({**marker, "version": 1, "data": call.call_id, "ttl": expires}, ABSENT))
         try:
             self.table.transact_put(writes)
         except ConditionFailed:

@@ -84,7 +84,9 @@ def make_services(
     )
 
 
-def signed_headers(body: bytes, *, at: datetime = START, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+def signed_headers(
+    body: bytes, *, at: datetime = START, secret: str = WEBHOOK_SECRET
+) -> dict[str, str]:
     headers = signing.sign(secret, int(at.timestamp()), body)
     return {"Content-Type": "application/json", **headers}
 

@@ -115,9 +115,37 @@ def test_registration_status_follows_the_latest_event_by_edge_time(services: Ser
 
 def test_a_batch_with_an_event_naming_nothing_is_refused_whole(services: Services) -> None:
     call_id = outgoing_call(services)
-    good = event(type="ringing", callId=call_id)
-    bad = event(eventId="r9", type="ringing")
+    good = event(type="ringing", callId=call_id, legId="leg-1")
+    bad = event(eventId="r9", type="ringing", legId="leg-1")
     with pytest.raises(InvalidInput) as raised:
         events.apply_batch(services, CallEventBatch.model_validate({"events": [good, bad]}))
     assert raised.value.field == "events[1].callId"
     assert services.store.list_events(f"CALL#{call_id}") == []
+
+
+def test_a_leg_event_without_a_leg_is_refused(services: Services) -> None:
+    call_id = outgoing_call(services)
+    with pytest.raises(InvalidInput) as raised:
+        events.apply_batch(
+            services,
+            CallEventBatch.model_validate({"events": [event(type="leg_ended", callId=call_id)]}),
+        )
+    assert raised.value.field == "events[0].legId"
+
+
+def test_a_retried_batch_repairs_a_call_whose_recompute_was_lost(services: Services) -> None:
+    call_id = outgoing_call(services)
+    batch = vector("outgoing_answered", call_id)
+    for item in batch.events:  # the events were stored, then the Lambda died before recomputing
+        services.store.add_event(f"CALL#{call_id}", item)
+    assert calls.get_call(services, "default", call_id).ended is None
+    result = events.apply_batch(services, batch)
+    assert result.applied == 0 and result.duplicates == len(batch.events)
+    assert calls.get_call(services, "default", call_id).view()["billedDuration"] == "60s"
+
+
+def test_unknown_call_events_are_kept_but_not_applied(services: Services) -> None:
+    batch = vector("incoming_hangup", "ghost")
+    result = events.apply_batch(services, batch)
+    assert (result.applied, result.unknown) == (0, len(batch.events))
+    assert len(services.store.list_events("CALL#ghost")) == len(batch.events)

@@ -117,11 +117,57 @@ def test_allow_all_agents_reaches_agent_by_id_on_any_domain(services: Services) 
     assert decision.agent_id == agent_id
 
 
-def test_allow_all_agents_with_an_unknown_agent_is_unavailable(services: Services) -> None:
+def test_allow_all_agents_with_an_unknown_agent_is_no_match(services: Services) -> None:
     configure(services, allowedCidrRanges=["0.0.0.0/0"], allowAllAgents=True)
-    with pytest.raises(AgentUnavailable) as raised:
+    with pytest.raises(NoAgentMatched) as raised:
         decide_invite(services, invite(toUri="sip:agent_ghost@x"))
+    assert raised.value.sip_status == 404
+
+
+def test_allow_all_agents_with_an_unknown_agent_falls_back(services: Services) -> None:
+    agent_id = add_agent(services)
+    configure(
+        services,
+        allowedCidrRanges=["0.0.0.0/0"],
+        allowAllAgents=True,
+        fallbackHandler={"url": "https://h.example"},
+    )
+    fallback(services).answer = {"startAgentCall": {"agentId": agent_id}}
+    assert decide_invite(services, invite(toUri="sip:agent_ghost@x")).agent_id == agent_id
+
+
+def test_a_deleted_agent_named_by_a_pattern_is_unavailable(services: Services) -> None:
+    agent_id = add_agent(services)
+    configure(
+        services,
+        allowedCidrRanges=["0.0.0.0/0"],
+        allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}],
+    )
+    services.store.delete_agent("default", agent_id)
+    with pytest.raises(AgentUnavailable) as raised:
+        decide_invite(services, invite())
     assert raised.value.sip_status == 480
+
+
+def test_fallback_context_is_schema_filtered_and_cannot_set_reserved_keys(
+    services: Services,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"tier": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    agent_id = add_agent(services, contextSchema=schema)
+    configure(
+        services, allowedCidrRanges=["0.0.0.0/0"], fallbackHandler={"url": "https://h.example"}
+    )
+    fallback(services).answer = {
+        "startAgentCall": {
+            "agentId": agent_id,
+            "templateContext": {"tier": "gold", "rogue": 1, "sipline": {"sip": {"caller_id": "x"}}},
+        }
+    }
+    assert decide_invite(services, invite()).template_context == {"tier": "gold"}
 
 
 def fallback(services: Services) -> FakeFallback:
