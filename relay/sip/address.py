@@ -1,0 +1,76 @@
+"""Where a SIP message came from or goes to, and the seam between the sans-I/O core and sockets.
+
+The transports (``relay/transport/``) own sockets and stream framing; the core (the endpoint in
+``relay/sip/endpoint.py``) owns everything else. They meet here:
+
+1. A UDP datagram goes in whole: ``core.receive_datagram(data, source, now)``; the core parses it,
+   answers a parseable bad request with a stateless 400, and drops (and counts) the rest.
+2. A TCP/TLS stream is framed by the transport with ``parser.StreamFramer``; each complete message
+   goes in with ``core.receive_message(message, source, now)``, each framing error with
+   ``core.receive_parse_error(error, source, now)``. Keepalive pings are answered by the transport.
+3. ``source.connection_id`` names the stream a message arrived on; responses to it leave on the
+   same connection while it lives (RFC 3261 §18.2.2). ``core.connection_lost(id, now)`` reports a
+   closed stream.
+4. After every call in, the transport drains ``core.datagrams_to_send()`` and sends each
+   ``(bytes, Address)``; an Address with a connection id goes on that connection, one without
+   opens (or reuses) a connection to ``host:port`` for TCP/TLS. A failed send is reported with
+   ``core.transport_error(address, now)``. Then it re-arms one timer at ``core.get_timer()`` and
+   calls ``core.handle_timer(now)`` when it fires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from relay.sip.errors import SipParseError
+from relay.sip.message import Request, Response
+
+
+class Transport(StrEnum):
+    """SIP transports (RFC 3261 §18); ``reliable`` ones need no retransmissions."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+    @property
+    def reliable(self) -> bool:
+        return self is not Transport.UDP
+
+    @property
+    def via_name(self) -> str:
+        """The transport as a Via header writes it (``SIP/2.0/UDP``)."""
+        return self.value.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A peer's address as the transport layer sees it."""
+
+    host: str
+    port: int
+    transport: Transport = Transport.UDP
+    connection_id: int | None = None
+    """The stream a message arrived on (TCP/TLS), so that responses leave on it."""
+
+
+class SipCore(Protocol):
+    """What the transports call; implemented by the sans-I/O endpoint."""
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None: ...
+
+    def receive_message(self, message: Request | Response, source: Address, now: float) -> None: ...
+
+    def receive_parse_error(self, error: SipParseError, source: Address, now: float) -> None: ...
+
+    def connection_lost(self, connection_id: int, now: float) -> None: ...
+
+    def transport_error(self, destination: Address, now: float) -> None: ...
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
