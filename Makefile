@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev test lint typecheck bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-relay.txt requirements-dev.txt
+	scripts/system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

@@ -365,6 +365,12 @@ def events_webhook(body: bytes) -> dict[str, Any]:
     return dump(result)
 
 
+@app.route("/webhooks/sip/allowlist", methods=["GET"])
+@webhook
+def allowlist_webhook(body: bytes) -> dict[str, Any]:
+    return dump(sip_config.edge_allowlist(services()))
+
+
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, str]:
     return {"status": "ok"}

@@ -222,6 +222,24 @@ class CallEventBatchResult(Contract):
     unknown: int = Field(description="Events naming a call or registration that does not exist.")
 
 
+class AllowlistSnapshot(Contract):
+    """``GET /webhooks/sip/allowlist``: what the edge's IP guard needs to refuse scanners cheaply.
+
+    The guard is advisory: the INVITE webhook stays the authoritative admission check.
+    """
+
+    allowed_cidr_ranges: list[str] = Field(
+        alias="allowedCidrRanges",
+        description="Union of the allowedCidrRanges of the accounts this deployment serves.",
+    )
+    version: int = Field(description="Opaque; equal versions mean equal content.")
+    has_registrations: bool = Field(
+        alias="hasRegistrations",
+        description="True when some account has a SIP registration (INVITEs over it are admitted"
+        " whatever their source, so the edge must not guard those).",
+    )
+
+
 # --- 3. Commands ---------------------------------------------------------------------------------
 
 

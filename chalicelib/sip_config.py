@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
+from chalicelib.contracts import AllowlistSnapshot
 from chalicelib.errors import InvalidInput, NotFound
 from chalicelib.models import (
     AllowedAgent,
@@ -14,6 +17,7 @@ from chalicelib.models import (
 )
 from chalicelib.routing import check_pattern
 from chalicelib.services import Services, retry_on_conflict
+from chalicelib.store.repository import PageRequest
 
 _NOT_NULL = {
     "allowed_cidr_ranges": "allowedCidrRanges",
@@ -40,6 +44,27 @@ def _check_allowed_agents(services: Services, account_id: str, allowed: list[All
             services.store.get_agent(account_id, rule.agent_id)
         except NotFound:
             raise InvalidInput(f"{where}.agentId", f"unknown agent {rule.agent_id!r}") from None
+
+
+def edge_allowlist(services: Services) -> AllowlistSnapshot:
+    """Return the union of every account's ``allowedCidrRanges``, for the edge's IP guard.
+
+    The accounts are those the deployment's API keys name.
+    """
+    accounts = sorted(set(services.settings.api_keys.values()))
+    ranges: set[str] = set()
+    registrations = False
+    for account_id in accounts:
+        ranges.update(services.store.get_sip_config(account_id).value.allowed_cidr_ranges)
+        first = services.store.list_registrations(account_id, PageRequest(page_size=1))
+        registrations = registrations or bool(first.results)
+    ordered = sorted(ranges)
+    digest = hashlib.sha256(json.dumps([ordered, registrations]).encode()).digest()
+    return AllowlistSnapshot(
+        allowed_cidr_ranges=ordered,
+        version=int.from_bytes(digest[:6], "big"),
+        has_registrations=registrations,
+    )
 
 
 def _handler(

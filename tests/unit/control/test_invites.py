@@ -259,3 +259,21 @@ def test_accounts_are_told_apart_by_domain(services: Services) -> None:
     other_domain = services.settings.account_domain("other")
     with pytest.raises(SourceIpNotAllowed):  # the other account has no allowlist
         decide_invite(services, invite(requestUri=f"sip:agent_{agent_id}@{other_domain}"))
+
+
+def test_edge_allowlist_is_the_union_of_the_accounts_ranges(services: Services) -> None:
+    from chalicelib.sip_config import edge_allowlist
+
+    empty = edge_allowlist(services)
+    assert (empty.allowed_cidr_ranges, empty.has_registrations) == ([], False)
+    configure(services, allowedCidrRanges=["203.0.113.0/24"])
+    sip_config.patch_sip_config(
+        services, "other", SipConfigPatch.model_validate({"allowedCidrRanges": ["198.51.100.0/24"]})
+    )
+    fields = RegistrationFields(username="u", password="p", proxy="pbx.example")
+    registrations.create_registration(services, "other", fields)
+    snapshot = edge_allowlist(services)
+    assert snapshot.allowed_cidr_ranges == ["198.51.100.0/24", "203.0.113.0/24"]
+    assert snapshot.has_registrations is True
+    assert snapshot.version != empty.version
+    assert edge_allowlist(services).version == snapshot.version
