@@ -31,7 +31,8 @@ class Settings:
     kms_key_id: str | None = None
     default_media_endpoint: str | None = None
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
-    fallback_timeout_s: float = 3.0
+    fallback_timeout_s: float = 2.5
+    """Below the edge's decision timeout (4 s), so a slow fallback handler still gets an answer."""
 
     @property
     def webhook_secrets(self) -> list[str]:
@@ -94,5 +95,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if preference
             else DEFAULT_CODEC_PREFERENCE
         ),
-        fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "3")),
+        fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "2.5")),
     )

@@ -1,0 +1,171 @@
+"""Settings of the relay (the SIP edge), read once from the environment.
+
+Every value has a default that runs the relay on one machine next to ``make dev``'s control plane
+(``chalice local`` on 127.0.0.1:8000). Secrets arrive as plain variables: on ECS the task
+definition injects them from Secrets Manager by ARN, so no secret value sits in the task
+definition itself.
+
+=============================== ====================================== ===========================
+variable                        meaning                                default
+=============================== ====================================== ===========================
+SIPLINE_CONTROL_URL             control plane base URL                 http://127.0.0.1:8000
+SIPLINE_WEBHOOK_SECRET          HMAC secret of the webhooks            "" (requests get 401)
+SIPLINE_COMMAND_QUEUE_URL       SQS queue of edge commands             unset: no consumer
+SIPLINE_COMMAND_DLQ_URL         where poison commands are moved        unset: logged and deleted
+SIPLINE_PASSWORD_KEY            Fernet key for trunk passwords         unset
+SIPLINE_KMS_KEY_ID              KMS key for trunk passwords (AWS)      unset
+SIPLINE_SIP_HOST                SIP listen address (UDP, TCP, TLS)     127.0.0.1
+SIPLINE_SIP_PORT                SIP UDP and TCP port                   5060
+SIPLINE_TLS_PORT                SIP TLS port                           5061
+SIPLINE_PUBLIC_ADDRESS          address advertised in Via/Contact/SDP  the listen address
+SIPLINE_RTP_PORTS               RTP port range, ``low-high``           20000-20999
+SIPLINE_TLS_CERT / _KEY         PEM certificate and key for TLS        unset: no TLS listener
+SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            2.0
+SIPLINE_EVENTS_TIMEOUT_S        bound on one event batch post          10.0
+SIPLINE_RETRY_AFTER_S           Retry-After of a 503 when down         5
+SIPLINE_SPOOL_DIR               durable spool of undelivered events    .dev/relay-spool
+SIPLINE_SPOOL_MAX_BYTES         spool size cap                         67108864 (64 MiB)
+SIPLINE_ALLOWLIST_REFRESH_S     allowlist poll period                  15
+SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
+SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+=============================== ====================================== ===========================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RelayConfigError(ValueError):
+    """A variable of the relay's environment does not parse; the message names it."""
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything the relay is configured with (see the module docstring for the variables)."""
+
+    control_url: str = "http://127.0.0.1:8000"
+    webhook_secret: str = ""
+    command_queue_url: str | None = None
+    command_dead_letter_queue_url: str | None = None
+    password_key: str | None = None
+    kms_key_id: str | None = None
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    tls_port: int = 5061
+    public_address: str | None = None
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 20999
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    decision_timeout_s: float = 4.0
+    events_timeout_s: float = 10.0
+    retry_after_s: int = 5
+    spool_dir: Path = Path(".dev/relay-spool")
+    spool_max_bytes: int = 64 * 1024 * 1024
+    allowlist_refresh_s: float = 15.0
+    allowlist_max_age_s: float = 120.0
+    edge_id: str = "local-edge"
+
+    @property
+    def advertised_address(self) -> str:
+        """Return the address to put in Via, Contact and SDP: the public one, else the listen one."""
+        return self.public_address or self.sip_host
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Return True when a certificate and a key are configured."""
+        return self.tls_cert_path is not None and self.tls_key_path is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RelaySettings:
+        """Build the settings from ``env`` (default: ``os.environ``).
+
+        Raises:
+            RelayConfigError: a variable is malformed (the message names it and its value).
+        """
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        rtp_low, rtp_high = reader.port_range("SIPLINE_RTP_PORTS", (20000, 20999))
+        cert, key = reader.path("SIPLINE_TLS_CERT"), reader.path("SIPLINE_TLS_KEY")
+        if (cert is None) != (key is None):
+            raise RelayConfigError("SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together")
+        return cls(
+            control_url=reader.text("SIPLINE_CONTROL_URL", cls.control_url).rstrip("/"),
+            webhook_secret=reader.text("SIPLINE_WEBHOOK_SECRET", ""),
+            command_queue_url=reader.optional("SIPLINE_COMMAND_QUEUE_URL"),
+            command_dead_letter_queue_url=reader.optional("SIPLINE_COMMAND_DLQ_URL"),
+            password_key=reader.optional("SIPLINE_PASSWORD_KEY"),
+            kms_key_id=reader.optional("SIPLINE_KMS_KEY_ID"),
+            sip_host=reader.text("SIPLINE_SIP_HOST", cls.sip_host),
+            sip_port=reader.port("SIPLINE_SIP_PORT", cls.sip_port),
+            tls_port=reader.port("SIPLINE_TLS_PORT", cls.tls_port),
+            public_address=reader.optional("SIPLINE_PUBLIC_ADDRESS"),
+            rtp_port_min=rtp_low,
+            rtp_port_max=rtp_high,
+            tls_cert_path=cert,
+            tls_key_path=key,
+            decision_timeout_s=reader.positive("SIPLINE_DECISION_TIMEOUT_S", 4.0),
+            events_timeout_s=reader.positive("SIPLINE_EVENTS_TIMEOUT_S", 10.0),
+            retry_after_s=int(reader.positive("SIPLINE_RETRY_AFTER_S", 5)),
+            spool_dir=reader.path("SIPLINE_SPOOL_DIR") or cls.spool_dir,
+            spool_max_bytes=int(reader.positive("SIPLINE_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
+            allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
+            allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
+            edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
+        )
+
+
+class _Reader:
+    """Typed reads of environment variables with error messages that name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def path(self, name: str) -> Path | None:
+        value = self.optional(name)
+        return Path(value) if value else None
+
+    def positive(self, name: str, default: float) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise RelayConfigError(f"{name} must be a number (got {raw!r})") from None
+        if not value > 0:
+            raise RelayConfigError(f"{name} must be positive (got {raw!r})")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        raw = self.optional(name)
+        return default if raw is None else _port(name, raw)
+
+    def port_range(self, name: str, default: tuple[int, int]) -> tuple[int, int]:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        low, sep, high = raw.partition("-")
+        if not sep:
+            raise RelayConfigError(f"{name} must look like 20000-20999 (got {raw!r})")
+        first, last = _port(name, low.strip()), _port(name, high.strip())
+        if first > last:
+            raise RelayConfigError(f"{name} must go from low to high (got {raw!r})")
+        return first, last
+
+
+def _port(name: str, raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) <= 65535:
+        raise RelayConfigError(f"{name} must be a port from 1 to 65535 (got {raw!r})")
+    return int(raw)
