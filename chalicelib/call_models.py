@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from chalicelib.call_outcome import EndReason, SipTerminationReason
 from chalicelib.contracts import MediaEndpoint
-from chalicelib.models import ApiModel, CallTemplate, Duration, format_seconds
+from chalicelib.models import ApiModel, CallTemplate, Duration, duration_seconds, format_seconds
 from chalicelib.sip_uri import validate_target
 
 BILLING_PENDING = "BILLING_STATUS_PENDING"
@@ -100,6 +100,19 @@ class Call(ApiModel):
     billed_call_seconds: int = 0
     billed_sip_seconds: int = 0
     events_applied: int = 0
+
+    def agent_session(self) -> dict[str, Any]:
+        """What the edge needs to bridge this call to its agent (decisions and dial commands)."""
+        return {
+            "call_id": self.call_id,
+            "agent_id": self.agent_id,
+            "media_endpoint": self.media_endpoint,
+            "system_prompt": self.system_prompt,
+            "template_context": self.template_context,
+            "call_template": self.call_template,
+            "join_timeout_s": duration_seconds(self.join_timeout),
+            "max_duration_s": duration_seconds(self.max_duration),
+        }
 
     @property
     def billing_status(self) -> str:

@@ -11,7 +11,7 @@ from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoin
 from chalicelib.contracts import DialCommand, HangUpCommand
 from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound
 from chalicelib.invites import media_endpoint
-from chalicelib.models import CallTemplate, duration_seconds
+from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
 from chalicelib.sip_uri import user_part
 from chalicelib.store.repository import PageRequest, PageResult
@@ -100,18 +100,11 @@ def _place(
 
 def _send_dial(services: Services, call: Call) -> None:
     command = DialCommand(
-        call_id=call.call_id,
-        agent_id=call.agent_id,
         to=call.to_uri,
         from_=call.from_uri,
         username=call.username,
         password_ciphertext=call.password_ciphertext,
-        media_endpoint=call.media_endpoint,
-        system_prompt=call.system_prompt,
-        template_context=call.template_context,
-        call_template=call.call_template,
-        join_timeout_s=duration_seconds(call.join_timeout),
-        max_duration_s=duration_seconds(call.max_duration),
+        **call.agent_session(),
     )
     try:
         send_command(services, command)

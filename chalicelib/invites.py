@@ -34,7 +34,7 @@ from chalicelib.errors import (
     SourceIpNotAllowed,
 )
 from chalicelib.fallback import FallbackRequest
-from chalicelib.models import Agent, SipConfig, duration_seconds
+from chalicelib.models import Agent, SipConfig
 from chalicelib.observability import logger
 from chalicelib.routing import route
 from chalicelib.services import Services
@@ -216,13 +216,5 @@ def _incoming_call(
 def accepted(services: Services, call: Call) -> InviteAccepted:
     """Return the acceptance that answers the caller of ``call``."""
     return InviteAccepted(
-        codec_preference=list(services.settings.codec_preference),
-        call_id=call.call_id,
-        agent_id=call.agent_id,
-        media_endpoint=call.media_endpoint,
-        system_prompt=call.system_prompt,
-        template_context=call.template_context,
-        call_template=call.call_template,
-        join_timeout_s=duration_seconds(call.join_timeout),
-        max_duration_s=duration_seconds(call.max_duration),
+        codec_preference=list(services.settings.codec_preference), **call.agent_session()
     )

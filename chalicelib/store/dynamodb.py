@@ -14,11 +14,17 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from chalicelib.store import keys
-from chalicelib.store.table import Condition, ConditionFailed, Item, Key, Page
+from chalicelib.store.table import (
+    INDEX_KEYS,
+    Condition,
+    ConditionFailed,
+    Item,
+    Key,
+    Page,
+    key_of,
+)
 
 _CONDITION_ERRORS = {"ConditionalCheckFailedException", "TransactionCanceledException"}
-_INDEX_KEYS = {None: ("pk", "sk"), keys.GSI1: ("gsi1pk", "gsi1sk")}
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -100,7 +106,7 @@ class DynamoTable:
         limit: int | None = None,
         start_after: Key | None = None,
     ) -> Page:
-        pk_name, sk_name = _INDEX_KEYS[index]
+        pk_name, sk_name = INDEX_KEYS[index]
         expression = "#pk = :pk"
         values: dict[str, Any] = {":pk": {"S": pk}}
         if sk_prefix is not None:
@@ -135,7 +141,7 @@ class DynamoTable:
             last = response.get("LastEvaluatedKey")
             if limit is not None and len(items) > limit:
                 items = items[:limit]
-                return Page(items, _key_from(items[-1], request.get("IndexName")))
+                return Page(items, key_of(items[-1], request.get("IndexName")))
             if not last:
                 return Page(items, None)
             request["ExclusiveStartKey"] = last
@@ -148,11 +154,3 @@ class DynamoTable:
             if error.response.get("Error", {}).get("Code") in _CONDITION_ERRORS:
                 raise ConditionFailed(str(error)) from error
             raise
-
-
-def _key_from(item: Item, index: str | None) -> Key:
-    key = {"pk": item["pk"], "sk": item["sk"]}
-    if index is not None:
-        pk_name, sk_name = _INDEX_KEYS[index]
-        key |= {pk_name: item[pk_name], sk_name: item[sk_name]}
-    return key

@@ -6,10 +6,15 @@ import copy
 import threading
 from collections.abc import Sequence
 
-from chalicelib.store import keys
-from chalicelib.store.table import Condition, ConditionFailed, Item, Key, Page
-
-_INDEX_KEYS = {None: ("pk", "sk"), keys.GSI1: ("gsi1pk", "gsi1sk")}
+from chalicelib.store.table import (
+    INDEX_KEYS,
+    Condition,
+    ConditionFailed,
+    Item,
+    Key,
+    Page,
+    key_of,
+)
 
 
 class MemoryTable:
@@ -49,7 +54,7 @@ class MemoryTable:
         limit: int | None = None,
         start_after: Key | None = None,
     ) -> Page:
-        pk_name, sk_name = _INDEX_KEYS[index]
+        pk_name, sk_name = INDEX_KEYS[index]
         rows = [
             item
             for item in self._items.values()
@@ -64,7 +69,7 @@ class MemoryTable:
             rows = [r for r in rows if (r[sk_name] < after if descending else r[sk_name] > after)]
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
-        last = _key_of(rows[-1], index) if more and rows else None
+        last = key_of(rows[-1], index) if more and rows else None
         return Page([copy.deepcopy(r) for r in rows], last)
 
     @staticmethod
@@ -81,11 +86,3 @@ class MemoryTable:
             attribute, value = condition.newer_than
             if attribute in existing and not existing[attribute] < value:
                 raise ConditionFailed(f"{attribute} is not older")
-
-
-def _key_of(item: Item, index: str | None) -> Key:
-    key = {"pk": item["pk"], "sk": item["sk"]}
-    if index is not None:
-        pk_name, sk_name = _INDEX_KEYS[index]
-        key |= {pk_name: item[pk_name], sk_name: item[sk_name]}
-    return key

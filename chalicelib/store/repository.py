@@ -315,6 +315,10 @@ class Store:
         accept: Callable[[M], bool] | None = None,
     ) -> PageResult[M]:
         direction, start = ("next", None) if not request.cursor else _decode_cursor(request.cursor)
+        partition = "pk" if scan.index is None else "gsi1pk"
+        if start is not None and start.get(partition) != scan.pk:
+            # a cursor of another list or account: DynamoDB would refuse it with a 500
+            raise InvalidInput("cursor", f"{request.cursor!r} is not a cursor of this list")
         backwards = direction == "prev"
         chosen: list[tuple[Item, M]] = []
         total = 0

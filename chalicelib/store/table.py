@@ -34,6 +34,17 @@ class Condition:
 
 
 ABSENT = Condition.must_be_absent()
+INDEX_KEYS: dict[str | None, tuple[str, str]] = {None: ("pk", "sk"), "gsi1": ("gsi1pk", "gsi1sk")}
+"""The key attributes of the table (``None``) and of each index."""
+
+
+def key_of(item: Item, index: str | None) -> Key:
+    """Return the key a query continues after ``item`` from (the table's, plus the index's)."""
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    if index is not None:
+        pk_name, sk_name = INDEX_KEYS[index]
+        key |= {pk_name: item[pk_name], sk_name: item[sk_name]}
+    return key
 
 
 class ConditionFailed(Exception):
