@@ -42,7 +42,16 @@ def describe() -> dict[str, str]:
         "cpu": cpu_model(),
         "cores": str(usable_cores()),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "load": load_average(),
     }
+
+
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages: how shared the machine was when measured."""
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def banner(title: str) -> str:
