@@ -6,6 +6,10 @@ signature instead. Domain errors are mapped to responses in one place, :func:`_e
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # no collections while importing: the objects built now live as long as the process
+
 import functools
 from collections.abc import Callable
 from datetime import date
@@ -109,12 +113,14 @@ def _page_url(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     request = _request()
-    query: dict[str, str] = dict(request.query_params or {})
-    params = {k: v for k, v in query.items() if k != "cursor"}
+    query = request.query_params
+    params: list[tuple[str, str]] = []
+    if query is not None:  # every value of a repeated parameter (agentIds=a&agentIds=b)
+        params = [(k, v) for k in query if k != "cursor" for v in query.getlist(k)]
     scheme = request.headers.get("x-forwarded-proto", "http")
     host = request.headers.get("host", "localhost")
     path = request.context.get("path", request.path)
-    return f"{scheme}://{host}{path}?{urlencode({**params, 'cursor': cursor})}"
+    return f"{scheme}://{host}{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
 def _paged(page: PageResult[Any], view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -374,3 +380,7 @@ def allowlist_webhook(body: bytes) -> dict[str, Any]:
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+gc.freeze()  # the import-time objects never need collecting: keep them out of every later GC
+gc.enable()

@@ -8,6 +8,7 @@ from typing import Any
 
 from chalicelib import context as ctx
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
+from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand, HangUpCommand
 from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound
 from chalicelib.invites import media_endpoint
@@ -56,6 +57,8 @@ def create_call(services: Services, account_id: str, body: CallCreate) -> Call:
             ctx.check_schema(template.context_schema)
         except ValueError as error:
             raise InvalidInput("contextSchema", str(error)) from None
+    if template.media_endpoint is None and not services.settings.default_media_endpoint:
+        raise InvalidInput("mediaEndpoint", "required: no default media endpoint is configured")
     outgoing = body.medium.sip.outgoing
     return _place(
         services, account_id, None, template, outgoing, body.template_context, body.metadata
@@ -109,7 +112,9 @@ def _send_dial(services: Services, call: Call) -> None:
     try:
         send_command(services, command)
     except CommandNotSent:  # the queue is down: record the failure, tell the user
-        failed = call.model_copy(update={"ended": services.clock(), "end_reason": "system_error"})
+        failed = call.model_copy(
+            update={"ended": services.clock(), "end_reason": EndReason.SYSTEM_ERROR}
+        )
         services.store.save_call(failed, 1)
         raise
 

@@ -29,12 +29,19 @@ class FernetCipher:
     prefix = "fernet:"
 
     def __init__(self, key: str) -> None:
-        from cryptography.fernet import Fernet
+        self._key = key
+        self._fernet_instance: Any = None
 
-        self._fernet = Fernet(key.encode())
+    @property
+    def _fernet(self) -> Any:
+        if self._fernet_instance is None:  # cryptography is imported on first use: cold starts
+            from cryptography.fernet import Fernet
+
+            self._fernet_instance = Fernet(self._key.encode())
+        return self._fernet_instance
 
     def encrypt(self, plaintext: str) -> str:
-        return self.prefix + self._fernet.encrypt(plaintext.encode()).decode()
+        return self.prefix + str(self._fernet.encrypt(plaintext.encode()).decode())
 
     def decrypt(self, ciphertext: str) -> str:
         from cryptography.fernet import InvalidToken
@@ -42,7 +49,7 @@ class FernetCipher:
         if not ciphertext.startswith(self.prefix):
             raise CipherError("not a fernet ciphertext")
         try:
-            return self._fernet.decrypt(ciphertext[len(self.prefix) :].encode()).decode()
+            return str(self._fernet.decrypt(ciphertext[len(self.prefix) :].encode()).decode())
         except InvalidToken:
             raise CipherError("fernet ciphertext does not decrypt under this key") from None
 

@@ -93,19 +93,29 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
     config = services.store.get_sip_config(account_id).value
     admit(invite, config)
     invite_key = keys.invite_sk(invite.sip_call_id, invite.from_tag, invite.source_ip)
-    if (existing := services.store.find_invite_call(account_id, invite_key)) is not None:
-        return accepted(services, services.store.get_call(existing).value)
-    agent_id, extra_context = _route(services, account_id, invite, config)
+    to_user = user_part(invite.to_uri)
+    agent_id = _route(services, account_id, to_user, config)
+    extra_context: dict[str, Any] = {}
+    if agent_id is None:
+        # Before asking the fallback handler: a retried webhook must not ask it twice.
+        if (decided := _decided(services, account_id, invite_key)) is not None:
+            return decided
+        agent_id, extra_context = _ask_fallback(services, invite, to_user, config)
     agent = _agent(services, account_id, agent_id)
     call = _incoming_call(services, account_id, invite, agent, extra_context)
     try:
         services.store.create_call(call, invite_key=invite_key)
-    except AlreadyExists:  # a concurrent retry of the same INVITE won the race
-        existing = services.store.find_invite_call(account_id, invite_key)
-        if existing is None:
+    except AlreadyExists:  # a retried webhook (or a concurrent retry) decided this INVITE before
+        if (decided := _decided(services, account_id, invite_key)) is None:
             raise
-        return accepted(services, services.store.get_call(existing).value)
+        return decided
     return accepted(services, call)
+
+
+def _decided(services: Services, account_id: str, invite_key: str) -> InviteAccepted | None:
+    """The decision already taken for an INVITE, if a previous webhook call took one."""
+    existing = services.store.find_invite_call(account_id, invite_key)
+    return None if existing is None else accepted(services, services.store.get_call(existing).value)
 
 
 def _exists(services: Services, account_id: str, agent_id: str) -> bool:
@@ -116,15 +126,20 @@ def _exists(services: Services, account_id: str, agent_id: str) -> bool:
     return True
 
 
-def _route(
-    services: Services, account_id: str, invite: InviteWebhook, config: SipConfig
-) -> tuple[str, dict[str, Any]]:
-    to_user = user_part(invite.to_uri)
+def _route(services: Services, account_id: str, to_user: str, config: SipConfig) -> str | None:
+    """The agent the account's rules route ``to_user`` to, if any."""
     found = route(to_user, config.allowed_agents, allow_all_agents=config.allow_all_agents)
     if found is not None and (
         found.rule != "allow_all_agents" or _exists(services, account_id, found.agent_id)
     ):
-        return found.agent_id, {}
+        return found.agent_id
+    return None
+
+
+def _ask_fallback(
+    services: Services, invite: InviteWebhook, to_user: str, config: SipConfig
+) -> tuple[str, dict[str, Any]]:
+    """Ask the fallback handler; raise the rejection when there is none or it says reject."""
     handler = config.fallback_handler
     if handler is None:
         raise NoAgentMatched(f"no routing rule matched To user {to_user!r}")

@@ -26,6 +26,8 @@ from pydantic.alias_generators import to_camel
 from chalicelib.contracts import MediaEndpoint
 
 MAX_PATTERN_LENGTH = 200
+MAX_ALLOWED_AGENTS = 2000
+"""Rules per account: the configuration is one DynamoDB item (400 KB) at ~85 bytes a rule."""
 _DURATION = re.compile(r"^\d{1,7}(\.\d{1,9})?s$")
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -147,7 +149,7 @@ class SipConfigPatch(ApiModel):
         default=None, max_length=1000
     )
     allow_all_agents: StrictBool | None = None
-    allowed_agents: list[AllowedAgent] | None = Field(default=None, max_length=10_000)
+    allowed_agents: list[AllowedAgent] | None = Field(default=None, max_length=MAX_ALLOWED_AGENTS)
     fallback_handler: FallbackHandlerInput | None = None
     domain: Any = Field(default=None, exclude=True, description="Read-only: refused if present.")
 

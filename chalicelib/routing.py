@@ -17,6 +17,7 @@ itself takes about a microsecond at any size, so the key is most of a warm decis
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -102,6 +103,26 @@ def compiled_rules(key: RulesKey) -> PatternSet:
     return compiled(tuple(rule.pattern for rule in rules))
 
 
+_BY_IDENTITY: OrderedDict[int, tuple[Sequence[AllowedAgent], PatternSet]] = OrderedDict()
+_BY_IDENTITY_SIZE = 64
+
+
+def _pattern_set(allowed_agents: Sequence[AllowedAgent]) -> PatternSet:
+    """Return the compiled set of a rule list, found by the list's identity when seen before.
+
+    The store hands out one parsed configuration per stored version (``Store.get_sip_config``),
+    so a warm Lambda routes with no work per rule at all; a new list pays ``rules_key`` once.
+    """
+    entry = _BY_IDENTITY.get(id(allowed_agents))
+    if entry is not None and entry[0] is allowed_agents:
+        return entry[1]
+    pattern_set = compiled_rules(rules_key(allowed_agents))
+    _BY_IDENTITY[id(allowed_agents)] = (allowed_agents, pattern_set)  # keeps the list alive
+    while len(_BY_IDENTITY) > _BY_IDENTITY_SIZE:
+        _BY_IDENTITY.popitem(last=False)
+    return pattern_set
+
+
 def route(
     to_user: str,
     allowed_agents: Sequence[AllowedAgent],
@@ -109,7 +130,7 @@ def route(
     allow_all_agents: bool,
 ) -> Route | None:
     """Return the route for ``to_user``, or None when no rule matches."""
-    index = compiled_rules(rules_key(allowed_agents)).first_match(to_user)
+    index = _pattern_set(allowed_agents).first_match(to_user)
     if index is not None:
         return Route(allowed_agents[index].agent_id, f"allowed_agents[{index}]")
     if allow_all_agents and (match := _AGENT_USER.match(to_user)):

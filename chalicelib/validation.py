@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +13,13 @@ _MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "required field is missing",
 }
+
+
+_SECRET_FIELDS = re.compile(r"password|secret", re.IGNORECASE)
+
+
+def _is_secret(location: tuple[int | str, ...]) -> bool:
+    return any(isinstance(part, str) and _SECRET_FIELDS.search(part) for part in location)
 
 
 def field_path(location: tuple[int | str, ...], prefix: str = "") -> str:
@@ -28,9 +36,12 @@ def field_path(location: tuple[int | str, ...], prefix: str = "") -> str:
 
 
 def describe(error: dict[str, Any]) -> str:
-    """Return the reason of one pydantic error, with the offending value when useful."""
+    """Return the reason of one pydantic error, with the offending value when useful.
+
+    The value of a secret field (a password, a signing secret) is never echoed back.
+    """
     message = _MESSAGES.get(error["type"]) or str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] in ("missing",):
+    if error["type"] in ("missing",) or _is_secret(error.get("loc", ())):
         return message
     value = error.get("input")
     if isinstance(value, (dict, list)) or message.find(repr(value)) >= 0:

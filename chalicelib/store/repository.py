@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -76,6 +77,12 @@ def _load(model: type[M], item: Item) -> Versioned[M]:
     return Versioned(model.model_validate_json(item["data"]), int(item["version"]))
 
 
+@lru_cache(maxsize=32)
+def _parsed_sip_config(data: str) -> SipConfig:
+    """Parse a stored configuration once per distinct content (routing caches by identity)."""
+    return SipConfig.model_validate_json(data)
+
+
 def _encode_cursor(direction: str, key: Key) -> str:
     raw = json.dumps({"d": direction, "k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -104,7 +111,9 @@ class Store:
     def get_sip_config(self, account_id: str) -> Versioned[SipConfig]:
         """Return the account's SIP configuration (the default one, version 0, if never set)."""
         item = self.table.get(keys.account_pk(account_id), keys.SIP_CONFIG_SK)
-        return _load(SipConfig, item) if item else Versioned(SipConfig(), 0)
+        if item is None:
+            return Versioned(SipConfig(), 0)
+        return Versioned(_parsed_sip_config(item["data"]), int(item["version"]))
 
     def save_sip_config(self, account_id: str, config: SipConfig, read_version: int) -> int:
         """Write the configuration read at ``read_version``; return the new version."""
@@ -125,6 +134,12 @@ class Store:
         if item is None:
             raise NotFound(f"agent {agent_id!r} not found")
         return _load(Agent, item)
+
+    def agent_ids(self, account_id: str) -> set[str]:
+        """Return the ids of every agent of the account (one query, however many rules name them)."""
+        scan = _Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk())
+        prefix = len(keys.agent_sk())
+        return {item["sk"][prefix:] for item in self._scan_items(scan, None)}
 
     def save_agent(self, account_id: str, agent: Agent, read_version: int) -> None:
         """Write an agent read at ``read_version``."""
