@@ -23,7 +23,6 @@ from chalicelib import agents, calls, events, invites, registrations, sip_config
 from chalicelib.call_models import AgentCallCreate, CallCreate
 from chalicelib.contracts import (
     CallEventBatch,
-    InviteAccepted,
     InviteRejected,
     InviteWebhook,
     dump,
@@ -337,23 +336,22 @@ def invite_webhook(body: bytes) -> dict[str, Any]:
     except ValidationError as error:
         raise invalid_input(error) from None
     logger.append_keys(sip_call_id=invite.sip_call_id)
-    decision: InviteAccepted | InviteRejected
     try:
-        decision = tracer.capture_method(invites.decide_invite)(services(), invite)
+        accepted = invites.decide_invite(services(), invite)
     except DomainError as error:
-        decision = InviteRejected(
+        rejected = InviteRejected(
             sip_status=error.sip_status, reason=error.code, message=error.message
         )
         logger.info("invite rejected", extra={"reason": error.code, "detail": error.message})
         count("InviteRejected", reason=error.code)
-    else:
-        logger.info(
-            "invite accepted", extra={"call_id": decision.call_id, "agent_id": decision.agent_id}
-        )
-        count("InviteAccepted")
+        return dump(rejected)
     finally:
         logger.remove_keys(["sip_call_id"])
-    return dump(decision)
+    logger.info(
+        "invite accepted", extra={"call_id": accepted.call_id, "agent_id": accepted.agent_id}
+    )
+    count("InviteAccepted")
+    return dump(accepted)
 
 
 @app.route("/webhooks/sip/events", methods=["POST"], content_types=["application/json"])

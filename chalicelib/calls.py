@@ -164,7 +164,8 @@ def usage(
     services: Services, account_id: str, from_date: date | None, to_date: date | None
 ) -> dict[str, Any]:
     """Return billed call and SIP minutes per UTC day, by the day each call was created."""
-    last = to_date or services.clock().date()
+    today = services.clock().date()
+    last = to_date or (max(today, from_date) if from_date else today)
     first = from_date or last - timedelta(days=DEFAULT_USAGE_DAYS - 1)
     if (last - first).days >= MAX_USAGE_DAYS:
         raise InvalidInput("fromDate", f"the range may span at most {MAX_USAGE_DAYS} days")

@@ -84,6 +84,7 @@ class AllowedAgent(ApiModel):
     agent_id: str = Field(min_length=1, max_length=64)
     to_user_pattern: str | None = Field(
         default=None,
+        min_length=1,
         max_length=MAX_PATTERN_LENGTH,
         description="RE2 regular expression on the To URI's user part; "
         "defaults to ^agent_<agentId>$.",

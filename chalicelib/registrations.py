@@ -78,6 +78,7 @@ def patch_registration(
     if patch.password is not None:
         changes["password_ciphertext"] = services.cipher.encrypt(patch.password)
     changes["successful"] = None
+    changes["status_at"] = services.clock()  # an older status event must not bring it back
 
     def attempt() -> Registration:
         stored = _owned(services, account_id, registration_id)
