@@ -10,11 +10,12 @@ import gc
 
 gc.disable()  # no collections while importing: the objects built now live as long as the process
 
+import base64
 import functools
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from chalice.app import Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -296,6 +297,46 @@ def billing_usage(account: str) -> dict[str, Any]:
     return calls.usage(services(), account, _date("fromDate"), _date("toDate"))
 
 
+# --- Twilio-compatible hang-up, for stock bots ---------------------------------------------
+
+
+@app.route(
+    "/2010-04-01/Accounts/{account_sid}/Calls/{call_file}",
+    methods=["POST"],
+    content_types=["application/x-www-form-urlencoded"],
+)
+def twilio_hang_up(account_sid: str, call_file: str) -> Response:
+    """End a call the way Twilio's REST API does (HTTP Basic ``AccountSid:AuthToken``)."""
+    request = _request()
+    user, token = _basic_auth(request.headers.get("authorization", ""))
+    form = parse_qs(_raw_body(request).decode("utf-8", "replace"))
+    status = (form.get("Status") or [""])[0]
+    try:
+        if user != account_sid:
+            raise Unauthorized("the Basic auth user must be the AccountSid of the URL")
+        sid = call_file.removesuffix(".json")
+        body = calls.hang_up_for_bot(services(), account_sid, sid, token, status)
+    except DomainError as error:
+        return _error_response(error)
+    return Response(body=body, status_code=200)
+
+
+def _basic_auth(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    return user, password
+
+
+def _raw_body(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 # --- /webhooks/sip (signed by the edge) -----------------------------------------------------
 
 
@@ -305,8 +346,7 @@ def webhook(handler: Callable[[bytes], Any]) -> Callable[[], Response]:
     @functools.wraps(handler)
     def wrapped() -> Response:
         request = _request()
-        raw = request.raw_body or b""
-        body = raw.encode() if isinstance(raw, str) else raw
+        body = _raw_body(request)
         current = services()
         try:
             verify(

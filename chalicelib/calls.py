@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from chalicelib import context as ctx
+from chalicelib import twilio_compat
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand, HangUpCommand
-from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound
+from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound, Unauthorized
 from chalicelib.invites import media_endpoint
 from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
@@ -151,6 +152,33 @@ def hang_up(services: Services, account_id: str, call_id: str) -> None:
     if call.ended is not None:
         raise Conflict(f"call {call_id!r} has already ended")
     send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id))
+
+
+def hang_up_for_bot(
+    services: Services, sid_of_account: str, sid_of_call: str, token: str, status: str
+) -> dict[str, Any]:
+    """Twilio's ``POST .../Calls/{CallSid}.json`` with ``Status=completed``, for stock bots.
+
+    Idempotent: a call that has ended already answers ``completed`` again and sends nothing.
+    """
+    call_id = twilio_compat.call_id_from_sid(sid_of_call)
+    secrets = services.settings.webhook_secrets
+    if call_id is None or not twilio_compat.token_matches(secrets, sid_of_call, token):
+        raise Unauthorized("AccountSid, CallSid or AuthToken does not match a call")
+    call = services.store.get_call(call_id).value
+    if twilio_compat.account_sid(call.account_id) != sid_of_account:
+        raise Unauthorized("AccountSid, CallSid or AuthToken does not match a call")
+    if status not in ("completed", "canceled"):
+        raise InvalidInput("Status", f"only 'completed' or 'canceled' end a call (got {status!r})")
+    if call.ended is None:
+        send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id, reason="agent"))
+    return {
+        "sid": sid_of_call,
+        "account_sid": sid_of_account,
+        "status": "completed",
+        "from": call.from_uri,
+        "to": call.to_uri,
+    }
 
 
 def _day_range(first: date, last: date) -> tuple[datetime, datetime]:
