@@ -52,7 +52,11 @@ class FakeCore:
     def receive_message(self, message: Request | Response, source: Address, now: float) -> None:
         self.received.append((message, source))
         if self.auto_answer and isinstance(message, Request) and message.method != "ACK":
-            self.outbox.append((bytes(make_response(message, 200, to_tag="uas")), source))
+            try:
+                answer = make_response(message, 200, to_tag="uas")
+            except SipParseError:  # a To that frames but does not parse: the core drops it
+                return
+            self.outbox.append((bytes(answer), source))
 
     def receive_parse_error(self, error: SipParseError, source: Address, now: float) -> None:
         self.parse_errors.append((error, source))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 
 from relay.sip.address import Address, Transport
@@ -11,6 +12,7 @@ from relay.sip.parser import StreamFramer
 from tests.integration.relay.transport.fake_core import (
     FakeCore,
     config,
+    open_fds,
     request,
     run,
     started,
@@ -111,5 +113,65 @@ def test_a_udp_send_without_a_udp_listener_is_a_transport_error() -> None:
             assert core.transport_errors == [target]
         finally:
             await endpoint.close()
+
+    run(scenario)
+
+
+class _Blackhole:
+    """A listener whose accept queue is full: further connects hang in SYN-SENT."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fillers = [socket.socket() for _ in range(2)]
+        for filler in self.fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+
+    def close(self) -> None:
+        for sock in (*self.fillers, self.listener):
+            sock.close()
+
+
+def test_a_connect_that_hangs_is_a_transport_error_after_the_connect_timeout() -> None:
+    async def scenario() -> None:
+        core, hole = FakeCore(), _Blackhole()
+        endpoint = await started(core, config(connect_timeout_s=0.3))
+        loop = asyncio.get_running_loop()
+        try:
+            target = Address("127.0.0.1", hole.port, Transport.TCP)
+            core.outbox.append((request(transport="TCP"), target))
+            began = loop.time()
+            endpoint.transmit()
+            await until(lambda: bool(core.transport_errors))
+            assert core.transport_errors == [target]
+            assert 0.25 <= loop.time() - began < 2.0
+            assert endpoint.connection_count == 0
+        finally:
+            await endpoint.close()
+            hole.close()
+
+    run(scenario)
+
+
+def test_close_during_a_pending_connect_leaves_no_task_and_no_socket() -> None:
+    async def scenario() -> None:
+        hole = _Blackhole()
+        tasks_before, fds_before = asyncio.all_tasks(), open_fds()
+        core = FakeCore()
+        endpoint = await started(core, config())
+        loop = asyncio.get_running_loop()
+        target = Address("127.0.0.1", hole.port, Transport.TCP)
+        core.outbox.append((request(transport="TCP"), target))
+        endpoint.transmit()
+        await asyncio.sleep(0.05)
+        began = loop.time()
+        await endpoint.close()
+        assert loop.time() - began < 0.5
+        assert asyncio.all_tasks() == tasks_before and open_fds() == fds_before
+        assert core.transport_errors == []
+        hole.close()
 
     run(scenario)

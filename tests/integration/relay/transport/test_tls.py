@@ -34,7 +34,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _tls_config(certificate: tuple[Path, Path], **changes: object) -> TransportConfig:
-    return replace(config(), tls_port=0, tls_server=server_context(*certificate), **changes)  # type: ignore[arg-type]
+    return replace(config(), tls_port=0, tls_server=server_context(*certificate), **changes)
 
 
 async def _events(reader: asyncio.StreamReader, count: int) -> list[Request | Response]:

@@ -1,0 +1,128 @@
+"""TLS contexts for SIP over TLS (RFC 3261 §26.3.1), and a self-signed certificate for local use.
+
+The server context presents a certificate; the client context verifies the peer's chain and
+name unless told not to (``verify=False``: local self-signed peers only). Both refuse anything
+older than TLS 1.2 (RFC 8996 deprecates 1.0 and 1.1).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["client_context", "ensure_self_signed", "server_context"]
+
+SELF_SIGNED_VALID_DAYS = 365
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """Return a server context presenting the PEM certificate chain and key.
+
+    Raises:
+        OSError: a file is missing; ``ssl.SSLError``: they do not load or do not match.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def client_context(*, verify: bool = True, cafile: Path | None = None) -> ssl.SSLContext:
+    """Return a client context for outgoing TLS connections.
+
+    Args:
+        verify: check the server's chain and that its certificate names the host we dialled.
+            Turn off only for local peers with self-signed certificates.
+        cafile: trust these PEM certificates instead of the system store (e.g. a local
+            self-signed certificate, which keeps verification on).
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def ensure_self_signed(
+    cert_path: Path,
+    key_path: Path,
+    hostnames: Sequence[str],
+    *,
+    valid_days: int = SELF_SIGNED_VALID_DAYS,
+) -> bool:
+    """Create a self-signed certificate and key for ``hostnames`` unless both files exist.
+
+    Names that parse as IP addresses go in the subjectAltName as addresses, the rest as DNS
+    names. The key (P-256, unencrypted PEM) is written with mode 0600.
+
+    Returns:
+        True when the files were created, False when both already existed.
+    """
+    if cert_path.exists() and key_path.exists():
+        return False
+    names = list(hostnames) or ["localhost"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _self_signed(key, names, valid_days)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write(key_path, key_pem, mode=0o600)
+    _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return True
+
+
+def _self_signed(
+    key: ec.EllipticCurvePrivateKey, names: list[str], valid_days: int
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.now(UTC)
+    public_key = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=valid_days))
+        .add_extension(x509.SubjectAlternativeName(_alt_names(names)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _alt_names(names: list[str]) -> list[x509.GeneralName]:
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    return alt_names
+
+
+def _write(path: Path, data: bytes, *, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(descriptor, mode)  # the mode above applies only to a file it creates
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
