@@ -289,17 +289,19 @@ class StreamFramer:
             return False
         head = _frame_head(bytes(self._buffer[:end]))
         if head.content_length is None:
-            raise SipParseError(
+            missing = SipParseError(
                 "Missing Content-Length header field (mandatory on streams)",
                 header="Content-Length",
             )
+            raise _with_context(missing, Headers._trusted(head.fields), head.start_line)
         if head.content_length > self._max_body_bytes:
-            raise SipParseError(
+            too_large = SipParseError(
                 f"Content-Length {head.content_length} exceeds the limit of "
                 f"{self._max_body_bytes} bytes",
                 status_hint=413,
                 header="Content-Length",
-            )
+            )  # the headers ride along so that the caller can answer 413 before closing
+            raise _with_context(too_large, Headers._trusted(head.fields), head.start_line)
         self._head, self._head_size = head, end + 4
         return True
 
