@@ -1,0 +1,505 @@
+"""The agent bridge: one WebSocket client per call, pumping audio both ways (contract 4).
+
+Theory of operation:
+
+1. **Connect.** :meth:`AgentBridge.run` dials the agent's media endpoint with bounded retries
+   (``BridgeSettings``: at most ``max_attempts`` attempts, each bounded by
+   ``attempt_timeout_s``, all within ``connect_timeout_s``) while the caller hears ringing.
+   The call's glue awaits :meth:`AgentBridge.connected` and answers the caller once it is
+   ``True``; ``False`` means the agent could not be reached (or the call was stopped first).
+2. **Open.** The bridge sends ``connected`` and ``start`` (call id, caller, callee and the
+   template context in ``customParameters``), then runs five tasks in one ``TaskGroup``:
+   caller audio from the media core to the agent (one ``media`` per 20 ms frame); agent
+   messages to the media core (``media`` to :meth:`MediaPort.play`, ``mark`` to
+   :meth:`MediaPort.mark`, ``clear`` to :meth:`MediaPort.clear`); played marks back to the
+   agent; DTMF digits to the agent; and a single writer that owns the socket's send side, so
+   message order equals ``sequenceNumber`` order.
+3. **Bounds.** Agent audio is handed to the media core at once: it paces playout and bounds
+   its queue, and the bridge counts what it reports dropped. Marks beyond
+   ``max_pending_marks`` are dropped and counted. Caller audio beyond ``outbox_media_frames``
+   waiting for a slow agent drops the oldest frames (their sequence numbers are skipped, as
+   with Twilio, so the agent can see the gap). Messages over ``max_message_bytes`` close the
+   socket (1009) and end the call. websockets' pings keep the socket alive and end the call
+   when the agent stops answering them.
+4. **End.** The first of these decides the :data:`BridgeOutcome`: the agent closes the socket
+   (:class:`AgentLeft`, which ends the call); :meth:`AgentBridge.stop`, when the caller hung
+   up (:class:`BridgeStopped`: the bridge sends what is queued, then ``stop``, then closes);
+   or a bug in a task (:class:`BridgeFailed`, logged, the socket closed with 1011). Bad agent
+   input (invalid JSON, unknown events, bad payloads) is counted and never ends the call.
+
+:class:`MediaPort` is the seam to the per-call media core, which owns RTP, codecs, resampling,
+the paced playout queue and mark bookkeeping; audio crosses it in the framing's format
+(μ-law 8 kHz, or s16le PCM at 16/48 kHz for the HD framing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
+
+from chalicelib.contracts import MediaEndpoint, MediaFraming
+from relay.bridge.hd_framing import HdFraming
+from relay.bridge.twilio_framing import (
+    AgentCommand,
+    CallInfo,
+    ClearAudio,
+    PlaceMark,
+    PlayAudio,
+    StreamIdentity,
+    TwilioFraming,
+    custom_parameters,
+)
+
+logger = logging.getLogger("sipline.relay.bridge")
+
+USER_AGENT = "sipline-relay"
+
+
+class MediaPort(Protocol):
+    """What the bridge needs from the per-call media core; audio is in the framing's format."""
+
+    async def next_agent_frame(self) -> bytes | None:
+        """Return the next 20 ms of caller audio for the agent; ``None`` once media has ended."""
+        ...
+
+    def play(self, audio: bytes) -> int:
+        """Queue agent audio (any length) for paced playout to the caller.
+
+        The media core bounds its queue (an agent may send far faster than real time; Pipecat
+        sends at twice real time, so its lead grows by half of each utterance's length).
+
+        Returns:
+            How many bytes of agent audio were dropped to stay within that bound.
+        """
+        ...
+
+    def mark(self, name: str) -> None:
+        """Place a mark after the audio queued so far; report it once that has been played."""
+        ...
+
+    def clear(self) -> None:
+        """Drop all queued agent audio at once; the marks among it count as played."""
+        ...
+
+    async def next_played_mark(self) -> str:
+        """Return the name of the next mark whose audio has been played (or cleared)."""
+        ...
+
+    async def next_dtmf(self) -> str:
+        """Return the next DTMF digit the caller pressed (0-9, * or #)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    """Bounds of one agent bridge (defaults suit production; tests shrink them)."""
+
+    connect_timeout_s: float = 8.0
+    """Total time for all connection attempts, while the caller hears ringing."""
+    attempt_timeout_s: float = 3.0
+    """One attempt: TCP, TLS and the HTTP upgrade."""
+    max_attempts: int = 6
+    retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    """Pause after failed attempt n (the last repeats)."""
+    ping_interval_s: float | None = 10.0
+    ping_timeout_s: float | None = 10.0
+    close_timeout_s: float = 2.0
+    """Bound on sending the final messages and on the closing handshake."""
+    max_message_bytes: int = 1 << 20
+    """Largest agent message (1 MiB: about a minute of base64 μ-law); larger closes with 1009."""
+    max_pending_marks: int = 1000
+    outbox_media_frames: int = 50
+    """Caller audio frames (1 s) that may wait for a slow agent before the oldest is dropped."""
+    use_env_proxy: bool = False
+    """Honour HTTP(S)_PROXY for the agent connection (off: agents are dialled directly)."""
+
+
+@dataclass(slots=True)
+class BridgeCounters:
+    """What one bridge did, for call events and metrics."""
+
+    connect_attempts: int = 0
+    media_frames_out: int = 0
+    media_frames_dropped: int = 0
+    """Caller frames dropped because the agent did not read them in time."""
+    agent_audio_bytes: int = 0
+    agent_audio_dropped_bytes: int = 0
+    """Agent audio the media core dropped because it ran too far ahead of playout."""
+    marks_in: int = 0
+    marks_echoed: int = 0
+    marks_dropped: int = 0
+    clears: int = 0
+    dtmf_out: int = 0
+    bad_dtmf: int = 0
+
+
+class AgentLeftReason(StrEnum):
+    """Why the agent's socket closed."""
+
+    AGENT_CLOSED = "agent_closed"
+    """The agent sent a close frame (the code says why)."""
+    CONNECTION_LOST = "connection_lost"
+    """The connection dropped without a closing handshake."""
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"
+    """The agent stopped answering pings."""
+    MESSAGE_TOO_BIG = "message_too_big"
+    """The agent sent a message over ``max_message_bytes``."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The agent broke the WebSocket protocol (e.g. a text frame that is not UTF-8)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLeft:
+    """The agent's socket closed: the call ends."""
+
+    reason: AgentLeftReason
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUnreachable:
+    """No connection could be opened within the bounds: the call ends (or is rejected)."""
+
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStopped:
+    """:meth:`AgentBridge.stop` was called (the caller hung up): ``stop`` was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeFailed:
+    """A bridge task failed (a bug): the call ends with reason ``internal_error``."""
+
+    reason: str = "internal_error"
+
+
+BridgeOutcome = AgentLeft | AgentUnreachable | BridgeStopped | BridgeFailed
+
+
+def framing_for(framing: MediaFraming, identity: StreamIdentity) -> TwilioFraming:
+    """Return the sans-I/O framing named by the media endpoint."""
+    if framing is MediaFraming.PCM16K:
+        return HdFraming(identity, sample_rate_hz=16000)
+    if framing is MediaFraming.PCM48K:
+        return HdFraming(identity, sample_rate_hz=48000)
+    return TwilioFraming(identity)
+
+
+def agent_left(closed: ConnectionClosed) -> AgentLeft:
+    """Classify how the socket closed, from websockets' record of the close frames."""
+    sent = closed.sent
+    if sent is not None and not closed.rcvd_then_sent:  # we closed first: the agent misbehaved
+        if sent.code == CloseCode.MESSAGE_TOO_BIG:
+            return AgentLeft(AgentLeftReason.MESSAGE_TOO_BIG, sent.code, sent.reason)
+        if sent.code == CloseCode.INTERNAL_ERROR and "keepalive" in sent.reason:
+            return AgentLeft(AgentLeftReason.KEEPALIVE_TIMEOUT, sent.code, sent.reason)
+        if sent.code != CloseCode.NORMAL_CLOSURE:
+            return AgentLeft(AgentLeftReason.PROTOCOL_ERROR, sent.code, sent.reason)
+    if closed.rcvd is not None:
+        return AgentLeft(AgentLeftReason.AGENT_CLOSED, closed.rcvd.code, closed.rcvd.reason)
+    return AgentLeft(AgentLeftReason.CONNECTION_LOST, CloseCode.ABNORMAL_CLOSURE)
+
+
+def _is_permanent(status: int) -> bool:
+    """Tell whether an HTTP refusal of the upgrade is worth no retry (4xx but 408 and 429)."""
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+class _Outbox:
+    """Messages waiting for the writer, in sequence order; caller audio is bounded."""
+
+    def __init__(self, max_media: int) -> None:
+        self._items: deque[tuple[str | bytes, bool]] = deque()
+        self._media = 0
+        self._max_media = max_media
+        self._ready = asyncio.Event()
+
+    def push(self, message: str | bytes, *, media: bool = False) -> int:
+        """Queue ``message``; return how many older media messages were dropped for it."""
+        dropped = 0
+        if media:
+            while self._media >= self._max_media:
+                self._drop_oldest_media()
+                dropped += 1
+            self._media += 1
+        self._items.append((message, media))
+        self._ready.set()
+        return dropped
+
+    def _drop_oldest_media(self) -> None:
+        for index, (_, is_media) in enumerate(self._items):
+            if is_media:
+                del self._items[index]
+                self._media -= 1
+                return
+
+    async def pop(self) -> str | bytes:
+        """Return the oldest message, waiting for one."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        message, media = self._items.popleft()
+        self._media -= media
+        return message
+
+    def drain(self) -> list[str | bytes]:
+        """Return and remove every queued message."""
+        messages = [message for message, _ in self._items]
+        self._items.clear()
+        self._media = 0
+        return messages
+
+
+class AgentBridge:
+    """One call's WebSocket to its agent; run it in the call's ``TaskGroup``."""
+
+    def __init__(
+        self,
+        endpoint: MediaEndpoint,
+        port: MediaPort,
+        *,
+        identity: StreamIdentity,
+        call: CallInfo,
+        settings: BridgeSettings | None = None,
+    ) -> None:
+        """Prepare the bridge; nothing happens until :meth:`run`.
+
+        Args:
+            endpoint: the agent's media endpoint (URL and framing) from the INVITE decision.
+            port: the call's media core.
+            identity: the stream's Twilio SIDs (``call_sid``/``account_sid`` are what a bot's
+                REST hang-up names).
+            call: what ``start.customParameters`` tells the agent.
+            settings: bounds; the defaults suit production.
+        """
+        self.endpoint = endpoint
+        self.settings = settings or BridgeSettings()
+        self.framing = framing_for(endpoint.framing, identity)
+        self.counters = BridgeCounters()
+        self._port = port
+        self._call = call
+        self._stop = asyncio.Event()
+        self._opened = asyncio.Event()
+        self._is_connected = False
+        self._outbox = _Outbox(self.settings.outbox_media_frames)
+        self._outcome: asyncio.Future[BridgeOutcome] | None = None
+        self._pending_marks = 0
+
+    async def connected(self) -> bool:
+        """Wait until the agent is connected and ``start`` sent (``True``) or it never will be."""
+        await self._opened.wait()
+        return self._is_connected
+
+    def stop(self) -> None:
+        """End the bridge: send ``stop`` and close the socket (the caller hung up)."""
+        self._stop.set()
+
+    async def run(self) -> BridgeOutcome:
+        """Connect, pump audio until the agent leaves or :meth:`stop`; return what ended it.
+
+        Cancelling it closes the socket without ``stop``: call :meth:`stop` for a hang-up.
+        """
+        try:
+            connection = await self._connect_unless_stopped()
+            if not isinstance(connection, ClientConnection):
+                return connection
+            try:
+                return await self._session(connection)
+            finally:  # a no-op after _close; when cancelled, the relay is "going away"
+                await connection.close(CloseCode.GOING_AWAY)
+        finally:
+            self._opened.set()
+
+    async def _connect_unless_stopped(self) -> ClientConnection | BridgeOutcome:
+        async with asyncio.TaskGroup() as group:
+            attempt = group.create_task(self._guarded_connect())
+            stopped = group.create_task(self._stop.wait())
+            await asyncio.wait((attempt, stopped), return_when=asyncio.FIRST_COMPLETED)
+            attempt.cancel()
+            stopped.cancel()
+        if attempt.cancelled():
+            return BridgeStopped()
+        result = attempt.result()
+        if isinstance(result, ClientConnection) and self._stop.is_set():
+            await result.close()
+            return BridgeStopped()
+        return result
+
+    async def _guarded_connect(self) -> ClientConnection | BridgeOutcome:
+        try:
+            return await self._connect()
+        except Exception:
+            logger.exception("agent bridge failed to connect for call %s", self._call.call_id)
+            return BridgeFailed()
+
+    async def _connect(self) -> ClientConnection | AgentUnreachable:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.connect_timeout_s
+        error = "no attempt made"
+        for attempt in range(settings.max_attempts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self.counters.connect_attempts += 1
+            try:
+                return await self._open(min(settings.attempt_timeout_s, remaining))
+            except InvalidURI as invalid:
+                return AgentUnreachable(self.counters.connect_attempts, str(invalid))
+            except InvalidStatus as refused:
+                error = f"HTTP {refused.response.status_code}"
+                if _is_permanent(refused.response.status_code):
+                    return AgentUnreachable(self.counters.connect_attempts, error)
+                logger.info("agent %s refused the upgrade (%s)", self.endpoint.url, error)
+            except (OSError, TimeoutError, InvalidHandshake) as failure:
+                error = f"{type(failure).__name__}: {failure}"
+                logger.info("agent %s not reachable (%s)", self.endpoint.url, error)
+            delay = settings.retry_delays_s[min(attempt, len(settings.retry_delays_s) - 1)]
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+        return AgentUnreachable(self.counters.connect_attempts, error)
+
+    def _open(self, timeout_s: float) -> Awaitable[ClientConnection]:
+        settings = self.settings
+        return connect(
+            self.endpoint.url,
+            open_timeout=timeout_s,
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_timeout_s,
+            close_timeout=settings.close_timeout_s,
+            max_size=settings.max_message_bytes,
+            compression=None,  # audio does not compress; deflate would only cost CPU
+            proxy=True if settings.use_env_proxy else None,
+            user_agent_header=USER_AGENT,
+        )
+
+    async def _session(self, connection: ClientConnection) -> BridgeOutcome:
+        try:
+            await connection.send(self.framing.connected())
+            await connection.send(self.framing.start(custom_parameters(self._call)))
+        except ConnectionClosed as closed:
+            return agent_left(closed)
+        self._is_connected = True
+        self._opened.set()
+        logger.info("agent %s connected for call %s", self.endpoint.url, self._call.call_id)
+        outcome = await self._pump(connection)
+        await self._close(connection, outcome)
+        logger.info("agent bridge for call %s ended: %s", self._call.call_id, outcome)
+        return outcome
+
+    async def _pump(self, connection: ClientConnection) -> BridgeOutcome:
+        outcome: asyncio.Future[BridgeOutcome] = asyncio.get_running_loop().create_future()
+        self._outcome = outcome
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._guard(work))
+                for work in (
+                    self._write(connection),
+                    self._read(connection),
+                    self._caller_audio(),
+                    self._played_marks(),
+                    self._digits(),
+                    self._until_stopped(),
+                )
+            ]
+            result = await outcome
+            for task in tasks:
+                task.cancel()
+        return result
+
+    def _decide(self, outcome: BridgeOutcome) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result(outcome)
+
+    async def _guard(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            logger.exception("agent bridge task failed for call %s", self._call.call_id)
+            self._decide(BridgeFailed())
+
+    async def _close(self, connection: ClientConnection, outcome: BridgeOutcome) -> None:
+        if isinstance(outcome, BridgeStopped):
+            try:
+                async with asyncio.timeout(self.settings.close_timeout_s):
+                    for message in [*self._outbox.drain(), self.framing.stop()]:
+                        await connection.send(message)
+            except (ConnectionClosed, TimeoutError):
+                logger.info("agent for call %s missed the stop message", self._call.call_id)
+        if isinstance(outcome, BridgeFailed):
+            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            await connection.close()
+
+    async def _until_stopped(self) -> None:
+        await self._stop.wait()
+        self._decide(BridgeStopped())
+
+    async def _write(self, connection: ClientConnection) -> None:
+        try:
+            while True:
+                await connection.send(await self._outbox.pop())
+        except ConnectionClosed:
+            return  # _read reports how it closed
+
+    async def _read(self, connection: ClientConnection) -> None:
+        while True:
+            try:
+                message = await connection.recv()
+            except ConnectionClosed as closed:
+                self._decide(agent_left(closed))
+                return
+            self._apply(self.framing.receive(message))
+
+    def _apply(self, command: AgentCommand | None) -> None:
+        counters = self.counters
+        if isinstance(command, PlayAudio):
+            counters.agent_audio_bytes += len(command.audio)
+            counters.agent_audio_dropped_bytes += self._port.play(command.audio)
+        elif isinstance(command, PlaceMark):
+            counters.marks_in += 1
+            if self._pending_marks >= self.settings.max_pending_marks:
+                counters.marks_dropped += 1
+                return
+            self._pending_marks += 1
+            self._port.mark(command.name)
+        elif isinstance(command, ClearAudio):
+            counters.clears += 1
+            self._port.clear()
+
+    async def _caller_audio(self) -> None:
+        while (frame := await self._port.next_agent_frame()) is not None:
+            self.counters.media_frames_out += 1
+            dropped = self._outbox.push(self.framing.media(frame), media=True)
+            self.counters.media_frames_dropped += dropped
+
+    async def _played_marks(self) -> None:
+        while True:
+            name = await self._port.next_played_mark()
+            self._pending_marks = max(0, self._pending_marks - 1)
+            self.counters.marks_echoed += 1
+            self._outbox.push(self.framing.mark(name))
+
+    async def _digits(self) -> None:
+        while True:
+            digit = await self._port.next_dtmf()
+            try:
+                message = self.framing.dtmf(digit)
+            except ValueError:
+                self.counters.bad_dtmf += 1
+                logger.warning("media core reported DTMF %r; not sent to the agent", digit)
+                continue
+            self.counters.dtmf_out += 1
+            self._outbox.push(message)

@@ -1,0 +1,445 @@
+"""Twilio Media Streams framing on the agent WebSocket (contract 4, the default framing).
+
+Theory of operation:
+
+1. The relay is the WebSocket *client* and plays Twilio's part, so bots written for Twilio
+   Media Streams (Pipecat's ``TwilioFrameSerializer`` among them) work unchanged. Every message
+   is one JSON text frame.
+2. To the agent, in this order: ``connected`` (no sequence number), ``start`` (sequence number
+   1), then ``media`` every 20 ms (160 bytes of 8 kHz μ-law, base64), ``dtmf`` per digit,
+   ``mark`` echoed once the audio queued before it has been played to the caller, and finally
+   ``stop``. Each message after ``connected`` carries ``sequenceNumber``, a decimal string that
+   starts at "1" and grows by one per message, like Twilio's. ``media.chunk`` counts media
+   messages from "1" and ``media.timestamp`` is the milliseconds of caller audio sent before
+   this chunk, both decimal strings as Twilio sends them.
+3. ``start.customParameters`` maps names to strings, as Twilio's ``<Parameter>`` values are
+   strings. sipline sets: ``call_id``, ``from_number`` (caller), ``to_number`` (callee) - the
+   names Pipecat's runner promotes to ``call_data.from_number``/``to_number`` - ``agent_id`` and
+   ``system_prompt`` when known, and ``template_context`` (and ``call_template`` when not empty)
+   as **JSON text**: ``json.loads(params["template_context"])`` gives the rendered context with
+   its types and nesting intact.
+4. From the agent: ``media`` (a base64 μ-law payload of any length), ``mark`` (a name) and
+   ``clear`` (flush queued audio, for barge-in). ``streamSid`` and every unknown field are
+   ignored (``extra="ignore"``: this is a third-party shape). Invalid JSON, an unknown
+   ``event``, a message of the wrong shape and a payload that is not base64 are counted in
+   :class:`FramingCounters` and dropped: an agent's bad message never ends the call.
+5. This module is sans-I/O: :class:`TwilioFraming` turns bridge actions into message text and
+   message text into :data:`AgentCommand` values; ``relay.bridge.agent_ws`` moves them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+from relay.ids import IdSource
+
+PROTOCOL = "Call"  # Twilio's "connected" message
+PROTOCOL_VERSION = "1.0.0"
+MULAW_ENCODING = "audio/x-mulaw"
+MULAW_SAMPLE_RATE_HZ = 8000
+FRAME_MS = 20
+MULAW_FRAME_BYTES = MULAW_SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160: one byte per sample
+INBOUND_TRACK = "inbound"  # the caller's audio, as Twilio names it in "media" and "start"
+DTMF_TRACK = "inbound_track"  # Twilio's track name in "dtmf" messages
+DTMF_DIGITS = frozenset("0123456789*#")
+
+
+# --- wire models (third-party shape: unknown fields ignored) -------------------------------------
+
+
+class TwilioModel(BaseModel):
+    """Base of the Twilio Media Streams models: camelCase JSON, unknown fields ignored, immutable."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    def to_json(self) -> str:
+        """Return the message as Twilio spells it (camelCase, compact)."""
+        return self.model_dump_json(by_alias=True)
+
+
+class MediaFormat(TwilioModel):
+    """``start.mediaFormat``: how the ``media`` payloads are encoded."""
+
+    encoding: str = Field(description='"audio/x-mulaw" (Twilio), or the HD framing\'s encoding.')
+    sample_rate: int = Field(description="Samples per second.")
+    channels: int = Field(default=1, description="Always 1 (mono).")
+
+
+class StartMetadata(TwilioModel):
+    """``start.start``: the stream's identity and format."""
+
+    stream_sid: str
+    account_sid: str
+    call_sid: str
+    tracks: list[str]
+    custom_parameters: dict[str, str] = Field(
+        description="Call id, caller, callee and JSON-encoded template context (strings only)."
+    )
+    media_format: MediaFormat
+
+
+class ConnectedMessage(TwilioModel):
+    """First message of a stream."""
+
+    event: Literal["connected"] = "connected"
+    protocol: str = PROTOCOL
+    version: str = PROTOCOL_VERSION
+
+
+class StartMessage(TwilioModel):
+    """Second message: stream metadata, sent once."""
+
+    event: Literal["start"] = "start"
+    sequence_number: str
+    start: StartMetadata
+    stream_sid: str
+
+
+class MediaChunk(TwilioModel):
+    """``media.media`` to the agent: one 20 ms chunk of caller audio."""
+
+    track: str = INBOUND_TRACK
+    chunk: str
+    timestamp: str
+    payload: str
+
+
+class MediaMessage(TwilioModel):
+    """Caller audio to the agent."""
+
+    event: Literal["media"] = "media"
+    sequence_number: str
+    media: MediaChunk
+    stream_sid: str
+
+
+class DtmfPayload(TwilioModel):
+    """``dtmf.dtmf``: one digit the caller pressed."""
+
+    track: str = DTMF_TRACK
+    digit: str
+
+
+class DtmfMessage(TwilioModel):
+    """A DTMF digit to the agent."""
+
+    event: Literal["dtmf"] = "dtmf"
+    stream_sid: str
+    sequence_number: str
+    dtmf: DtmfPayload
+
+
+class MarkPayload(TwilioModel):
+    """``mark.mark``: the agent's label."""
+
+    name: str
+
+
+class MarkMessage(TwilioModel):
+    """A mark echoed to the agent once the audio before it has played."""
+
+    event: Literal["mark"] = "mark"
+    sequence_number: str
+    stream_sid: str
+    mark: MarkPayload
+
+
+class StopMetadata(TwilioModel):
+    """``stop.stop``."""
+
+    account_sid: str
+    call_sid: str
+
+
+class StopMessage(TwilioModel):
+    """Last message: the call ended on the caller's side."""
+
+    event: Literal["stop"] = "stop"
+    sequence_number: str
+    stop: StopMetadata
+    stream_sid: str
+
+
+class AgentMediaPayload(TwilioModel):
+    """``media.media`` from the agent: only the payload matters."""
+
+    payload: str
+
+
+class AgentMedia(TwilioModel):
+    """Agent audio to play to the caller (any length)."""
+
+    event: Literal["media"]
+    stream_sid: str | None = None
+    media: AgentMediaPayload
+
+
+class AgentMark(TwilioModel):
+    """A label to echo back once the audio sent before it has been played."""
+
+    event: Literal["mark"]
+    stream_sid: str | None = None
+    mark: MarkPayload
+
+
+class AgentClear(TwilioModel):
+    """Flush the agent audio queued for the caller, at once (barge-in)."""
+
+    event: Literal["clear"]
+    stream_sid: str | None = None
+
+
+RelayMessage = Annotated[
+    ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
+    Field(discriminator="event"),
+]
+"""Any message the relay sends (what an agent parses)."""
+
+AgentMessage = Annotated[AgentMedia | AgentMark | AgentClear, Field(discriminator="event")]
+"""Any message an agent may send."""
+
+RELAY_MESSAGE: TypeAdapter[RelayMessage] = TypeAdapter(RelayMessage)
+AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+
+
+# --- what the bridge acts on ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """The agent sent audio for the caller, in the framing's audio format."""
+
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceMark:
+    """The agent asked to be told when the audio it sent so far has been played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearAudio:
+    """The agent asked to drop the audio queued for the caller."""
+
+
+AgentCommand = PlayAudio | PlaceMark | ClearAudio
+
+
+@dataclass(slots=True)
+class FramingCounters:
+    """What arrived from the agent, and what of it was dropped."""
+
+    messages_in: int = 0
+    invalid_json: int = 0
+    unknown_events: int = 0
+    invalid_messages: int = 0
+    """Valid JSON of a known event but the wrong shape (or not an object)."""
+    bad_payloads: int = 0
+    """Media whose payload is not base64, or not whole samples."""
+
+    @property
+    def dropped(self) -> int:
+        """Return how many agent messages were dropped as bad input."""
+        return self.invalid_json + self.unknown_events + self.invalid_messages + self.bad_payloads
+
+
+# --- identity and start parameters ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamIdentity:
+    """The Twilio identifiers of one stream.
+
+    ``call_sid`` and ``account_sid`` are what a Twilio bot puts in its REST hang-up
+    (``POST /2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json``).
+    """
+
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+
+
+def new_stream_sid(ids: IdSource) -> str:
+    """Return a Twilio-shaped stream SID: "MZ" and 32 hex digits."""
+    return "MZ" + ids.token(16)
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What the agent is told about the call in ``start.customParameters``."""
+
+    call_id: str
+    caller: str
+    callee: str
+    template_context: Mapping[str, Any] = field(default_factory=dict)
+    agent_id: str | None = None
+    system_prompt: str | None = None
+    call_template: Mapping[str, Any] = field(default_factory=dict)
+
+
+def custom_parameters(call: CallInfo) -> dict[str, str]:
+    """Return ``start.customParameters`` for ``call``: strings only, structures as JSON text."""
+    params = {
+        "call_id": call.call_id,
+        "from_number": call.caller,
+        "to_number": call.callee,
+        "template_context": _json_text(call.template_context),
+    }
+    if call.agent_id is not None:
+        params["agent_id"] = call.agent_id
+    if call.system_prompt is not None:
+        params["system_prompt"] = call.system_prompt
+    if call.call_template:
+        params["call_template"] = _json_text(call.call_template)
+    return params
+
+
+def _json_text(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+# --- the framing ---------------------------------------------------------------------------------
+
+
+class TwilioFraming:
+    """Encode the relay's side of one Twilio Media Stream and decode the agent's (sans-I/O)."""
+
+    media_format = MediaFormat(
+        encoding=MULAW_ENCODING, sample_rate=MULAW_SAMPLE_RATE_HZ, channels=1
+    )
+    bytes_per_second = MULAW_SAMPLE_RATE_HZ  # one byte per sample
+    sample_bytes = 1
+
+    def __init__(self, identity: StreamIdentity) -> None:
+        """Create the framing of one stream; one per call."""
+        self.identity = identity
+        self.counters = FramingCounters()
+        self._sequence = 0
+        self._chunk = 0
+        self._audio_bytes_sent = 0
+        self._stream_sid_json = json.dumps(identity.stream_sid)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Return the size of 20 ms of audio in this framing."""
+        return self.bytes_per_second * FRAME_MS // 1000
+
+    def _next_sequence(self) -> str:
+        self._sequence += 1
+        return str(self._sequence)
+
+    def connected(self) -> str:
+        """Return the ``connected`` message."""
+        return ConnectedMessage().to_json()
+
+    def start(self, parameters: Mapping[str, str]) -> str:
+        """Return the ``start`` message carrying ``parameters`` as ``customParameters``."""
+        sid = self.identity
+        metadata = StartMetadata(
+            stream_sid=sid.stream_sid,
+            account_sid=sid.account_sid,
+            call_sid=sid.call_sid,
+            tracks=[INBOUND_TRACK],
+            custom_parameters=dict(parameters),
+            media_format=self.media_format,
+        )
+        message = StartMessage(
+            sequence_number=self._next_sequence(), start=metadata, stream_sid=sid.stream_sid
+        )
+        return message.to_json()
+
+    def media(self, audio: bytes) -> str | bytes:
+        """Return the ``media`` message for one chunk of caller audio."""
+        # The hot path (50 a second per call): formatted directly; tests check it against
+        # MediaMessage. The payload is base64 and the SID is JSON-escaped once, at start.
+        self._chunk += 1
+        timestamp_ms = self._audio_bytes_sent * 1000 // self.bytes_per_second
+        self._audio_bytes_sent += len(audio)
+        payload = base64.b64encode(audio).decode("ascii")
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._next_sequence()}",'
+            f'"media":{{"track":"{INBOUND_TRACK}","chunk":"{self._chunk}",'
+            f'"timestamp":"{timestamp_ms}","payload":"{payload}"}},'
+            f'"streamSid":{self._stream_sid_json}}}'
+        )
+
+    def dtmf(self, digit: str) -> str:
+        """Return the ``dtmf`` message for one digit (0-9, * or #).
+
+        Raises:
+            ValueError: ``digit`` is not a DTMF digit.
+        """
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        return DtmfMessage(
+            stream_sid=self.identity.stream_sid,
+            sequence_number=self._next_sequence(),
+            dtmf=DtmfPayload(digit=digit),
+        ).to_json()
+
+    def mark(self, name: str) -> str:
+        """Return the ``mark`` message echoing the agent's mark ``name``."""
+        return MarkMessage(
+            sequence_number=self._next_sequence(),
+            stream_sid=self.identity.stream_sid,
+            mark=MarkPayload(name=name),
+        ).to_json()
+
+    def stop(self) -> str:
+        """Return the ``stop`` message."""
+        sid = self.identity
+        return StopMessage(
+            sequence_number=self._next_sequence(),
+            stop=StopMetadata(account_sid=sid.account_sid, call_sid=sid.call_sid),
+            stream_sid=sid.stream_sid,
+        ).to_json()
+
+    def receive(self, data: str | bytes) -> AgentCommand | None:
+        """Decode one agent message; return ``None`` (and count it) when it is dropped.
+
+        A binary frame is read as JSON too: Twilio takes text frames only, but nothing is
+        gained by refusing the same JSON in a binary frame.
+        """
+        self.counters.messages_in += 1
+        try:
+            message = AGENT_MESSAGE.validate_json(data)
+        except ValidationError as error:
+            self._count_invalid(error)
+            return None
+        if isinstance(message, AgentMedia):
+            return self._play(message.media.payload)
+        if isinstance(message, AgentMark):
+            return PlaceMark(message.mark.name)
+        return ClearAudio()
+
+    def _count_invalid(self, error: ValidationError) -> None:
+        kinds = {e["type"] for e in error.errors(include_url=False)}
+        if "json_invalid" in kinds:
+            self.counters.invalid_json += 1
+        elif "union_tag_invalid" in kinds:
+            self.counters.unknown_events += 1
+        else:
+            self.counters.invalid_messages += 1
+
+    def _play(self, payload: str) -> PlayAudio | None:
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            self.counters.bad_payloads += 1
+            return None
+        if len(audio) % self.sample_bytes:
+            self.counters.bad_payloads += 1
+            return None
+        return PlayAudio(audio)

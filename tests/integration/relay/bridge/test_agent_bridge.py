@@ -1,0 +1,471 @@
+"""AgentBridge against a scripted agent server on 127.0.0.1 and the in-memory media core."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import socket
+import statistics
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+
+from chalicelib.contracts import MediaFraming
+from relay.bridge.agent_ws import (
+    AgentBridge,
+    AgentLeft,
+    AgentLeftReason,
+    AgentUnreachable,
+    BridgeFailed,
+    BridgeOutcome,
+    BridgeSettings,
+    BridgeStopped,
+)
+from tests.integration.relay.bridge.harness import (
+    FAST,
+    IDENTITY,
+    Agent,
+    FakeMediaPort,
+    agent_server,
+    bridge,
+    run,
+    until,
+)
+
+SID = IDENTITY.stream_sid
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def media(data: bytes) -> dict[str, object]:
+    return {"event": "media", "streamSid": SID, "media": {"payload": b64(data)}}
+
+
+def mark(name: str) -> dict[str, object]:
+    return {"event": "mark", "streamSid": SID, "mark": {"name": name}}
+
+
+@asynccontextmanager
+async def call(
+    agent: Agent,
+    port: FakeMediaPort,
+    *,
+    framing: MediaFraming = MediaFraming.TWILIO,
+    settings: BridgeSettings = FAST,
+) -> AsyncIterator[tuple[AgentBridge, asyncio.Task[BridgeOutcome]]]:
+    """Connect a bridge to ``agent``, skip ``connected``/``start``; stop it at the end."""
+    async with agent_server(agent) as url, asyncio.TaskGroup() as group:
+        under_test = bridge(url, port, framing=framing, settings=settings)
+        task = group.create_task(under_test.run())
+        assert await under_test.connected()
+        await agent.next_json()
+        await agent.next_json()
+        yield under_test, task
+        under_test.stop()
+
+
+def test_the_agent_gets_connected_then_start_with_the_call_and_its_template_context() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with agent_server(agent) as url:
+            under_test = bridge(url, port)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected() is True
+            connected, start = await agent.next_json(), await agent.next_json()
+            under_test.stop()
+            assert await task == BridgeStopped()
+        assert agent.paths == ["/agent"]
+        assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+        assert start == {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "streamSid": SID,
+                "accountSid": "AC0000000000000000000000000000000a",
+                "callSid": "call_7f3a",
+                "tracks": ["inbound"],
+                "customParameters": {
+                    "call_id": "call_7f3a",
+                    "from_number": "+15550100",
+                    "to_number": "+15550199",
+                    "template_context": (
+                        '{"customer_name":"Bob","account":{"tier":"gold","open_tickets":2}}'
+                    ),
+                    "agent_id": "agent_1",
+                },
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+            "streamSid": SID,
+        }
+
+    run(scenario)
+
+
+def test_caller_audio_reaches_the_agent_as_one_media_message_every_20_ms() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        frames = [bytes([index]) * 160 for index in range(25)]
+        async with call(agent, port):
+            await port.feed(frames)
+            received = [await agent.next_json() for _ in frames]
+        assert [m["sequenceNumber"] for m in received] == [str(n) for n in range(2, 27)]
+        assert [m["media"]["chunk"] for m in received] == [str(n) for n in range(1, 26)]
+        assert [m["media"]["timestamp"] for m in received] == [str(20 * n) for n in range(25)]
+        assert {m["media"]["track"] for m in received} == {"inbound"}
+        assert [base64.b64decode(m["media"]["payload"]) for m in received] == frames
+        times = [at for at, message in agent.arrivals if '"media"' in str(message)]
+        gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+        assert 0.015 < statistics.median(gaps) < 0.025
+        assert 0.40 < times[-1] - times[0] < 0.70
+
+    run(scenario)
+
+
+def test_a_mark_is_echoed_only_once_the_audio_before_it_has_been_played() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, _):
+            await agent.send(media(b"\x7f" * 800))
+            await agent.send(mark("m1"))
+            await until(lambda: port.pending_marks == [(800, "m1")])
+            port.play_out(400)
+            await asyncio.sleep(0.1)
+            assert "mark" not in agent.events()
+            port.play_out(400)
+            echoed = await agent.next_event("mark")
+        assert echoed == {
+            "event": "mark",
+            "sequenceNumber": "2",
+            "streamSid": SID,
+            "mark": {"name": "m1"},
+        }
+        assert port.played == b"\x7f" * 800
+        assert (under_test.counters.marks_in, under_test.counters.marks_echoed) == (1, 1)
+
+    run(scenario)
+
+
+def test_clear_flushes_the_queued_audio_at_once_and_returns_its_marks() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, _):
+            await agent.send(media(b"\x11" * 1600))
+            await agent.send(mark("before-barge-in"))
+            await agent.send({"event": "clear", "streamSid": SID})
+            echoed = await agent.next_event("mark")
+            assert echoed["mark"] == {"name": "before-barge-in"}
+            assert (port.clears, bytes(port.queued), bytes(port.played)) == (1, b"", b"")
+            assert under_test.counters.clears == 1
+
+    run(scenario)
+
+
+def test_dtmf_digits_reach_the_agent_in_order_and_a_bad_digit_is_counted() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, _):
+            port.press("1", "#", "x", "*")
+            received = [await agent.next_event("dtmf") for _ in range(3)]
+            assert under_test.counters.bad_dtmf == 1
+        assert received[0] == {
+            "event": "dtmf",
+            "streamSid": SID,
+            "sequenceNumber": "2",
+            "dtmf": {"track": "inbound_track", "digit": "1"},
+        }
+        assert [m["dtmf"]["digit"] for m in received] == ["1", "#", "*"]
+        assert [m["sequenceNumber"] for m in received] == ["2", "3", "4"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (4000, "conversation over")])
+def test_the_agent_closing_the_socket_ends_the_bridge_with_agent_left(
+    code: int, reason: str
+) -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (_, task):
+            assert agent.connection is not None
+            await agent.connection.close(code, reason)
+            outcome = await asyncio.wait_for(task, 3)
+        assert outcome == AgentLeft(AgentLeftReason.AGENT_CLOSED, code, reason)
+
+    run(scenario)
+
+
+def test_a_dropped_connection_ends_the_bridge_as_connection_lost() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (_, task):
+            assert agent.connection is not None
+            agent.connection.transport.abort()
+            outcome = await asyncio.wait_for(task, 3)
+        assert outcome == AgentLeft(AgentLeftReason.CONNECTION_LOST, 1006)
+
+    run(scenario)
+
+
+def test_stop_sends_stop_last_and_closes_the_socket_normally() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, task):
+            await port.feed([b"\xff" * 160] * 3)
+            await until(lambda: len(agent.arrivals) == 5)  # connected, start, 3 media
+            port.press("5")
+            await agent.next_event("dtmf")
+            under_test.stop()
+            assert await asyncio.wait_for(task, 3) == BridgeStopped()
+            await asyncio.wait_for(agent.closed.wait(), 3)
+        stop = await agent.next_json()
+        assert stop == {
+            "event": "stop",
+            "sequenceNumber": "6",
+            "stop": {"accountSid": IDENTITY.account_sid, "callSid": IDENTITY.call_sid},
+            "streamSid": SID,
+        }
+        assert agent.events()[-1] == "stop"
+        assert agent.close_code == 1000
+
+    run(scenario)
+
+
+def _refused_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/agent"
+
+
+def test_an_agent_that_is_down_is_retried_a_bounded_number_of_times() -> None:
+    async def scenario() -> None:
+        under_test = bridge(_refused_url(), FakeMediaPort())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await under_test.run()
+        elapsed = loop.time() - started
+        assert isinstance(outcome, AgentUnreachable)
+        assert outcome.attempts == FAST.max_attempts == under_test.counters.connect_attempts
+        assert "Connect" in outcome.error  # ConnectionRefusedError
+        assert elapsed < FAST.connect_timeout_s
+        assert await under_test.connected() is False
+
+    run(scenario)
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[str]:
+    """A TCP server that accepts and never answers the WebSocket upgrade."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+def test_an_agent_that_never_answers_the_upgrade_fails_within_the_total_bound() -> None:
+    async def scenario() -> None:
+        settings = BridgeSettings(
+            connect_timeout_s=1.0, attempt_timeout_s=0.3, max_attempts=10, retry_delays_s=(0.05,)
+        )
+        async with black_hole() as url:
+            under_test = bridge(url, FakeMediaPort(), settings=settings)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = await under_test.run()
+            elapsed = loop.time() - started
+        assert isinstance(outcome, AgentUnreachable)
+        assert "TimeoutError" in outcome.error
+        assert 2 <= outcome.attempts <= 4
+        assert 0.9 < elapsed < 1.3
+
+    run(scenario)
+
+
+def test_stop_while_connecting_gives_up_at_once() -> None:
+    async def scenario() -> None:
+        async with black_hole() as url:
+            under_test = bridge(url, FakeMediaPort())
+            task = asyncio.create_task(under_test.run())
+            await asyncio.sleep(0.2)
+            under_test.stop()
+            assert await asyncio.wait_for(task, 0.5) == BridgeStopped()
+            assert await under_test.connected() is False
+
+    run(scenario)
+
+
+def test_an_agent_flooding_audio_is_capped_by_the_media_core_and_counted() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort(max_queued_bytes=8000)
+        async with call(agent, port) as (under_test, task):
+            for second in range(10):
+                await agent.send(media(bytes([second]) * 8000))
+            await until(lambda: len(port.received) == 80000)
+            assert bytes(port.queued) == bytes([9]) * 8000  # the newest second survives
+            assert under_test.counters.agent_audio_dropped_bytes == 72000
+            assert under_test.counters.agent_audio_bytes == 80000
+            assert not task.done()
+
+    run(scenario)
+
+
+def test_invalid_agent_messages_are_counted_and_ignored_and_the_call_goes_on() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, task):
+            for bad in (
+                "not json {",
+                '{"event": "dance"}',
+                '{"event": "media"}',
+                "[]",
+                '{"event": "media", "media": {"payload": "***"}}',
+            ):
+                await agent.send(bad)
+            await agent.send(media(b"\x01\x02"))
+            await until(lambda: port.received == b"\x01\x02")
+            counters = under_test.framing.counters
+            assert (counters.invalid_json, counters.unknown_events) == (1, 1)
+            assert (counters.invalid_messages, counters.bad_payloads) == (2, 1)
+            assert (counters.messages_in, counters.dropped) == (6, 5)
+            assert not task.done()
+
+    run(scenario)
+
+
+def test_a_gigantic_message_closes_the_socket_with_1009_and_ends_the_bridge() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        settings = replace(FAST, max_message_bytes=4096)
+        async with call(agent, port, settings=settings) as (_, task):
+            await agent.send(media(b"\x00" * 10000))
+            outcome = await asyncio.wait_for(task, 3)
+        assert isinstance(outcome, AgentLeft)
+        assert (outcome.reason, outcome.close_code) == (AgentLeftReason.MESSAGE_TOO_BIG, 1009)
+
+    run(scenario)
+
+
+@asynccontextmanager
+async def silent_agent() -> AsyncIterator[str]:
+    """Completes the WebSocket upgrade (RFC 6455 §4.2.2), then never answers a ping."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        accept_key = base64.b64encode(hashlib.sha1(key + guid).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key + b"\r\n\r\n"
+        )
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+def test_an_agent_that_stops_answering_pings_ends_the_bridge_with_keepalive_timeout() -> None:
+    async def scenario() -> None:
+        settings = BridgeSettings(
+            ping_interval_s=0.1, ping_timeout_s=0.2, close_timeout_s=0.3, retry_delays_s=(0.05,)
+        )
+        async with silent_agent() as url:
+            under_test = bridge(url, FakeMediaPort(), settings=settings)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            outcome = await asyncio.wait_for(task, 3)
+        assert isinstance(outcome, AgentLeft)
+        assert (outcome.reason, outcome.close_code) == (AgentLeftReason.KEEPALIVE_TIMEOUT, 1011)
+
+    run(scenario)
+
+
+def test_a_failing_media_core_ends_the_bridge_with_internal_error_not_the_process() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        port.fail_on_play = True
+        async with call(agent, port) as (_, task):
+            await agent.send(media(b"\x00" * 160))
+            outcome = await asyncio.wait_for(task, 3)
+            await asyncio.wait_for(agent.closed.wait(), 3)
+        assert outcome == BridgeFailed("internal_error")
+        assert agent.close_code == 1011
+
+    run(scenario)
+
+
+def test_the_hd_framing_sends_binary_s16le_frames_and_plays_binary_audio() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with agent_server(agent) as url:
+            under_test = bridge(url, port, framing=MediaFraming.PCM16K)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            await agent.next_json()
+            start = await agent.next_json()
+            frames = [bytes([n, 0]) * 320 for n in range(3)]
+            await port.feed(frames)
+            received = [await agent.next() for _ in frames]
+            await agent.send(b"\x01\x00" * 160)
+            await agent.send(b"\x01\x00\x02")  # half a sample: dropped
+            await agent.send(mark("hd"))
+            await until(lambda: port.pending_marks == [(320, "hd")])
+            port.play_out(320)
+            echoed = await agent.next_event("mark")
+            under_test.stop()
+            assert await task == BridgeStopped()
+        assert start["start"]["mediaFormat"] == {
+            "encoding": "pcm_s16le",
+            "sampleRate": 16000,
+            "channels": 1,
+        }
+        assert received == frames
+        assert port.played == b"\x01\x00" * 160
+        assert under_test.framing.counters.bad_payloads == 1
+        assert echoed["sequenceNumber"] == "5"  # start 1, three audio frames 2-4
+
+    run(scenario)
+
+
+def test_cancelling_the_bridge_closes_the_socket() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with agent_server(agent) as url:
+            under_test = bridge(url, port)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(agent.closed.wait(), 3)
+        assert agent.close_code == 1001  # going away
+        assert "stop" not in agent.events()
+
+    run(scenario)
