@@ -49,6 +49,51 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | Non
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
+def wait_tcp(port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def sip_options(port: int, timeout_s: float = 0.5) -> bytes | None:
+    """Send one OPTIONS over UDP to 127.0.0.1:``port``; return the response, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <sip:ping@127.0.0.1>\r\nCall-ID: {secrets.token_hex(8)}@127.0.0.1\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.settimeout(timeout_s)
+        sock.sendto(request.encode(), ("127.0.0.1", port))
+        try:
+            return sock.recv(65535)
+        except OSError:
+            return None
+
+
+def wait_sip(port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a SIP UDP listener on 127.0.0.1:``port`` answers OPTIONS."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        if sip_options(port) is not None:
+            return
+    raise TimeoutError(f"no SIP answer on udp 127.0.0.1:{port} after {timeout_s}s")
+
+
 @dataclass
 class Credentials:
     """The local stack's secrets: kept in ``.dev/credentials.json`` so they survive restarts."""
@@ -81,10 +126,19 @@ class LocalStack:
     credentials: Credentials
     moto_port: int = 5000
     api_port: int = 8000
-    media_endpoint: str = "ws://127.0.0.1:8765/agent"
+    media_endpoint: str = ""
     log_dir: Path = ROOT / ".dev" / "logs"
+    state_dir: Path = ROOT / ".dev"
+    sip_port: int = 5060
+    tls_port: int = 5061
+    rtp_ports: tuple[int, int] = (20000, 20999)
+    agent_port: int = 8765
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     queue_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.media_endpoint:
+            self.media_endpoint = f"ws://127.0.0.1:{self.agent_port}/agent"
 
     @property
     def moto_url(self) -> str:
@@ -150,6 +204,42 @@ class LocalStack:
             self.environment(),
         )
         wait_http(f"{self.api_url}/health", 30, chalice)
+
+    def relay_environment(self) -> dict[str, str]:
+        """The relay's environment: where the control plane and its queue are, where to listen."""
+        from relay.transport.tls import ensure_self_signed
+
+        cert, key = self.state_dir / "tls" / "relay.pem", self.state_dir / "tls" / "relay.key"
+        ensure_self_signed(cert, key, ["localhost", "127.0.0.1"])
+        return {
+            **os.environ,
+            **self.aws_environment(),
+            "SIPLINE_CONTROL_URL": self.api_url,
+            "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
+            "SIPLINE_COMMAND_QUEUE_URL": self.queue_url,
+            "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
+            "SIPLINE_SIP_HOST": "127.0.0.1",
+            "SIPLINE_SIP_PORT": str(self.sip_port),
+            "SIPLINE_TLS_PORT": str(self.tls_port),
+            "SIPLINE_TLS_CERT": str(cert),
+            "SIPLINE_TLS_KEY": str(key),
+            "SIPLINE_RTP_PORTS": f"{self.rtp_ports[0]}-{self.rtp_ports[1]}",
+            "SIPLINE_SPOOL_DIR": str(self.state_dir / "relay-spool"),
+        }
+
+    def start_relay(self) -> None:
+        """Start the SIP edge (``python -m relay``) and wait until it answers OPTIONS."""
+        relay = self._spawn("relay", [sys.executable, "-m", "relay"], self.relay_environment())
+        wait_sip(self.sip_port, 30, relay)
+
+    def start_demo_agent(self) -> None:
+        """Start the demo agent (greets, then echoes) that the default media endpoint names."""
+        agent = self._spawn(
+            "demo-agent",
+            [sys.executable, "-m", "relay.bridge.demo_agent", "--port", str(self.agent_port)],
+            {**os.environ},
+        )
+        wait_tcp(self.agent_port, 20, agent)
 
     def _create_resources(self) -> None:
         import boto3
