@@ -1,0 +1,389 @@
+"""The sans-I/O SIP endpoint: the :class:`~relay.sip.address.SipCore` the transports drive.
+
+Theory of operation
+===================
+
+1. Input (``SipCore``): datagrams are parsed here; stream messages come framed. Unparseable
+   input is dropped and counted; a parseable request that breaks the rules (CSeq method
+   mismatch, a bad Via, an unsupported ``Require``...) gets a stateless error response with
+   the reason (``message.error_response``), counted too (STYLE rule 20).
+2. Everything else goes to the transaction layer first, then, by the events it returns,
+   to dialogs and usages (STYLE rule 4):
+
+   - an ACK without a transaction goes to the call whose dialog it names;
+   - a method we do not allow gets 405 (a method SIP defines) or 501 (one it does not), both
+     with ``Allow`` (RFC 3261 §8.2.1, §21.5.2);
+   - CANCEL gets 200 and cancels the INVITE it matches, or 481 (§9.2);
+   - a request with a To tag goes to its dialog, or gets 481 (§12.2.2);
+   - a new INVITE becomes an :class:`IncomingCall` once it passes the checks a UAS makes
+     before ringing (Contact, SDP body, session timer: 400, 415, 422; a merged request: 482);
+   - OPTIONS outside a dialog gets 200 with Allow, Accept and Supported (§11.2);
+   - any other request outside a dialog gets 481.
+
+3. Output: ``datagrams_to_send()`` and ``next_event()`` (the events of ``events.py``), drained
+   after every call in; ``get_timer()`` / ``handle_timer(now)`` cover every transaction and
+   call. The application acts on the :class:`IncomingCall` objects it was given; the calls
+   mark themselves so that the next ``get_timer()`` or ``next_event()`` sees their changes.
+
+Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after each step)::
+
+    # the drain loop, after every call into the core; it never awaits
+    while (event := core.next_event()) is not None:
+        match event:
+            case IncomingCallReceived(call=call):   # 100 Trying is already queued
+                call_tasks.create_task(answer(call))
+            case CallAnswered(call=call, media=media): start RTP with media
+            case CallEnded(call=call, reason=reason): stop media, post leg_ended
+
+    async def answer(call):                         # decide, then do (STYLE rule 6)
+        try:
+            decision = await asyncio.wait_for(webhook(call.request, call.source), 4.0)
+            plan = plan_incoming_invite(call.request, decision, local_address=rtp_host,
+                                        local_port=rtp_port, session_id=ids.bits(31),
+                                        warning_agent=host)
+        except TimeoutError:
+            plan = plan_unavailable(retry_after_s=30)
+        now = loop.time()
+        if isinstance(plan, AcceptPlan):
+            call.ringing(now=now)
+            call.accept(plan.sdp, now=now, preference=plan.preference, media=plan.media)
+        else:
+            call.reject(plan.status, plan.reason, now=now, headers=plan.headers)
+        transport.transmit()
+
+    call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from relay.ids import IdSource, new_tag
+from relay.sip.address import Address, SipCore, Transport
+from relay.sip.deadlines import Deadlines
+from relay.sip.dialog import Dialog, DialogId
+from relay.sip.errors import RemoteProtocolError, SipParseError
+from relay.sip.events import BadRequestRejected, Event, IncomingCallReceived, ParseErrorDropped
+from relay.sip.invite_session import IncomingCall
+from relay.sip.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
+from relay.sip.message import Request, Response, error_response, make_response
+from relay.sip.parser import is_keepalive, parse_message, validate_request, validate_response
+from relay.sip.sdp import SessionDescription
+from relay.sip.sdp_fields import SdpParseError
+from relay.sip.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
+from relay.sip.timers import Timers
+from relay.sip.transaction_layer import (
+    RequestArrived,
+    ResponseArrived,
+    ServerTransaction,
+    TransactionFailed,
+    TransactionLayer,
+)
+from relay.sip.via import response_destination, stamp_top_via
+
+__all__ = ["EndpointCounters", "SipEndpoint"]
+
+# Methods SIP defines (RFC 3261, 3262, 3265/6665, 3311, 3428, 3515, 3903, 6086): 405, not 501.
+KNOWN_METHODS = frozenset(
+    {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "UPDATE", "MESSAGE", "REFER", "PUBLISH", "INFO"}
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class EndpointCounters:
+    """Running totals (exported as metrics by the service)."""
+
+    dropped_unparseable: int = 0
+    """Messages dropped because they could not be parsed or answered (rule 1)."""
+    stateless_errors_sent: int = 0
+    """Parseable bad requests answered statelessly with the reason (400, 420, 505...)."""
+    responses_dropped: int = 0
+    """Responses that failed the UAC checks (RFC 3261 §8.1.3.3)."""
+    keepalives: int = 0
+    """CRLF keep-alive datagrams, ignored."""
+    calls_received: int = 0
+
+
+class SipEndpoint:
+    """A SIP user agent that answers incoming calls, sans-I/O (rules 1 to 3).
+
+    Args:
+        local_addresses: our address per transport (Via sent-by, Contact).
+        user_agent: the ``Server`` / ``User-Agent`` value, also our Warning agent.
+        timers: T1, T2, T4.
+        ids: tags, branches, sequence numbers.
+        session_timer: RFC 4028 settings.
+    """
+
+    def __init__(
+        self,
+        local_addresses: Mapping[Transport, Address],
+        *,
+        user_agent: str,
+        timers: Timers,
+        ids: IdSource,
+        session_timer: SessionTimerPolicy | None = None,
+    ) -> None:
+        self.counters = EndpointCounters()
+        self._local = dict(local_addresses)
+        self._timers = timers
+        self._ids = ids
+        self._settings = UserAgentSettings(
+            user_agent=user_agent, session_timer=session_timer or SessionTimerPolicy()
+        )
+        self._layer = TransactionLayer(local_addresses=self._local, timers=timers, ids=ids)
+        self._outputs = Outputs()
+        self._calls: dict[DialogId, IncomingCall] = {}
+        self._invites: dict[tuple[str, str, int], IncomingCall] = {}
+        self._deadlines: Deadlines[IncomingCall] = Deadlines()
+
+    @property
+    def calls(self) -> list[IncomingCall]:
+        """The calls the endpoint still holds (including terminated ones that linger)."""
+        return list(self._calls.values())
+
+    # --- SipCore: input -------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        """Parse a datagram and take the message in (rule 1)."""
+        if is_keepalive(data):
+            self.counters.keepalives += 1
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as err:
+            self.receive_parse_error(err, source, now)
+            return
+        self.receive_message(message, source, now)
+
+    def receive_message(self, message: Request | Response, source: Address, now: float) -> None:
+        """Take a parsed message in (rules 1 and 2)."""
+        try:
+            if isinstance(message, Response):
+                validate_response(message)
+                self._layer.receive_response(message, source, now)
+            else:
+                validate_request(message, supported=frozenset(self._settings.supported))
+                self._layer.receive_request(message, source, now)
+        except SipParseError as err:
+            if isinstance(message, Response):
+                self.counters.responses_dropped += 1
+                self._outputs.events.append(ParseErrorDropped(source, err.message))
+                return
+            self.receive_parse_error(err, source, now)
+            return
+        self._drain(now)
+
+    def receive_parse_error(self, error: SipParseError, source: Address, now: float) -> None:
+        """Answer a bad request statelessly with the reason, or drop and count (rule 1)."""
+        reply = error_response(error, to_tag=new_tag(self._ids))
+        if reply is None:
+            self.counters.dropped_unparseable += 1
+            self._outputs.events.append(ParseErrorDropped(source, error.message))
+            return
+        try:
+            reply = replace(reply, headers=stamp_top_via(reply.headers, source))
+            destination = response_destination(reply.top_via, source)
+        except SipParseError:
+            destination = source  # the Via was the problem: answer where it came from
+        self._layer.send_stateless(reply, destination)
+        self.counters.stateless_errors_sent += 1
+        self._outputs.events.append(BadRequestRejected(source, reply.status, reply.reason))
+
+    def connection_lost(self, connection_id: int, now: float) -> None:
+        """Forget a closed stream: later messages go by address (RFC 3261 §18.2.2)."""
+        self._layer.connection_lost(connection_id)
+        for call in self._calls.values():
+            flow = call.dialog.flow
+            if flow is not None and flow.connection_id == connection_id:
+                call.dialog.flow = replace(flow, connection_id=None)
+
+    def transport_error(self, destination: Address, now: float) -> None:
+        """Take a failed send (§17.1.4, §17.2.4, §18.2.2)."""
+        self._layer.transport_error(destination, now)
+        self._drain(now)
+
+    # --- SipCore: output and time ---------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Return and forget the queued ``(bytes, Address)`` pairs."""
+        return self._layer.datagrams_to_send()
+
+    def next_event(self) -> Event | None:
+        """Return the oldest event for the application, or ``None``."""
+        self._sync()
+        events = self._outputs.events
+        return events.popleft() if events else None
+
+    def get_timer(self) -> float | None:
+        """Return the earliest deadline of any transaction or call, or ``None``."""
+        self._sync()
+        deadlines = (self._layer.get_timer(), self._deadlines.earliest())
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every transaction and call timer due at ``now``."""
+        self._layer.handle_timer(now)
+        self._drain(now)
+        self._sync()
+        for call in self._deadlines.pop_due(now):
+            call.handle_timer(now)
+            self._outputs.touched.add(call)
+        self._drain(now)
+
+    def _sync(self) -> None:
+        """Re-arm the calls that changed and forget the finished ones."""
+        touched = self._outputs.touched
+        while touched:
+            call = touched.pop()
+            if call.finished:
+                self._forget(call)
+            else:
+                self._deadlines.set(call, call.get_timer())
+
+    def _forget(self, call: IncomingCall) -> None:
+        self._deadlines.set(call, None)
+        if self._calls.get(call.dialog.id) is call:
+            del self._calls[call.dialog.id]
+        key = _invite_key(call.request)
+        if self._invites.get(key) is call:
+            del self._invites[key]
+
+    # --- dispatch (rule 2) ----------------------------------------------------------------
+
+    def _drain(self, now: float) -> None:
+        while (event := self._layer.next_event()) is not None:
+            try:
+                self._dispatch(event, now)
+            except RemoteProtocolError as err:  # a lazily parsed field was malformed
+                self.counters.dropped_unparseable += 1
+                source = None if isinstance(event, TransactionFailed) else event.source
+                self._outputs.events.append(ParseErrorDropped(source, err.message))
+
+    def _dispatch(
+        self, event: RequestArrived | ResponseArrived | TransactionFailed, now: float
+    ) -> None:
+        if isinstance(event, RequestArrived):
+            self._on_request(event, now)
+        elif isinstance(event, ResponseArrived):
+            owner = event.transaction.owner if event.transaction is not None else None
+            if owner is None:
+                owner = self._calls.get(DialogId.of_response(event.response))
+            if isinstance(owner, IncomingCall):
+                owner.receive_response(event.response, event.transaction, now)
+        elif isinstance(event.transaction.owner, IncomingCall):
+            event.transaction.owner.transaction_failed(event.transaction, now)
+
+    def _on_request(self, event: RequestArrived, now: float) -> None:
+        request, tx = event.request, event.transaction
+        if tx is None:  # an ACK to a 2xx
+            call = self._calls.get(DialogId.of_request(request))
+            if call is not None:
+                call.receive_ack(request, now)
+            return
+        method = request.method
+        if method not in self._settings.allow:
+            allow = ("Allow", ", ".join(self._settings.allow))
+            self._respond(tx, 405 if method in KNOWN_METHODS else 501, now, headers=(allow,))
+        elif method == "CANCEL":
+            self._on_cancel(tx, now)
+        elif request.to.tag is not None:
+            call = self._calls.get(DialogId.of_request(request))
+            if call is None:
+                self._respond(tx, 481, now)
+            else:
+                call.receive_request(request, tx, now)
+        elif method == "INVITE":
+            self._on_invite(tx, now)
+        elif method == "OPTIONS":
+            accept = ("Accept", ", ".join(self._settings.accept))
+            self._respond(tx, 200, now, headers=(*self._settings.capability_headers, accept))
+        else:
+            self._respond(tx, 481, now)
+
+    def _respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        fields = (("Server", self._settings.user_agent), *headers)
+        response = make_response(
+            tx.request, status, reason, to_tag=new_tag(self._ids), extra_headers=fields
+        )
+        self._layer.send_response(tx, response, now)
+
+    def _on_cancel(self, tx: ServerTransaction, now: float) -> None:
+        invite = self._layer.find_invite(tx.request)
+        call = invite.owner if invite is not None else None
+        if not isinstance(call, IncomingCall):
+            self._respond(tx, 481, now)
+            return
+        call.leg.respond(tx, 200, now)  # the same To tag as the INVITE's responses (§9.2)
+        call.receive_cancel(tx.request, now)
+
+    def _on_invite(self, tx: ServerTransaction, now: float) -> None:
+        request = tx.request
+        key = _invite_key(request)
+        if key in self._invites:  # merged: same request by another path (§8.2.2.2)
+            self._respond(tx, 482, now)
+            return
+        if not request.contacts:
+            self._respond(tx, 400, now, reason="Missing Contact header field in INVITE")
+            return
+        if request.body and request.content_type != SDP:
+            self._respond(tx, 415, now, headers=(("Accept", SDP),))
+            return
+        try:
+            offer = SessionDescription.parse(request.body) if request.body else None
+            timer = negotiate_as_uas(request, self._settings.session_timer)
+        except SdpParseError as err:
+            self._respond(tx, 400, now, reason=f"Malformed SDP body: {err}"[:120])
+            return
+        except SipParseError as err:
+            self._respond(tx, 400, now, reason=err.message)
+            return
+        if isinstance(timer, SessionTimerTooSmall):
+            self._respond(tx, timer.status, now, headers=timer.headers)
+            return
+        call = IncomingCall(tx, leg=self._leg_for(tx), offer=offer, session_timer=timer, now=now)
+        self._calls[call.dialog.id] = call
+        self._invites[key] = call
+        self.counters.calls_received += 1
+        self._outputs.events.append(IncomingCallReceived(call, request, offer))
+
+    def _leg_for(self, tx: ServerTransaction) -> Leg:
+        transport = tx.source.transport
+        local = self._local.get(transport) or next(iter(self._local.values()))
+        uri = tx.request.uri
+        sips = getattr(uri, "scheme", "") == "sips" and transport is Transport.TLS
+        dialog = Dialog.as_uas(
+            tx.request,
+            local_tag=new_tag(self._ids),
+            local_contact=local_contact(local, sips=sips),
+            source=tx.source,
+        )
+        return Leg(
+            dialog,
+            layer=self._layer,
+            ids=self._ids,
+            timers=self._timers,
+            settings=self._settings,
+            outputs=self._outputs,
+        )
+
+
+if TYPE_CHECKING:
+
+    def _implements_sip_core(endpoint: SipEndpoint) -> SipCore:
+        return endpoint  # mypy checks that SipEndpoint is the SipCore of address.py
+
+
+def _invite_key(request: Request) -> tuple[str, str, int]:
+    return request.call_id, request.from_.tag or "", request.cseq.number
