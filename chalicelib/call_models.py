@@ -105,6 +105,7 @@ class Call(ApiModel):
         """What the edge needs to bridge this call to its agent (decisions and dial commands)."""
         return {
             "call_id": self.call_id,
+            "account_id": self.account_id,
             "agent_id": self.agent_id,
             "media_endpoint": self.media_endpoint,
             "system_prompt": self.system_prompt,

@@ -105,6 +105,7 @@ class InviteAccepted(Contract):
 
     action: Literal["accept"] = "accept"
     call_id: str = Field(alias="callId")
+    account_id: str = Field(default="default", alias="accountId")
     agent_id: str | None = Field(alias="agentId")
     media_endpoint: MediaEndpoint = Field(alias="mediaEndpoint")
     system_prompt: str | None = Field(
@@ -248,6 +249,7 @@ class DialCommand(Contract):
 
     type: Literal["dial"] = "dial"
     call_id: str = Field(alias="callId")
+    account_id: str = Field(default="default", alias="accountId")
     agent_id: str | None = Field(default=None, alias="agentId")
     to: str
     from_: str = Field(alias="from")

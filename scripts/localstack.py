@@ -225,6 +225,7 @@ class LocalStack:
             "SIPLINE_TLS_KEY": str(key),
             "SIPLINE_RTP_PORTS": f"{self.rtp_ports[0]}-{self.rtp_ports[1]}",
             "SIPLINE_SPOOL_DIR": str(self.state_dir / "relay-spool"),
+            "SIPLINE_ALLOWLIST_REFRESH_S": "1",
         }
 
     def start_relay(self) -> None:

@@ -287,6 +287,8 @@ class CallInfo:
     agent_id: str | None = None
     system_prompt: str | None = None
     call_template: Mapping[str, Any] = field(default_factory=dict)
+    auth_token: str | None = None
+    """The per-call token of sipline's Twilio-compatible hang-up (``chalicelib.twilio_compat``)."""
 
 
 def custom_parameters(call: CallInfo) -> dict[str, str]:
@@ -303,6 +305,8 @@ def custom_parameters(call: CallInfo) -> dict[str, str]:
         params["system_prompt"] = call.system_prompt
     if call.call_template:
         params["call_template"] = _json_text(call.call_template)
+    if call.auth_token is not None:
+        params["auth_token"] = call.auth_token
     return params
 
 

@@ -1,0 +1,204 @@
+"""The relay process: SIP transports around the sans-I/O endpoint, and everything calls need.
+
+It owns, for the life of the process: the transports (UDP, TCP, TLS), the SIP endpoint, the
+control-plane client, the event outbox (durable spool), the allowlist refresher of the IP guard,
+the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
+drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
+tasks call back into the endpoint and then ``transmit``.
+
+Shutdown (SIGTERM, Ctrl-C): stop taking commands, hang up every call, give the call tasks a few
+seconds to record their last events, drain the outbox (what is not delivered stays spooled for
+the next start), close the transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from chalicelib.contracts import HangUpCommand
+from relay.calls import CallDeps, IncomingCallFlow
+from relay.config import RelaySettings
+from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
+from relay.control.outbox import EventOutbox
+from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
+from relay.ids import SecureIdSource
+from relay.media.rtp_session import RtpPortAllocator
+from relay.sip.address import Address, Transport
+from relay.sip.endpoint import SipEndpoint
+from relay.sip.events import (
+    CallAnswered,
+    CallEnded,
+    Event,
+    IncomingCallReceived,
+    InfoReceived,
+    MediaUpdated,
+)
+from relay.sip.invite_session import IncomingCall
+from relay.sip.timers import Timers
+from relay.transport.endpoint import TransportConfig, TransportEndpoint
+from relay.transport.tls import client_context, server_context
+
+logger = logging.getLogger("sipline.relay")
+USER_AGENT = "sipline"
+FORBIDDEN = 403
+SHUTDOWN_GRACE_S = 5.0
+
+
+class RelayService:
+    """One relay process (see the module docstring)."""
+
+    def __init__(self, settings: RelaySettings) -> None:
+        self.settings = settings
+        self.ids = SecureIdSource()
+        self.allowlist = AllowlistCache(
+            refresh_interval_s=settings.allowlist_refresh_s, max_age_s=settings.allowlist_max_age_s
+        )
+        self.flows: dict[IncomingCall, IncomingCallFlow] = {}
+        self.calls_refused_by_guard = 0
+        self.ready = asyncio.Event()
+        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._deps: CallDeps | None = None
+
+    def _local_addresses(self) -> dict[Transport, Address]:
+        s, host = self.settings, self.settings.advertised_address
+        local = {
+            Transport.UDP: Address(host, s.sip_port, Transport.UDP),
+            Transport.TCP: Address(host, s.sip_port, Transport.TCP),
+        }
+        if s.tls_enabled:
+            local[Transport.TLS] = Address(host, s.tls_port, Transport.TLS)
+        return local
+
+    def _transport_config(self) -> TransportConfig:
+        s = self.settings
+        tls = s.tls_enabled and s.tls_cert_path is not None and s.tls_key_path is not None
+        return TransportConfig(
+            host=s.sip_host,
+            udp_port=s.sip_port,
+            tcp_port=s.sip_port,
+            tls_port=s.tls_port if tls else None,
+            tls_server=server_context(s.tls_cert_path, s.tls_key_path) if tls else None,  # type: ignore[arg-type]
+            tls_client=client_context(verify=True),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.core = SipEndpoint(
+            self._local_addresses(), user_agent=USER_AGENT, timers=Timers(), ids=self.ids
+        )
+        self.transport = TransportEndpoint(
+            self.core, self._transport_config(), after_each_call=self._drain
+        )
+        ports = RtpPortAllocator(s.sip_host, s.rtp_port_min, s.rtp_port_max)
+        async with (
+            ControlPlaneClient(
+                s.control_url,
+                s.webhook_secret,
+                decision_timeout_s=s.decision_timeout_s,
+                events_timeout_s=s.events_timeout_s,
+                retry_after_s=s.retry_after_s,
+            ) as control,
+            EventOutbox(control, s.spool_dir, max_spool_bytes=s.spool_max_bytes) as outbox,
+        ):
+            self._deps = CallDeps(
+                decide=control.decide,
+                record=outbox.record,
+                transmit=self.transport.transmit,
+                now=loop.time,
+                ports=ports,
+                ids=self.ids,
+                advertised_address=s.advertised_address,
+                edge_id=s.edge_id,
+                webhook_secret=s.webhook_secret,
+                retry_after_s=s.retry_after_s,
+            )
+            await self.transport.start()
+            self._refresher = AllowlistRefresher(control, self.allowlist)
+            background = [loop.create_task(self._refresher.run())]
+            if s.command_queue_url:
+                handlers = CommandHandlers(hangup=self._hang_up_command)
+                consumer = CommandConsumer(sqs_client(), s.command_queue_url, handlers)
+                background.append(loop.create_task(consumer.run()))
+            logger.info(
+                "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",
+                s.sip_host,
+                s.sip_port,
+                f", tls {s.tls_port}" if s.tls_enabled else "",
+                s.rtp_port_min,
+                s.rtp_port_max,
+                s.control_url,
+            )
+            self.ready.set()
+            try:
+                await stop.wait()
+            finally:
+                await self._shut_down(background, outbox)
+
+    async def _shut_down(self, background: list[asyncio.Task[Any]], outbox: EventOutbox) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for flow in list(self.flows.values()):
+            flow.signals.hang_up_requested.set()
+        if self._call_tasks:
+            await asyncio.wait(self._call_tasks, timeout=SHUTDOWN_GRACE_S)
+        for task in self._call_tasks:
+            task.cancel()
+        undelivered = await outbox.drain(SHUTDOWN_GRACE_S)
+        if undelivered:
+            logger.warning("%d events stay spooled for the next start", undelivered)
+        await self.transport.close()
+
+    # --- the endpoint's events (synchronous: never await here) ------------------------------
+
+    def _drain(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case IncomingCallReceived():
+                self._incoming(event)
+            case CallAnswered(call=call, media=media):
+                if (flow := self.flows.get(call)) and not flow.signals.answered.done():
+                    flow.signals.answered.set_result(media)
+            case CallEnded(call=call):
+                if (flow := self.flows.pop(call, None)) and not flow.signals.ended.done():
+                    flow.signals.ended.set_result(event)
+            case MediaUpdated(call=call, media=media):
+                if (flow := self.flows.get(call)) and flow.session is not None:
+                    flow.session.update(media)
+            case InfoReceived(call=call, content_type=content_type, body=body):
+                if (flow := self.flows.get(call)) and flow.session is not None:
+                    flow.info_dtmf(content_type, body)
+            case _:
+                logger.debug("endpoint event %s", type(event).__name__)
+
+    def _incoming(self, event: IncomingCallReceived) -> None:
+        call, now = event.call, asyncio.get_running_loop().time()
+        if self.allowlist.allowed(call.source.host, now) is False:  # None: unknown, ask
+            self.calls_refused_by_guard += 1
+            call.reject(FORBIDDEN, now=now)
+            self._refresher.refresh_soon()  # the ranges may have just changed: look again
+            return
+        if self._deps is None or not self.ready.is_set():
+            call.reject(503, now=now, headers=(("Retry-After", "1"),))
+            return
+        flow = IncomingCallFlow(call, event.request, self._deps)
+        self.flows[call] = flow
+        task = asyncio.get_running_loop().create_task(flow.run())
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def _hang_up_command(self, command: HangUpCommand) -> None:
+        for flow in self.flows.values():
+            if flow.call_id == command.call_id:
+                flow.signals.hang_up_requested.set()
+                return
+        raise CommandNotHere(f"call {command.call_id} is not on this edge")
