@@ -19,6 +19,8 @@ sipline is running locally.
   REST API        {stack.api_url}/api   (header X-API-Key: {key})
   SIP webhooks    {stack.api_url}/webhooks/sip/invite, /webhooks/sip/events
   moto server     {stack.moto_url}   (DynamoDB table 'sipline', SQS queue 'sipline-commands')
+  SIP edge        sip:<user>@127.0.0.1:{stack.sip_port} (UDP, TCP), TLS on {stack.tls_port}
+  demo agent      {stack.media_endpoint}   (greets, then echoes you)
   logs            {stack.log_dir}
 
 Try:
@@ -35,6 +37,8 @@ def main() -> int:
         credentials,
         moto_port=int(os.environ.get("SIPLINE_MOTO_PORT", "5000")),
         api_port=int(os.environ.get("SIPLINE_API_PORT", "8000")),
+        sip_port=int(os.environ.get("SIPLINE_SIP_PORT", "5060")),
+        tls_port=int(os.environ.get("SIPLINE_TLS_PORT", "5061")),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -43,6 +47,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         stack.start()
+        stack.start_demo_agent()
+        stack.start_relay()
         print(_banner(stack), flush=True)
         while all(p.poll() is None for p in stack.processes):
             time.sleep(0.5)
