@@ -264,7 +264,7 @@ class IncomingCallFlow:
             call_template=decision.call_template,
             auth_token=twilio_compat.auth_token(self.deps.webhook_secret, call_sid),
         )
-        return AgentBridge(decision.media_endpoint, session, identity=identity, call=info)  # type: ignore[arg-type]
+        return AgentBridge(decision.media_endpoint, session, identity=identity, call=info)
 
     async def _agent_connected(self, bridge: AgentBridge) -> bool:
         connected = asyncio.ensure_future(bridge.connected())

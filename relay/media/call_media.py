@@ -1,0 +1,399 @@
+"""The media of one call, sans-I/O: caller RTP in, agent frames out; agent audio in, paced RTP out.
+
+Theory of operation:
+
+1. **Source** (`relay.media.source`): the first packet latches the caller's address (symmetric
+   RTP: we send where their packets come from, so NAT works) and SSRC; a new SSRC is accepted on
+   the marker bit or after ``source_switch_after_s`` of quiet, a new address only after that
+   quiet; a re-INVITE that moves the remote's media re-opens the latch. A per-call token bucket
+   cuts a flood before parsing. Every refusal is counted.
+2. **Receive**: audio goes into the `JitterBuffer`; telephone-event packets bypass it into the
+   `DtmfReceiver` (each digit once). `relay.media.playout.AgentFeed` turns what is due into
+   20 ms frames in the agent's format on a steady grid, concealing losses and filling silence.
+3. **Send**: `play` queues the agent's audio (bounded), `mark` and `clear` act on the queue, and
+   ``rtp_to_send(now)`` sends one 20 ms packet per tick of a grid anchored at construction. An
+   empty queue sends silence: many PBXs and carriers hang up on RTP inactivity, and NAT pinholes
+   close, while the agent listens. Marks are reported once the audio before them is sent.
+4. **Hold**: when the negotiated direction does not send, ticks still run (the RTP timestamp
+   keeps time, queued audio and marks are consumed) but nothing is sent; the first packet after
+   resuming has the marker bit. While the remote holds the call, the inactivity timer is off;
+   otherwise no accepted RTP for ``inactivity_timeout_s`` gives one `MediaTimedOut`.
+5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
+   to where the caller's RTCP comes from.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from chalicelib.contracts import MediaFraming
+from relay.ids import IdSource
+from relay.media.codecs import get_decoder, get_encoder, get_spec
+from relay.media.dtmf import DtmfReceived, DtmfReceiver
+from relay.media.jitter import JitterBuffer, JitterBufferStats
+from relay.media.pipeline import ReceivePath, SendPath, agent_format
+from relay.media.playout import FRAME_S, TIMER_SLACK_S, AgentFeed, AgentFeedStats, PlayoutQueue
+from relay.media.reports import RtcpReporter
+from relay.media.rtcp import is_rtcp
+from relay.media.rtp import RTP_HEADER_LENGTH, RtpPacket, RtpPacketizer, RtpParseError
+from relay.media.source import Address, SourceLatch, SourceVerdict, TokenBucket
+from relay.media.stats import ReceptionStatistics
+from relay.sip.offer_answer import NegotiatedMedia
+
+__all__ = ["CallMedia", "CallMediaStats", "MarkPlayed", "MediaEvent", "MediaTimedOut"]
+
+MAX_SEND_CATCH_UP_S = 0.100  # a longer stall of our caller skips send ticks instead of bursting
+MAX_EVENTS = 256
+NO_ADDRESS = "0.0.0.0"  # RFC 3264 §8.4: never send there
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPlayed:
+    """The audio queued before a mark has been sent to the caller (or cleared)."""
+
+    name: str
+    cleared: bool = False
+    """True when `CallMedia.clear` dropped the audio before the mark instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTimedOut:
+    """No caller RTP arrived for the inactivity timeout, while the call was not on hold."""
+
+    idle_s: float
+
+
+MediaEvent = DtmfReceived | MarkPlayed | MediaTimedOut
+
+
+@dataclass(slots=True)
+class CallMediaStats:
+    """Counters of one call's datagrams: each one received is accepted or in one drop reason.
+
+    Packets refused for their source are in `CallMedia.source_counts`; what became of accepted
+    audio is in `CallMedia.jitter_stats` and `CallMedia.feed_stats`.
+    """
+
+    rtp_received: int = 0
+    """Datagrams given to `CallMedia.receive_rtp`; muxed RTCP moves on to `receive_rtcp`."""
+    rtp_accepted: int = 0
+    rate_limited: int = 0
+    short: int = 0
+    malformed: int = 0
+    unknown_payload_type: int = 0
+    empty_payload: int = 0
+    rtp_sent: int = 0
+    silence_sent: int = 0
+    frames_discarded_on_hold: int = 0
+    send_ticks_skipped: int = 0
+    playout_dropped_bytes: int = 0
+    marks_dropped: int = 0
+    rtcp_foreign: int = 0
+    """From another host than the latched RTP source; what is parsed is in `CallMedia.reporter`."""
+    rtcp_sent: int = 0
+    events_dropped: int = 0
+
+
+class CallMedia:
+    """One call's media core (see the module docstring)."""
+
+    def __init__(
+        self,
+        negotiated: NegotiatedMedia,
+        agent_framing: MediaFraming,
+        *,
+        ids: IdSource,
+        now: float,
+        inactivity_timeout_s: float = 30.0,
+        jitter_min_delay_ms: int = 0,
+        jitter_max_delay_ms: int = 200,
+        source_switch_after_s: float = 0.5,
+        max_playout_ms: int = 30_000,
+        max_packets_per_s: int = 250,
+        rtcp_mux: bool = False,
+        wall_clock_offset_s: float = 0.0,
+    ) -> None:
+        """Set up both directions for ``negotiated``; ``now`` anchors the send grid.
+
+        Args:
+            max_packets_per_s: RTP and RTCP datagrams accepted per second (burst: a fifth of
+                it); the rest of a flood is dropped before parsing.
+            wall_clock_offset_s: Unix time minus ``now``, for the NTP timestamps of RTCP.
+
+        Raises:
+            UnsupportedCodecError: the negotiated codec cannot be carried here.
+        """
+        self.stats = CallMediaStats()
+        self.inactivity_timeout_s = inactivity_timeout_s
+        self.rtcp_mux = rtcp_mux
+        self._jitter_delays_ms = (jitter_min_delay_ms, jitter_max_delay_ms)
+        self._agent = agent_format(agent_framing)
+        self._packetizer = RtpPacketizer.from_ids(ids)
+        self.reporter = RtcpReporter(
+            self._packetizer, ids=ids, now=now, wall_clock_offset_s=wall_clock_offset_s
+        )
+        self._playout = PlayoutQueue(self._agent, max_ms=max_playout_ms)
+        self._events: deque[MediaEvent] = deque()
+        self._bucket = TokenBucket(max_packets_per_s, max(10, max_packets_per_s / 5), now=now)
+        self._latch = SourceLatch(source_switch_after_s, last_heard_at=now)
+        self._rtcp_source: Address | None = None
+        self._reception: ReceptionStatistics | None = None
+        self._idle_since = now
+        self._timed_out = False
+        self._send_anchor, self._send_ticks = now, 0  # tick k is due at anchor + k * 20 ms
+        self._marker_next = True
+        self._negotiated = negotiated
+        self._inactivity_on = self._inactivity_armed(negotiated)
+        self._set_codec(negotiated)
+
+    def _set_codec(self, negotiated: NegotiatedMedia) -> None:
+        spec = self._spec = get_spec(negotiated.codec)
+        fmtp = negotiated.fmtp
+        low, high = self._jitter_delays_ms
+        self._jitter = JitterBuffer(spec.clock_rate_hz, min_delay_ms=low, max_delay_ms=high)
+        self._receive = ReceivePath(spec, get_decoder(spec.name, fmtp=fmtp), self._agent)
+        self._feed = AgentFeed(self._jitter, self._receive, spec)
+        self._send = SendPath(spec, get_encoder(spec.name, fmtp=fmtp), self._agent)
+        self._dtmf = DtmfReceiver(negotiated.clock_rate_hz)
+
+    def __str__(self) -> str:
+        n = self._negotiated
+        jitter = f"jitter({self._jitter.target_delay_ms:.0f}ms)"
+        receive = f"rtp({n.codec}/{n.receive_payload_type}) -> {jitter} -> {self._receive}"
+        return f"{receive} | {self._send} -> rtp({n.codec}/{n.payload_type})"
+
+    @property
+    def jitter_stats(self) -> JitterBufferStats:
+        """Return the jitter buffer's accounting of every audio packet (RTCP: `reporter`)."""
+        return self._jitter.stats
+
+    @property
+    def feed_stats(self) -> AgentFeedStats:
+        """Return what became of the caller's audio on its way to the agent."""
+        return self._feed.stats
+
+    @property
+    def source_counts(self) -> dict[SourceVerdict, int]:
+        """Return how many packets each source verdict got: foreign SSRC or address, changes."""
+        return self._latch.counts
+
+    @property
+    def delays_ms(self) -> tuple[float, float, float]:
+        """Return the jitter buffer's target and the receive and send chains' filter delays."""
+        return self._jitter.target_delay_ms, self._receive.delay_ms, self._send.delay_ms
+
+    @property
+    def _next_send_at(self) -> float:
+        return self._send_anchor + self._send_ticks * FRAME_S
+
+    @property
+    def destination(self) -> Address | None:
+        """Return where RTP goes: the caller's latched source, else the SDP address."""
+        if self._latch.address is not None:
+            return self._latch.address
+        n = self._negotiated
+        return None if n.remote_address == NO_ADDRESS else (n.remote_address, n.remote_port)
+
+    # --- caller -> agent -------------------------------------------------------------------
+
+    def receive_rtp(self, data: bytes, source: Address, now: float) -> None:
+        """Take a datagram that arrived on the RTP port (RTCP too, when multiplexed)."""
+        self.stats.rtp_received += 1
+        if is_rtcp(data):
+            self.receive_rtcp(data, source, now)
+            return
+        if not self._bucket.take(now):
+            self.stats.rate_limited += 1
+            return
+        if len(data) < RTP_HEADER_LENGTH:
+            self.stats.short += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self.stats.malformed += 1
+            return
+        n = self._negotiated
+        is_audio = packet.payload_type == n.receive_payload_type
+        if not is_audio and packet.payload_type != n.receive_telephone_event_payload_type:
+            self.stats.unknown_payload_type += 1
+        elif not packet.payload:
+            self.stats.empty_payload += 1
+        elif self._accept_source(packet, source, now):
+            self._take(packet, now, is_audio=is_audio)
+
+    def _accept_source(self, packet: RtpPacket, source: Address, now: float) -> bool:
+        previous = self._latch.ssrc
+        verdict = self._latch.check(packet.ssrc, source, marker=packet.marker, now=now)
+        if verdict.accepted and packet.ssrc != previous:
+            self._reception = ReceptionStatistics(packet.ssrc, self._spec.clock_rate_hz)
+        return verdict.accepted
+
+    def _take(self, packet: RtpPacket, now: float, *, is_audio: bool) -> None:
+        self.stats.rtp_accepted += 1
+        if self._reception is not None:
+            self._reception.receive(packet, now)
+        if not is_audio:
+            self._dtmf.receive(packet, now)
+            self._drain_dtmf()
+            return
+        self._jitter.push(packet, now)
+        if self._spec.name == "opus":
+            self._feed.remember(packet)
+
+    def next_agent_frame(self, now: float) -> bytes | None:
+        """Return the next 20 ms frame in the agent's format once it is due, else None.
+
+        Call it until it returns None whenever `get_timer` fires (`AgentFeed` paces it).
+        """
+        return self._feed.pop_frame(now)
+
+    # --- agent -> caller -------------------------------------------------------------------
+
+    def play(self, audio: bytes, now: float) -> int:
+        """Queue agent audio of any size in the agent's format; return the bytes dropped."""
+        self.stats.playout_dropped_bytes += (dropped := self._playout.push(audio))
+        return dropped
+
+    def mark(self, name: str) -> None:
+        """Place a mark after the audio queued so far; `MarkPlayed` follows once it is sent."""
+        self.stats.marks_dropped += not self._playout.mark(name)
+        self._collect_marks()
+
+    def clear(self) -> None:
+        """Drop all queued agent audio at once (barge-in); pending marks are reported cleared."""
+        for name in self._playout.clear():
+            self._emit(MarkPlayed(name, cleared=True))
+
+    def rtp_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Return the datagrams due by ``now``: one RTP packet per 20 ms tick, RTCP when due."""
+        out: list[tuple[bytes, Address]] = []
+        increment = self._spec.timestamp_increment
+        late = now - self._next_send_at
+        if late > MAX_SEND_CATCH_UP_S:  # our caller stalled: skip ticks rather than burst
+            skipped = int(late / FRAME_S)
+            self._packetizer.advance(skipped * increment)
+            self._send_ticks += skipped
+            self.stats.send_ticks_skipped += skipped
+        while now + TIMER_SLACK_S >= self._next_send_at:
+            self._tick(out, increment)
+            self._send_ticks += 1
+        if now + TIMER_SLACK_S >= self.reporter.next_report_at:
+            destination = self._rtcp_destination()
+            report = self.reporter.report(self._reception, now)  # reschedules, sent or not
+            if destination is not None:
+                out.append((report, destination))
+                self.stats.rtcp_sent += 1
+        return out
+
+    def _tick(self, out: list[tuple[bytes, Address]], increment: int) -> None:
+        frame = self._playout.pop_frame()
+        self._collect_marks()
+        destination = self.destination
+        if not self._negotiated.direction.sends or destination is None:
+            self._packetizer.advance(increment)
+            self._marker_next = True
+            self.stats.frames_discarded_on_hold += frame is not None
+            return
+        if frame is None:
+            payload = self._send.silence()
+            self.stats.silence_sent += 1
+        else:
+            payload = self._send.frame(frame)
+        packet = self._packetizer.packetize(
+            payload,
+            payload_type=self._negotiated.payload_type,
+            samples=increment,
+            marker=self._marker_next,
+        )
+        self._marker_next = False
+        out.append((bytes(packet), destination))
+        self.stats.rtp_sent += 1
+
+    def _collect_marks(self) -> None:
+        for name in self._playout.played_marks():
+            self._emit(MarkPlayed(name))
+
+    # --- RTCP ------------------------------------------------------------------------------
+
+    def receive_rtcp(self, data: bytes, source: Address, now: float) -> None:
+        """Take a datagram from the RTCP port (or demultiplexed from the RTP port)."""
+        latched = self._latch.address
+        if not self._bucket.take(now):
+            self.stats.rate_limited += 1
+        elif latched is not None and source[0] != latched[0]:
+            self.stats.rtcp_foreign += 1
+        elif self.reporter.receive(data, self._reception, now):
+            self._rtcp_source = source
+
+    def goodbye(self) -> tuple[bytes, Address] | None:
+        """Return an RTCP BYE for our stream and where to send it (RFC 3550 §6.6), at hang-up."""
+        destination = self._rtcp_destination()
+        return None if destination is None else (self.reporter.goodbye(), destination)
+
+    def _rtcp_destination(self) -> Address | None:
+        if self._rtcp_source is not None:
+            return self._rtcp_source
+        rtp = self.destination
+        if rtp is None or self.rtcp_mux:
+            return rtp
+        return (rtp[0], rtp[1] + 1)
+
+    # --- control, timers, events -----------------------------------------------------------
+
+    def update(self, negotiated: NegotiatedMedia, now: float) -> None:
+        """Apply a new offer/answer (re-INVITE): hold or resume, a new address, a new codec."""
+        old, self._negotiated = self._negotiated, negotiated
+        if (negotiated.codec, negotiated.fmtp) != (old.codec, old.fmtp):
+            self._set_codec(negotiated)
+        moved = (negotiated.remote_address, negotiated.remote_port)
+        if moved != (old.remote_address, old.remote_port):
+            self._latch.reset()
+            self._rtcp_source = None
+        if self._inactivity_armed(negotiated) and not self._inactivity_on:
+            self._idle_since = now
+        self._inactivity_on = self._inactivity_armed(negotiated)
+
+    def next_event(self) -> MediaEvent | None:
+        """Return the next event (`DtmfReceived`, `MarkPlayed`, `MediaTimedOut`), or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float:
+        """Return when to call `handle_timer`, `rtp_to_send` and `next_agent_frame` next."""
+        timer = min(self._next_send_at, self.reporter.next_report_at)
+        for other in (self._feed.get_timer(), self._dtmf.get_timer()):
+            if other is not None and other < timer:
+                timer = other
+        if self._inactivity_on and not self._timed_out:
+            timer = min(timer, self._inactivity_deadline())
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        """Give up on DTMF End packets that never came; detect media inactivity."""
+        if self._dtmf.get_timer() is not None:
+            self._dtmf.handle_timer(now)
+            self._drain_dtmf()
+        if not self._inactivity_on or self._timed_out:
+            return
+        deadline = self._inactivity_deadline()
+        if now + TIMER_SLACK_S >= deadline:
+            self._timed_out = True
+            self._emit(MediaTimedOut(now - deadline + self.inactivity_timeout_s))
+
+    @staticmethod
+    def _inactivity_armed(negotiated: NegotiatedMedia) -> bool:
+        return negotiated.direction.receives and not negotiated.held_by_remote
+
+    def _inactivity_deadline(self) -> float:
+        return max(self._latch.last_heard_at, self._idle_since) + self.inactivity_timeout_s
+
+    def _drain_dtmf(self) -> None:
+        while (digit := self._dtmf.next_event()) is not None:
+            self._emit(digit)
+
+    def _emit(self, event: MediaEvent) -> None:
+        if len(self._events) >= MAX_EVENTS:
+            self.stats.events_dropped += 1
+            return
+        self._events.append(event)

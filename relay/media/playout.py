@@ -1,0 +1,281 @@
+"""Pacing audio into 20 ms frames toward each side of a call (sans-I/O).
+
+- `AgentFeed` (caller -> agent) pulls the caller's audio out of the jitter buffer and cuts it
+  into frames in the agent's format on a 20 ms grid:
+
+  1. The grid runs ``anchor + k * 20 ms`` (no drift), anchored where the jitter buffer made
+     the audio due: at the first frame, and again whenever a frame's audio became due more than
+     ``RESYNC_TOLERANCE_S`` off the grid (packets longer than 20 ms, or the jitter buffer moved
+     its delay). A frame leaves once its grid point has come and its audio is due; frames are
+     never closer than ``MIN_INTERVAL_S``: audio due in the past (a caller of `pop_frame` that
+     stalled, a stream that started with reordered packets) is caught up at 2x real time.
+  2. If the audio is buffered but not yet due, the frame waits for it, up to ``MAX_SLIP_S``, and
+     the grid follows: no audio is concealed that is about to come.
+  3. If nothing is buffered ``FILL_GRACE_S`` after a grid point (a burst loss, a stalled or
+     paused sender, hold), the frame is filled: decoder concealment for ``CONCEAL_FILL_MS``,
+     then silence. The agent keeps getting one frame per grid point.
+  4. The RTP timestamp reached by filling is remembered: a `Gap` the fill already covered is
+     skipped, and a late packet's covered part is dropped (unless its marker bit starts a new
+     talkspurt, or it is far off: then the timeline restarts from it). So a fill never adds
+     delay, and a burst of late audio never reaches the agent as a burst of frames.
+  5. What waits in the feed is bounded by ``MAX_FIFO_MS``.
+
+- `PlayoutQueue` (agent -> caller) holds the agent's audio, any size, until the 20 ms RTP sender
+  takes it, with the marks placed between its bytes; it is bounded in duration, and ``clear``
+  empties it at once (barge-in).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from relay.media.codecs import CodecSpec
+from relay.media.jitter import Gap, JitterBuffer
+from relay.media.pipeline import AgentFormat, ReceivePath
+from relay.media.rtp import RtpPacket
+from relay.media.seq import timestamp_diff
+
+FRAME_S = 0.020
+TIMER_SLACK_S = 1e-4  # a timer may fire this early (float rounding, loop clock resolution)
+FILL_GRACE_S = 0.010
+MAX_SLIP_S = 0.200  # the jitter buffer's default maximum delay; also covers 120 ms packets
+CONCEAL_FILL_MS = 60  # G.711 Appendix I fades over 60 ms; after that, plain silence
+MIN_INTERVAL_S = FRAME_S / 2
+RESYNC_TOLERANCE_S = 0.001
+MAX_FIFO_MS = 140  # one frame plus the longest Opus packet (120 ms)
+RECENT_PAYLOADS = 8  # kept by sequence number, for the Opus FEC of a lost packet
+PARTIAL_FRAME_WAIT_TICKS = 2
+"""Ticks a partial frame at the end of the agent's audio waits for more before it is padded."""
+MAX_PENDING_MARKS = 256
+
+
+@dataclass(slots=True)
+class AgentFeedStats:
+    """What became of the caller's audio on its way to the agent."""
+
+    frames: int = 0
+    filled_frames: int = 0
+    """Frames of concealment or silence because no caller audio was buffered."""
+    gaps_concealed: int = 0
+    gaps_already_filled: int = 0
+    late_trimmed_bytes: int = 0
+    """Agent audio of late packets dropped because a fill had already stood in for it."""
+    decode_errors: int = 0
+    overflow_bytes: int = 0
+
+
+class AgentFeed:
+    """Caller audio out of a jitter buffer, as 20 ms agent frames (see the module docstring)."""
+
+    def __init__(self, jitter: JitterBuffer, path: ReceivePath, codec: CodecSpec) -> None:
+        """Feed from ``jitter`` through ``path``; ``codec`` gives the RTP clock."""
+        self.jitter, self.path, self.codec = jitter, path, codec
+        self.stats = AgentFeedStats()
+        agent = path.agent
+        self._frame_bytes = agent.frame_bytes
+        self._sample_bytes = agent.bytes_per_sample
+        self._max_bytes = agent.duration_bytes(MAX_FIFO_MS)
+        self._max_trim_units = round(codec.clock_rate_hz * MAX_SLIP_S)
+        self._silence = bytes((agent.silence_byte,))
+        self._units_per_byte = codec.clock_rate_hz / (agent.sample_rate_hz * agent.bytes_per_sample)
+        self._fifo = bytearray()
+        self._anchor: float | None = None
+        self._count = 0  # frames since the anchor: the next is due at anchor + count * 20 ms
+        self._expected_ts: int | None = None
+        self._filled_ms = 0.0
+        self._recent: dict[int, bytes] = {}
+
+    @property
+    def _next_at(self) -> float | None:
+        return None if self._anchor is None else self._anchor + self._count * FRAME_S
+
+    def remember(self, packet: RtpPacket) -> None:
+        """Keep a pushed packet's payload for a while: FEC of the packet before it (Opus)."""
+        recent = self._recent
+        recent[packet.sequence_number] = packet.payload
+        if len(recent) > RECENT_PAYLOADS:
+            del recent[next(iter(recent))]
+
+    def pop_frame(self, now: float) -> bytes | None:
+        """Return the next frame once it is due, else None; call until None."""
+        due = self._next_at
+        if due is not None and now + TIMER_SLACK_S < due:
+            return None
+        frame, ready = self._take(now)
+        if frame is None:
+            return None
+        anchor = now if self._anchor is None else self._anchor
+        if ready is not None and (due is None or abs(ready - due) > RESYNC_TOLERANCE_S):
+            anchor, self._count = ready, 0  # follow the jitter buffer's schedule
+        self._count += 1
+        if now + MIN_INTERVAL_S > anchor + self._count * FRAME_S:
+            # Audio due in the past (a stalled caller, a late start) is caught up at 2x.
+            anchor, self._count = now + MIN_INTERVAL_S - FRAME_S, 1
+        self._anchor = anchor
+        self.stats.frames += 1
+        return frame
+
+    def get_timer(self) -> float | None:
+        """Return when `pop_frame` may next give a frame, or None until the caller's audio."""
+        due = self._next_at
+        if len(self._fifo) >= self._frame_bytes:
+            return due
+        buffered = self.jitter.get_timer()
+        if due is None:
+            return buffered
+        if buffered is not None and buffered <= due + MAX_SLIP_S:
+            return max(due, buffered)
+        return due + FILL_GRACE_S
+
+    def _take(self, now: float) -> tuple[bytes | None, float | None]:
+        """Return a frame (or None) and when the audio that completed it was due."""
+        need, fifo, ready = self._frame_bytes, self._fifo, None
+        while len(fifo) < need:
+            at = self.jitter.get_timer()
+            item = self.jitter.pop(now + TIMER_SLACK_S)
+            if item is None:
+                break
+            ready = at
+            self._play(item)
+        if len(fifo) < need:
+            due = self._next_at
+            if due is None or now + TIMER_SLACK_S < due + FILL_GRACE_S:
+                return None, None
+            buffered = self.jitter.get_timer()
+            if buffered is not None and buffered <= due + MAX_SLIP_S:
+                return None, None  # audio is on its way: wait for it rather than conceal it
+            self._fill(need - len(fifo))
+            ready = None
+        frame = bytes(fifo[:need])
+        del fifo[:need]
+        return frame, ready
+
+    def _play(self, item: RtpPacket | Gap) -> None:
+        expected = self._expected_ts
+        covered = 0 if expected is None else timestamp_diff(expected, item.timestamp)
+        if isinstance(item, Gap):
+            if covered >= item.samples:
+                self.stats.gaps_already_filled += 1
+                return
+            samples = item.samples * self.codec.sample_rate_hz // self.codec.clock_rate_hz
+            next_payload = self._recent.get((item.sequence_number + 1) & 0xFFFF)
+            audio = self.path.conceal(samples, next_payload)
+            self.stats.gaps_concealed += 1
+        else:
+            try:
+                audio = self.path.audio(item.payload)
+            except ValueError:
+                self.stats.decode_errors += 1
+                return
+            self._filled_ms = 0.0
+            if item.marker or covered > self._max_trim_units:
+                covered = 0  # a new talkspurt, or a jump: restart the timeline here
+        units = round(len(audio) * self._units_per_byte)
+        self._expected_ts = (item.timestamp + units) & 0xFFFFFFFF
+        if covered > 0:
+            trim = min(len(audio), round(covered / self._units_per_byte))
+            trim -= trim % self._sample_bytes
+            audio = audio[trim:]
+            self.stats.late_trimmed_bytes += trim
+        self._fifo += audio
+        excess = len(self._fifo) - self._max_bytes
+        if excess > 0:
+            del self._fifo[:excess]
+            self.stats.overflow_bytes += excess
+
+    def _fill(self, missing: int) -> None:
+        agent = self.path.agent
+        if self._filled_ms < CONCEAL_FILL_MS:
+            samples = missing // agent.bytes_per_sample
+            audio = self.path.conceal(samples * self.codec.sample_rate_hz // agent.sample_rate_hz)
+            audio = audio[:missing] + self._silence * (missing - len(audio))
+        else:
+            audio = self.path.silence(missing)
+        self._filled_ms += FRAME_S * 1000
+        self.stats.filled_frames += 1
+        if self._expected_ts is not None:
+            units = round(missing * self._units_per_byte)
+            self._expected_ts = (self._expected_ts + units) & 0xFFFFFFFF
+        self._fifo += audio
+
+
+class PlayoutQueue:
+    """The agent's audio waiting to be sent, with its marks; bounded in duration."""
+
+    def __init__(self, agent: AgentFormat, *, max_ms: int) -> None:
+        """Queue up to ``max_ms`` of audio in ``agent``'s format."""
+        self.agent = agent
+        self.frame_bytes = agent.frame_bytes
+        self.max_bytes = agent.duration_bytes(max_ms)
+        self._buffer = bytearray()
+        self._read = 0  # bytes taken since the start: positions of marks count from here
+        self._marks: deque[tuple[int, str]] = deque()
+        self._played: list[str] = []
+        self._idle_ticks = 0
+
+    @property
+    def queued_ms(self) -> float:
+        """Return how much audio is waiting, in milliseconds."""
+        return len(self._buffer) / self.agent.bytes_per_sample / self.agent.sample_rate_hz * 1000
+
+    def push(self, audio: bytes) -> int:
+        """Queue ``audio`` (any size); return how many bytes were dropped for lack of room."""
+        room = self.max_bytes - len(self._buffer)
+        accepted = audio if len(audio) <= room else audio[: max(room, 0)]
+        self._buffer += accepted
+        if accepted:
+            self._idle_ticks = 0
+        return len(audio) - len(accepted)
+
+    def mark(self, name: str) -> bool:
+        """Place a mark after the audio queued so far (played at once if nothing is queued).
+
+        Returns:
+            False when ``MAX_PENDING_MARKS`` are already waiting: the mark is dropped.
+        """
+        if not self._buffer:
+            self._played.append(name)
+        elif len(self._marks) < MAX_PENDING_MARKS:
+            self._marks.append((self._read + len(self._buffer), name))
+        else:
+            return False
+        return True
+
+    def clear(self) -> list[str]:
+        """Drop every queued byte; return the marks that will now never be reached, in order."""
+        self._read += len(self._buffer)
+        self._buffer.clear()
+        pending = [name for _, name in self._marks]
+        self._marks.clear()
+        return pending
+
+    def pop_frame(self) -> bytes | None:
+        """Return the next 20 ms frame, or None (send silence).
+
+        A partial frame is held for more audio, unless a mark follows it or no audio came for
+        `PARTIAL_FRAME_WAIT_TICKS` ticks: then it is padded with silence and sent.
+        """
+        size = len(self._buffer)
+        if size >= self.frame_bytes:
+            frame = bytes(self._buffer[: self.frame_bytes])
+        elif size and (self._mark_due(size) or self._idle_ticks >= PARTIAL_FRAME_WAIT_TICKS):
+            pad = bytes((self.agent.silence_byte,)) * (self.frame_bytes - size)
+            frame = bytes(self._buffer) + pad
+        else:
+            self._idle_ticks += 1
+            return None
+        taken = min(size, self.frame_bytes)
+        del self._buffer[:taken]
+        self._read += taken
+        while self._marks and self._marks[0][0] <= self._read:
+            self._played.append(self._marks.popleft()[1])
+        return frame
+
+    def played_marks(self) -> list[str]:
+        """Return (and forget) the marks whose audio has all been taken."""
+        played, self._played = self._played, []
+        return played
+
+    def _mark_due(self, size: int) -> bool:
+        return bool(self._marks) and self._marks[0][0] <= self._read + size
