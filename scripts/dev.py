@@ -39,6 +39,7 @@ def main() -> int:
         api_port=int(os.environ.get("SIPLINE_API_PORT", "8000")),
         sip_port=int(os.environ.get("SIPLINE_SIP_PORT", "5060")),
         tls_port=int(os.environ.get("SIPLINE_TLS_PORT", "5061")),
+        agent_port=int(os.environ.get("SIPLINE_AGENT_PORT", "8765")),
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +58,9 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
         return 0
+    except (RuntimeError, TimeoutError) as error:
+        print(f"make dev: {error}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -33,6 +33,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def require_free(port: int, what: str, variable: str) -> None:
+    """Fail with a clear message when something already listens on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(
+                f"port {port} ({what}) is in use: is another `make dev` running? "
+                f"Stop it, or choose another port with {variable}=..."
+            )
+
+
 def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
     """Poll ``url`` until it answers (any HTTP status), or raise after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -183,6 +193,8 @@ class LocalStack:
 
     def start(self) -> None:
         """Start moto, create the table and the queue, then start ``chalice local``."""
+        require_free(self.moto_port, "moto server", "SIPLINE_MOTO_PORT")
+        require_free(self.api_port, "chalice local", "SIPLINE_API_PORT")
         moto = self._spawn(
             "moto",
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)],
@@ -230,11 +242,13 @@ class LocalStack:
 
     def start_relay(self) -> None:
         """Start the SIP edge (``python -m relay``) and wait until it answers OPTIONS."""
+        require_free(self.sip_port, "SIP edge", "SIPLINE_SIP_PORT")
         relay = self._spawn("relay", [sys.executable, "-m", "relay"], self.relay_environment())
         wait_sip(self.sip_port, 30, relay)
 
     def start_demo_agent(self) -> None:
         """Start the demo agent (greets, then echoes) that the default media endpoint names."""
+        require_free(self.agent_port, "demo agent", "SIPLINE_AGENT_PORT")
         agent = self._spawn(
             "demo-agent",
             [sys.executable, "-m", "relay.bridge.demo_agent", "--port", str(self.agent_port)],
