@@ -326,7 +326,9 @@ class IncomingCallFlow:
         self._record(
             CallEventType.AGENT_LEFT,
             detail=detail,
-            reason=LegEndReason.ERROR if detail not in ("agent_closed", "api_hang_up") else None,
+            reason=None
+            if detail in ("agent_closed", "api_hang_up", "media_timeout")
+            else LegEndReason.ERROR,
         )
         self._hang_up()
         reason = LegEndReason.TIMEOUT if detail == "media_timeout" else LegEndReason.LOCAL_HANGUP
