@@ -22,6 +22,9 @@ Theory of operation:
    RFC 3264 raises `AnswerError`.
 6. No common codec is not an exception but a value, `NoCommonCodec`, which
    carries the 488 status and the 304/305 Warning (RFC 3261 §20.43, §21.4.26).
+
+Size: a little over 400 lines: negotiate, build_offer and accept_answer share their matching
+rules.
 """
 
 from __future__ import annotations

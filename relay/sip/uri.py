@@ -14,6 +14,8 @@ Theory of operation:
 4. A URI at the top of a header field value without ``<...>`` ends at the first ``;``: what
    follows are header parameters (RFC 3261 §20.10); such a URI must not contain ``,``, ``?``
    or ``;`` of its own, else it must be enclosed in angle brackets.
+
+Size: at 400 lines: SIP URI, absolute URI and name-addr share the parameter grammar.
 """
 
 from __future__ import annotations

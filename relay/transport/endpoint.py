@@ -17,6 +17,8 @@ Theory of operation (the seam is described in ``relay/sip/address.py``):
    traceback and counted, and the listeners live on (STYLE rule 20).
 5. Every task (TLS upgrade, outgoing connect, DNS lookup) is owned here and cancelled by
    :meth:`~TransportEndpoint.close`, which also closes every socket before it returns.
+
+Size: at 400 lines; the connection table already lives in stream.py.
 """
 
 from __future__ import annotations
