@@ -37,6 +37,10 @@ EVENT_QUEUE = 256
 _T = TypeVar("_T")
 
 
+MAX_BEFORE_START_BYTES = 30 * 8000 * 2
+"""Agent audio held while the caller rings: 30 s at the largest framing rate we hold for (16-bit 8 kHz)."""
+
+
 class RtpPortsExhausted(RuntimeError):
     """Every port pair of the range is in use (or held by another process)."""
 
@@ -190,6 +194,7 @@ class RtpSession:
         self._digits: _Mailbox[str] = _Mailbox(EVENT_QUEUE)
         self._ended: asyncio.Future[str] = self._loop.create_future()
         self._closed = False
+        self._before_start: list[tuple[str, bytes | str]] = []
         self._stopped = False  # closed, or failed: no more processing
 
     @classmethod
@@ -216,6 +221,12 @@ class RtpSession:
         self.media = CallMedia(
             negotiated, framing, ids=ids, now=now, wall_clock_offset_s=time.time() - now, **options
         )
+        pending, self._before_start = self._before_start, []
+        for kind, value in pending:  # what the agent sent while the caller was still ringing
+            if kind == "play":
+                self.media.play(value, now)  # type: ignore[arg-type]
+            else:
+                self.media.mark(value)  # type: ignore[arg-type]
         self._service()
         return self.media
 
@@ -232,24 +243,37 @@ class RtpSession:
         return await self._frames.get()
 
     def play(self, audio: bytes) -> int:
-        """Queue agent audio (any size) for the caller; return the bytes dropped (queue full)."""
+        """Queue agent audio (any size) for the caller; return the bytes dropped (queue full).
+
+        Before the media starts (the caller is still ringing: nothing is sent before the answer),
+        the audio waits, up to ``MAX_BEFORE_START_BYTES``, and plays from the answer on.
+        """
         if self.media is None:
-            return len(audio)
+            held = sum(len(v) for kind, v in self._before_start if kind == "play")
+            if held + len(audio) > MAX_BEFORE_START_BYTES:
+                return len(audio)
+            self._before_start.append(("play", audio))
+            return 0
         return self.media.play(audio, self._loop.time())
 
     def mark(self, name: str) -> None:
-        """Place a mark after the audio queued so far (none before the media starts: played)."""
+        """Place a mark after the audio queued so far."""
         if self.media is None:
-            self._marks.put(name)
+            self._before_start.append(("mark", name))
         else:
             self.media.mark(name)
             self._drain_events()
 
     def clear(self) -> None:
         """Drop the queued agent audio at once (barge-in)."""
-        if self.media is not None:
-            self.media.clear()
-            self._drain_events()
+        if self.media is None:
+            marks = [v for kind, v in self._before_start if kind == "mark"]
+            self._before_start.clear()
+            for name in marks:  # cleared marks count as played, as after the start
+                self._marks.put(name)  # type: ignore[arg-type]
+            return
+        self.media.clear()
+        self._drain_events()
 
     async def next_played_mark(self) -> str:
         """Return the next mark whose audio has been sent (or cleared).

@@ -226,8 +226,6 @@ def test_a_silent_caller_ends_in_media_timeout_but_not_while_on_hold() -> None:
 def test_a_core_that_raises_ends_that_calls_media_not_the_loop() -> None:
     async def scenario() -> None:
         session = await RtpSession.open(RtpPortAllocator(HOST, *PORTS))
-        session.mark("early")  # before the media starts: nothing queued, played at once
-        assert await asyncio.wait_for(session.next_played_mark(), 1) == "early"
         phone, phone_port = await peer()
         media = session.start(negotiated(phone_port), MediaFraming.TWILIO, ids=SeededIdSource(7))
 
@@ -242,6 +240,23 @@ def test_a_core_that_raises_ends_that_calls_media_not_the_loop() -> None:
         await asyncio.sleep(0.05)
         assert session.ignored_datagrams == 1
         await session.close()
+        phone.transport.close()
+
+    run(scenario)
+
+
+def test_agent_audio_sent_while_the_caller_rings_plays_from_the_answer_on() -> None:
+    async def scenario() -> None:
+        session = await RtpSession.open(RtpPortAllocator(HOST, *PORTS))
+        assert session.play(bytes(160) * 5) == 0  # the greeting, before the answer: held
+        session.mark("greeting")
+        await asyncio.sleep(0.1)
+        assert session.media is None  # nothing is sent before the answer
+        phone, phone_port = await peer()
+        session.start(negotiated(phone_port), MediaFraming.TWILIO, ids=SeededIdSource(7))
+        assert await asyncio.wait_for(session.next_played_mark(), 2) == "greeting"
+        await session.close()
+        assert phone.transport is not None
         phone.transport.close()
 
     run(scenario)

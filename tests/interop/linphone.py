@@ -1,0 +1,128 @@
+"""linphonec 5.1 headless (TOOLING.md section 4d): one call, driven through its stdin.
+
+linphonec rewrites its ``-c`` file, so each run gets a scratch copy; ``HOME`` is a scratch
+directory with ``.local/share/linphone`` in it (without it the sqlite DB fails to open and no
+SIP listening point is made). ``quit`` never returns, so the process always runs under
+``timeout -k 3`` and is killed with its group at the end. Progress is read from its debug log
+(``-d 1 -l``): liblinphone logs each call state change as ``moving from state A to B``, and every
+SIP message it sends or receives.
+
+Seen with 5.1.65 driven this way (a pipe as stdin, as in TOOLING's recipe): after a
+``terminate`` it sends its BYE and then handles no SIP at all (the 200 the relay sends back
+within a millisecond is never logged as received, tshark shows it on the wire); the call only
+reaches ``End`` when ``quit`` tears everything down. So a hang-up from linphonec is checked at
+the relay: the BYE in linphone's log, the call record and the agent's ``stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.interop.stack import free_port_range, free_sip_port, require
+
+CONFIG = """\
+[sip]
+bind_address=127.0.0.1
+use_ipv6=0
+sip_port={sip_port}
+sip_tcp_port=-1
+sip_tls_port=-1
+[rtp]
+bind_address=127.0.0.1
+audio_rtp_port={rtp_port}
+[sound]
+alsadev=null
+playback_dev_id=ALSA: null
+capture_dev_id=ALSA: null
+ringer_dev_id=ALSA: null
+echocancellation=0
+[video]
+capture=0
+display=0
+"""
+STATE = re.compile(r"moving from state LinphoneCall(\w+) to LinphoneCall(\w+)")
+
+
+class LinphoneError(AssertionError):
+    """linphonec did not get where the test waited for; the message carries its log's tail."""
+
+
+class Linphonec:
+    """One linphonec placing one call (see the module docstring); use as a context manager."""
+
+    def __init__(self, directory: Path, target: str, *, lifetime_s: int = 20) -> None:
+        self.directory = directory
+        self.target = target
+        self.lifetime_s = lifetime_s
+        self.log_path = directory / "linphone.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        home = directory / "home"
+        (home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
+        self._home = home
+        self._config = directory / "linphonerc"
+        self._config.write_text(
+            CONFIG.format(sip_port=free_sip_port(), rtp_port=free_port_range(2)[0])
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def states(self) -> list[str]:
+        """The call states linphone has moved to so far, in order."""
+        return [new for _, new in STATE.findall(self.log)]
+
+    def __enter__(self) -> Linphonec:
+        linphonec = require("linphonec")
+        command = ["timeout", "-k", "3", str(self.lifetime_s), linphonec, "-c", str(self._config)]
+        command += ["-s", self.target, "-d", "1", "-l", str(self.log_path)]
+        output = open(self.directory / "linphonec.out", "wb")  # noqa: SIM115 - the process's
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(self._home)},
+            start_new_session=True,
+        )
+        output.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        if self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(timeout=5)
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+
+    def command(self, line: str) -> None:
+        """Send a command line (``terminate``, ``quit``...) to linphonec's stdin."""
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(line.encode() + b"\n")
+        self._process.stdin.flush()
+
+    def wait_state(self, state: str, timeout_s: float = 10.0) -> None:
+        """Wait until the call has moved to ``state`` (``StreamsRunning``, ``End``, ...)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if state in self.states():
+                return
+            time.sleep(0.1)
+        raise LinphoneError(
+            f"no {state} in {timeout_s}s; states {self.states()}\n{self.log[-4000:]}"
+        )
+
+    def wait_log(self, pattern: str, timeout_s: float = 10.0) -> re.Match[str]:
+        """Wait until ``pattern`` (a regex, multiline) shows in the log; return the match."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if found := re.search(pattern, self.log, re.M):
+                return found
+            time.sleep(0.1)
+        raise LinphoneError(f"no /{pattern}/ in {timeout_s}s\n{self.log[-4000:]}")

@@ -1,0 +1,98 @@
+"""SIPp scenarios against the relay: CANCEL while ringing, re-INVITE hold/resume, OPTIONS, and a
+caller that retransmits its INVITE.
+
+The agents here are the test agent (``agent_server``); the CANCEL agent and the retransmission
+agent hold the WebSocket upgrade for a while, so that the relay rings (it answers only once the
+agent is connected).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.agent_server import AgentServer
+from tests.interop.sipp import run_sipp, scenario
+from tests.interop.stack import InteropStack
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def agents(stack: InteropStack, agent_server: AgentServer) -> dict[str, str]:
+    return {
+        "cancel": stack.add_agent(
+            "interop-cancel", "^interop_cancel$", agent_server.url("cancel", accept_delay_s=5)
+        ),
+        "reinvite": stack.add_agent(
+            "interop-reinvite", "^interop_reinvite$", agent_server.url("reinvite")
+        ),
+        "retransmit": stack.add_agent(
+            "interop-retransmit",
+            "^interop_retransmit$",
+            agent_server.url("retransmit", accept_delay_s=1),
+        ),
+    }
+
+
+def test_cancel_while_ringing_gets_487_and_200(
+    stack: InteropStack, agents: dict[str, str], tmp_path: Path
+) -> None:
+    run = run_sipp(
+        stack, tmp_path, service="interop_cancel", scenario_file=scenario("cancel.xml", tmp_path)
+    )
+
+    assert run.returncode == 0, run.explain()
+    assert run.count("487") == 1, "the ACK did not stop the 487's retransmissions"
+    [call] = stack.wait_for_call(agents["cancel"])
+    assert call["joined"] is None
+    assert call["endReason"] == "unjoined"
+    assert call["sipDetails"]["terminationReason"] == "SIP_TERMINATION_CANCELED"
+
+
+def test_reinvite_hold_and_resume_keep_the_call(
+    stack: InteropStack, agents: dict[str, str], agent_server: AgentServer, tmp_path: Path
+) -> None:
+    run = run_sipp(
+        stack,
+        tmp_path,
+        service="interop_reinvite",
+        scenario_file=scenario("reinvite.xml", tmp_path),
+    )
+
+    assert run.returncode == 0, run.explain()
+    assert run.count("200") == 4, run.explain()  # INVITE, hold, resume, BYE
+    [call] = stack.wait_for_call(agents["reinvite"])
+    assert call["endReason"] == "hangup"
+    [session] = agent_server.wait_sessions("reinvite")
+    assert session.closed.wait(5) and session.stopped, "the agent never got stop"
+
+
+def test_options_gets_200_with_allow(stack: InteropStack, tmp_path: Path) -> None:
+    run = run_sipp(
+        stack, tmp_path, service="anyone", scenario_file=scenario("options.xml", tmp_path)
+    )
+
+    assert run.returncode == 0, run.explain()
+
+
+def test_a_retransmitted_invite_is_answered_once(
+    stack: InteropStack, agents: dict[str, str], agent_server: AgentServer, tmp_path: Path
+) -> None:
+    run = run_sipp(
+        stack,
+        tmp_path,
+        service="interop_retransmit",
+        scenario_file=scenario("retransmit.xml", tmp_path),
+        extra=("-nr",),  # else SIPp answers each re-sent provisional with yet another INVITE
+    )
+
+    assert run.returncode == 0, run.explain()
+    # Each copy gets the latest provisional again (RFC 3261 §17.2.1); one 200 OK, one call.
+    assert run.exchange() == [
+        "INVITE", "100", "INVITE", "100", "180", "INVITE", "180", "200", "ACK", "BYE", "200",
+    ], run.explain()  # fmt: skip
+    calls = stack.wait_for_call(agents["retransmit"])
+    assert len(stack.calls(agents["retransmit"])) == 1, calls
+    assert len(agent_server.wait_sessions("retransmit")) == 1
