@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -22,10 +26,20 @@ from tests.unit.relay.media.codecs.audio_checks import (
     snr_db,
 )
 
-needs_libraries = pytest.mark.skipif(
-    not amrwb.libraries_load(), reason="needs Debian libvo-amrwbenc0 and libopencore-amrwb0"
-)
+
+def _require_libraries(test: T) -> T:
+    """Fail (never skip) when the Debian codec libraries are missing: CI must install them."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        assert amrwb.libraries_load(), "needs Debian libvo-amrwbenc0 and libopencore-amrwb0"
+        return test(*args, **kwargs)
+
+    return functools.wraps(test)(checked)  # type: ignore[return-value]
+
+
+needs_libraries = _require_libraries
 MODES = list(range(9))
+T = TypeVar("T", bound=Callable[..., Any])
 
 
 def _storage(frame_type: int, quality: int, speech: int) -> bytes:

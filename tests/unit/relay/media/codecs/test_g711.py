@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -26,8 +29,16 @@ def _load_audioop() -> ModuleType | None:
 
 
 audioop = _load_audioop()
+T = TypeVar("T", bound=Callable[..., Any])
 
-needs_audioop = pytest.mark.skipif(audioop is None, reason="audioop left the stdlib in 3.13")
+def needs_audioop(test: T) -> T:
+    """Compare with audioop (Python 3.11/3.12; on 3.13+ install audioop-lts): fail if absent."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        assert audioop is not None, "audioop is gone (Python 3.13+): pip install audioop-lts"
+        return test(*args, **kwargs)
+
+    return functools.wraps(test)(checked)  # type: ignore[return-value]
 
 EVERY_SAMPLE = np.arange(-32768, 32768, dtype="<i2").tobytes()
 EVERY_CODE = bytes(range(256))
