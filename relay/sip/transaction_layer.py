@@ -21,6 +21,10 @@ Theory of operation
    retransmitted after Timer M), anything else is dropped.
 5. Ownership: every transaction carries an opaque ``owner`` the TU sets (the call it belongs
    to); the layer never looks at it. Events name their transaction, so the TU finds the owner.
+   Once a terminated transaction is dropped and the TU has taken every event (``next_event()``
+   returned ``None``), its ``owner`` is cleared: the owner usually holds the transaction too,
+   and that cycle would otherwise keep each call alive until a full collection of the cyclic
+   GC, whose pauses under load were the relay's worst latency (``bench/sip_load.py``).
 6. Time: the layer keeps every machine's deadline in one heap; ``get_timer()`` is the earliest,
    ``handle_timer(now)`` fires the due ones. A machine that terminates is dropped at once.
 7. Output: ``datagrams_to_send()`` returns ``(bytes, Address)`` pairs; ``next_event()`` the
@@ -140,6 +144,8 @@ class TransactionLayer:
         self._deadlines: Deadlines[_Transaction] = Deadlines()
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[LayerEvent] = deque()
+        self._dropped: list[_Transaction] = []
+        """Terminated and forgotten; their owners are cleared once the events are taken."""
 
     # --- output ---------------------------------------------------------------------------
 
@@ -149,8 +155,14 @@ class TransactionLayer:
         return outbox
 
     def next_event(self) -> LayerEvent | None:
-        """Return the oldest event for the TU, or ``None``."""
-        return self._events.popleft() if self._events else None
+        """Return the oldest event for the TU, or ``None`` (then release the dropped owners)."""
+        if self._events:
+            return self._events.popleft()
+        if self._dropped:
+            for tx in self._dropped:
+                tx.owner = None
+            self._dropped.clear()
+        return None
 
     def get_timer(self) -> float | None:
         """Return the earliest deadline of any transaction, or ``None``."""
@@ -349,6 +361,7 @@ class TransactionLayer:
 
     def _forget(self, tx: _Transaction) -> None:
         self._deadlines.set(tx, None)
+        self._dropped.append(tx)
         if isinstance(tx, ServerTransaction):
             if self._server.get(tx.key) is tx:
                 del self._server[tx.key]
