@@ -28,10 +28,11 @@ second failing step in a row.
 3. **A soak** (``soak``): the ``reject`` setup at ``--soak-rate`` (300) calls per second for
    ``--soak-s`` (40) seconds, past the 5 s after which the first calls' objects are freed (an
    INVITE server transaction ends 5 s after the ACK, Timer I): the garbage collector's steady
-   state, which 5 s steps do not reach. It runs in turn with a what-if (``soak-cycles``): the
-   relay as it was before ``bench/sip_load.py`` found that every call stayed in a reference
-   cycle with its INVITE transaction (see ``relay/sip/transaction_layer.py``, rule 5), so that
-   what the fix buys shows within one run.
+   state, which 5 s steps do not reach. It runs in turn with two what-ifs, so that what each
+   fix buys shows within one run: ``soak-cycles``, the relay as it was before this benchmark
+   found every call in a reference cycle with its INVITE transaction (see
+   ``relay/sip/transaction_layer.py``, rule 5); and ``soak-gc-off``, the relay without the GC
+   tuning of ``relay/__main__.py`` (no ``gc.freeze()``, young generations not on a cadence).
 
 What is measured at each rate (``-r``, ``-m`` = rate x ``--step-s`` calls):
 
@@ -78,7 +79,7 @@ PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 RATES = (50, 100, 200, 300, 400, 500)
-STACK_RATES = (5, 10, 20, 30, 40, 60)
+STACK_RATES = (5, 10, 20, 40, 60, 80, 100, 150, 200)
 STEP_S = 5.0
 WARM_UP_S = 2.0
 SOAK_RATE = 300
@@ -534,6 +535,13 @@ RELAY_WITH_CYCLES = (
 )
 """What-if: the relay as it was, a call and its INVITE transaction in a reference cycle until
 the cyclic GC finds them (the layer no longer clears the owner of a transaction it dropped)."""
+RELAY_GC_UNTUNED = (
+    "-c",
+    "import gc, sys, relay.__main__ as m; gc.freeze = lambda: None;"
+    " m._collect_young = lambda loop: None; sys.exit(m.main())",
+)
+"""What-if: the relay without the GC tuning of ``relay/__main__.py`` (no freeze, no cadence)."""
+WHAT_IFS = {RELAY_WITH_CYCLES: "call <-> transaction cycles kept", RELAY_GC_UNTUNED: "GC untuned"}
 
 
 def relay_alone(
@@ -547,8 +555,8 @@ def relay_alone(
 ) -> Ladder:
     mode, allow, scenario, status, description = RELAY_VARIANTS[label]
     name = name or label
-    if relay_args is RELAY_WITH_CYCLES:
-        description += "; what-if: call <-> transaction cycles kept"
+    if relay_args in WHAT_IFS:
+        description += f"; what-if: {WHAT_IFS[relay_args]}"
     ladder = Ladder(name, description, processes=["relay", "decision"])
     base = workdir / name
     with processes(base / "logs") as procs:
@@ -778,7 +786,11 @@ def main() -> None:
                 ladders.append(relay_alone(label, tuple(args.rates), args.step_s, workdir))
         if "soak" in args.setups:  # round-robin pairs: tuned, untuned, tuned, untuned
             for round_ in range(args.soak_rounds):
-                for relay_args, name in ((RELAY, "soak"), (RELAY_WITH_CYCLES, "soak-cycles")):
+                for relay_args, name in (
+                    (RELAY, "soak"),
+                    (RELAY_WITH_CYCLES, "soak-cycles"),
+                    (RELAY_GC_UNTUNED, "soak-gc-off"),
+                ):
                     ladders.append(
                         relay_alone(
                             "reject", (args.soak_rate,), args.soak_s, workdir,
