@@ -26,6 +26,8 @@ used more than 90 % of a core. With ``--profile`` (default on) a last run at the
 N samples the relay with ``py-spy record`` (if installed) for ``--profile-s`` seconds and
 prints where its CPU goes. Added latency is not measured here (see ``bench/media.py`` for the
 core's, simulated). Every server listens on 127.0.0.1 and is stopped by its process group.
+
+Size: over 400 lines because it is one self-contained harness (stack, echo agent, SIPp callers, /proc sampling, report).
 """
 
 from __future__ import annotations
