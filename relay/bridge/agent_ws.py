@@ -8,19 +8,21 @@ Theory of operation:
    The call's glue awaits :meth:`AgentBridge.connected` and answers the caller once it is
    ``True``; ``False`` means the agent could not be reached (or the call was stopped first).
 2. **Open.** The bridge sends ``connected`` and ``start`` (call id, caller, callee and the
-   template context in ``customParameters``), then runs five tasks in one ``TaskGroup``:
-   caller audio from the media core to the agent (one ``media`` per 20 ms frame); agent
-   messages to the media core (``media`` to :meth:`MediaPort.play`, ``mark`` to
-   :meth:`MediaPort.mark`, ``clear`` to :meth:`MediaPort.clear`); played marks back to the
-   agent; DTMF digits to the agent; and a single writer that owns the socket's send side, so
-   message order equals ``sequenceNumber`` order.
+   template context in ``customParameters``), then listens to the media core
+   (:meth:`MediaPort.listen`): each 20 ms frame of caller audio, each played mark and each
+   DTMF digit is framed and written to the socket in the callback that produced it, so
+   message order is ``sequenceNumber`` order and no task runs per frame (the relay's CPU per
+   call is mostly this path: ``bench/relay_calls.py``). One task reads the agent's messages
+   (``media`` to :meth:`MediaPort.play`, ``mark`` to :meth:`MediaPort.mark`, ``clear`` to
+   :meth:`MediaPort.clear`) and one waits for :meth:`AgentBridge.stop`.
 3. **Bounds.** Agent audio is handed to the media core at once: it paces playout and bounds
    its queue, and the bridge counts what it reports dropped. Marks beyond
-   ``max_pending_marks`` are dropped and counted. Caller audio beyond ``outbox_media_frames``
-   waiting for a slow agent drops the oldest frames (their sequence numbers are skipped, as
-   with Twilio, so the agent can see the gap). Messages over ``max_message_bytes`` close the
-   socket (1009) and end the call. websockets' pings keep the socket alive and end the call
-   when the agent stops answering them.
+   ``max_pending_marks`` are dropped and counted. Caller audio that finds more than
+   ``outbox_media_frames`` frames' worth of bytes still unsent in the socket's write buffer (an
+   agent that does not read) is dropped and counted; its sequence number is skipped, as with
+   Twilio, so the agent can see the gap. Marks and digits are always written. Messages over
+   ``max_message_bytes`` close the socket (1009) and end the call. websockets' pings keep the
+   socket alive and end the call when the agent stops answering them.
 4. **End.** The first of these decides the :data:`BridgeOutcome`: the agent closes the socket
    (:class:`AgentLeft`, which ends the call); :meth:`AgentBridge.stop`, when the caller hung
    up (:class:`BridgeStopped`: the bridge sends what is queued, then ``stop``, then closes);
@@ -40,15 +42,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
 from relay.bridge.hd_framing import HdFraming
@@ -68,11 +71,27 @@ logger = logging.getLogger("sipline.relay.bridge")
 USER_AGENT = "sipline-relay"
 
 
+class MediaListener(Protocol):
+    """What the media core calls with its output; called from I/O callbacks, so it is quick."""
+
+    def caller_audio(self, frame: bytes) -> None:
+        """Take 20 ms of caller audio for the agent."""
+        ...
+
+    def mark_played(self, name: str) -> None:
+        """Take the name of a mark whose audio has been played (or cleared)."""
+        ...
+
+    def dtmf(self, digit: str) -> None:
+        """Take a DTMF digit the caller pressed."""
+        ...
+
+
 class MediaPort(Protocol):
     """What the bridge needs from the per-call media core; audio is in the framing's format."""
 
-    async def next_agent_frame(self) -> bytes | None:
-        """Return the next 20 ms of caller audio for the agent; ``None`` once media has ended."""
+    def listen(self, listener: MediaListener | None) -> None:
+        """Deliver caller audio, played marks and digits to ``listener``; None stops that."""
         ...
 
     def play(self, audio: bytes) -> int:
@@ -92,14 +111,6 @@ class MediaPort(Protocol):
 
     def clear(self) -> None:
         """Drop all queued agent audio at once; the marks among it count as played."""
-        ...
-
-    async def next_played_mark(self) -> str:
-        """Return the name of the next mark whose audio has been played (or cleared)."""
-        ...
-
-    async def next_dtmf(self) -> str:
-        """Return the next DTMF digit the caller pressed (0-9, * or #)."""
         ...
 
 
@@ -122,7 +133,7 @@ class BridgeSettings:
     """Largest agent message (1 MiB: about a minute of base64 μ-law); larger closes with 1009."""
     max_pending_marks: int = 1000
     outbox_media_frames: int = 50
-    """Caller audio frames (1 s) that may wait for a slow agent before the oldest is dropped."""
+    """Caller audio (1 s of frames) that may wait unsent for a slow agent; beyond it, dropped."""
     use_env_proxy: bool = False
     """Honour HTTP(S)_PROXY for the agent connection (off: agents are dialled directly)."""
 
@@ -134,7 +145,7 @@ class BridgeCounters:
     connect_attempts: int = 0
     media_frames_out: int = 0
     media_frames_dropped: int = 0
-    """Caller frames dropped because the agent did not read them in time."""
+    """Caller frames dropped because the agent did not read them in time (or the socket closed)."""
     agent_audio_bytes: int = 0
     agent_audio_dropped_bytes: int = 0
     """Agent audio the media core dropped because it ran too far ahead of playout."""
@@ -222,51 +233,6 @@ def _is_permanent(status: int) -> bool:
     return 400 <= status < 500 and status not in (408, 429)
 
 
-class _Outbox:
-    """Messages waiting for the writer, in sequence order; caller audio is bounded."""
-
-    def __init__(self, max_media: int) -> None:
-        self._items: deque[tuple[str | bytes, bool]] = deque()
-        self._media = 0
-        self._max_media = max_media
-        self._ready = asyncio.Event()
-
-    def push(self, message: str | bytes, *, media: bool = False) -> int:
-        """Queue ``message``; return how many older media messages were dropped for it."""
-        dropped = 0
-        if media:
-            while self._media >= self._max_media:
-                self._drop_oldest_media()
-                dropped += 1
-            self._media += 1
-        self._items.append((message, media))
-        self._ready.set()
-        return dropped
-
-    def _drop_oldest_media(self) -> None:
-        for index, (_, is_media) in enumerate(self._items):
-            if is_media:
-                del self._items[index]
-                self._media -= 1
-                return
-
-    async def pop(self) -> str | bytes:
-        """Return the oldest message, waiting for one."""
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        message, media = self._items.popleft()
-        self._media -= media
-        return message
-
-    def drain(self) -> list[str | bytes]:
-        """Return and remove every queued message."""
-        messages = [message for message, _ in self._items]
-        self._items.clear()
-        self._media = 0
-        return messages
-
-
 class AgentBridge:
     """One call's WebSocket to its agent; run it in the call's ``TaskGroup``."""
 
@@ -298,7 +264,8 @@ class AgentBridge:
         self._stop = asyncio.Event()
         self._opened = asyncio.Event()
         self._is_connected = False
-        self._outbox = _Outbox(self.settings.outbox_media_frames)
+        self._connection: ClientConnection | None = None
+        """The open socket the media callbacks write to; None before and after the session."""
         self._outcome: asyncio.Future[BridgeOutcome] | None = None
         self._pending_marks = 0
 
@@ -406,22 +373,82 @@ class AgentBridge:
     async def _pump(self, connection: ClientConnection) -> BridgeOutcome:
         outcome: asyncio.Future[BridgeOutcome] = asyncio.get_running_loop().create_future()
         self._outcome = outcome
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._guard(work))
-                for work in (
-                    self._write(connection),
-                    self._read(connection),
-                    self._caller_audio(),
-                    self._played_marks(),
-                    self._digits(),
-                    self._until_stopped(),
-                )
-            ]
-            result = await outcome
-            for task in tasks:
-                task.cancel()
+        self._connection = connection
+        self._port.listen(self)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._guard(work))
+                    for work in (self._read(connection), self._until_stopped())
+                ]
+                result = await outcome
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self._port.listen(None)
+            self._connection = None
         return result
+
+    # --- MediaListener: the media core's output, written to the socket at once -------------
+
+    def caller_audio(self, frame: bytes) -> None:
+        """Send one frame of caller audio as a ``media`` message, unless the agent lags."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            message = self.framing.media(frame)  # takes a sequence number even if dropped
+            unsent = connection.transport.get_write_buffer_size()
+            if unsent + len(message) > self.settings.outbox_media_frames * len(message):
+                self.counters.media_frames_dropped += 1
+                return
+            self.counters.media_frames_out += 1
+            self._send_now(connection, message)
+        except Exception:
+            self._fail("caller audio")
+
+    def mark_played(self, name: str) -> None:
+        """Echo a mark whose audio the caller has heard."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            self._pending_marks = max(0, self._pending_marks - 1)
+            self.counters.marks_echoed += 1
+            self._send_now(connection, self.framing.mark(name))
+        except Exception:
+            self._fail("mark")
+
+    def dtmf(self, digit: str) -> None:
+        """Send a digit the caller pressed (one the framing cannot carry is counted)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            message = self.framing.dtmf(digit)
+        except ValueError:
+            self.counters.bad_dtmf += 1
+            logger.warning("media core reported DTMF %r; not sent to the agent", digit)
+            return
+        try:
+            self.counters.dtmf_out += 1
+            self._send_now(connection, message)
+        except Exception:
+            self._fail("dtmf")
+
+    @staticmethod
+    def _send_now(connection: ClientConnection, message: str | bytes) -> None:
+        """Write one message now, in call order (websockets' ``broadcast``: no await, no task).
+
+        A socket that is closing is skipped; how it closed is the read task's to report.
+        """
+        if connection.protocol.state is State.OPEN:
+            broadcast((connection,), message)
+
+    def _fail(self, what: str) -> None:
+        logger.exception("agent bridge failed on %s for call %s", what, self._call.call_id)
+        self._connection = None
+        self._decide(BridgeFailed())
 
     def _decide(self, outcome: BridgeOutcome) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -438,8 +465,7 @@ class AgentBridge:
         if isinstance(outcome, BridgeStopped):
             try:
                 async with asyncio.timeout(self.settings.close_timeout_s):
-                    for message in [*self._outbox.drain(), self.framing.stop()]:
-                        await connection.send(message)
+                    await connection.send(self.framing.stop())
             except (ConnectionClosed, TimeoutError):
                 logger.info("agent for call %s missed the stop message", self._call.call_id)
         if isinstance(outcome, BridgeFailed):
@@ -450,13 +476,6 @@ class AgentBridge:
     async def _until_stopped(self) -> None:
         await self._stop.wait()
         self._decide(BridgeStopped())
-
-    async def _write(self, connection: ClientConnection) -> None:
-        try:
-            while True:
-                await connection.send(await self._outbox.pop())
-        except ConnectionClosed:
-            return  # _read reports how it closed
 
     async def _read(self, connection: ClientConnection) -> None:
         while True:
@@ -482,28 +501,3 @@ class AgentBridge:
         elif isinstance(command, ClearAudio):
             counters.clears += 1
             self._port.clear()
-
-    async def _caller_audio(self) -> None:
-        while (frame := await self._port.next_agent_frame()) is not None:
-            self.counters.media_frames_out += 1
-            dropped = self._outbox.push(self.framing.media(frame), media=True)
-            self.counters.media_frames_dropped += dropped
-
-    async def _played_marks(self) -> None:
-        while True:
-            name = await self._port.next_played_mark()
-            self._pending_marks = max(0, self._pending_marks - 1)
-            self.counters.marks_echoed += 1
-            self._outbox.push(self.framing.mark(name))
-
-    async def _digits(self) -> None:
-        while True:
-            digit = await self._port.next_dtmf()
-            try:
-                message = self.framing.dtmf(digit)
-            except ValueError:
-                self.counters.bad_dtmf += 1
-                logger.warning("media core reported DTMF %r; not sent to the agent", digit)
-                continue
-            self.counters.dtmf_out += 1
-            self._outbox.push(message)

@@ -5,10 +5,14 @@ name). It is thin on purpose (STYLE rule 5): datagrams go to the core with ``loo
 one ``loop.call_at`` follows the core's `CallMedia.get_timer` (so the 20 ms send grid, anchored
 in the core, never drifts), and what the core returns is sent or queued for the agent bridge.
 
-`RtpSession` offers the bridge's ``MediaPort`` shape: ``await next_agent_frame()`` (None once
-closed), ``play``, ``mark``, ``clear``, ``await next_played_mark()``, ``await next_dtmf()``.
-It creates no task: everything runs in datagram and timer callbacks, and `RtpSession.close`
-cancels the timer, closes both sockets, waits for them to be gone and gives the ports back.
+`RtpSession` offers the bridge's ``MediaPort`` shape: ``listen`` (a `MediaListener` gets each
+20 ms frame of caller audio, each played mark and each digit, called from the datagram or timer
+callback that produced it), ``play``, ``mark``, ``clear``. Nothing waits on a queue: a frame goes
+from the caller's datagram to the agent's socket in one callback, with no task switch (the
+relay carries hundreds of calls per core this way, ``bench/relay_calls.py``). Agent audio is
+serviced at once too, so the core can send it without waiting for its next tick. The session
+creates no task, and `RtpSession.close` cancels the timer, closes both sockets, waits for them
+to be gone and gives the ports back.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from chalicelib.contracts import MediaFraming
 from relay.ids import IdSource
@@ -28,12 +32,12 @@ from relay.media.dtmf import DTMF_DIGITS, DtmfReceived
 from relay.media.rtcp import is_rtcp
 from relay.sip.offer_answer import NegotiatedMedia
 
-__all__ = ["RtpPortAllocator", "RtpPortsExhausted", "RtpSession", "RtpSessionClosed"]
+__all__ = ["MediaListener", "RtpPortAllocator", "RtpPortsExhausted", "RtpSession"]
 
 logger = logging.getLogger("sipline.relay.media")
 
-AGENT_FRAME_QUEUE = 50  # 1 s of frames waiting for a slow bridge; older ones are dropped
-EVENT_QUEUE = 256
+HELD_OUTPUT = 300
+"""What waits while no listener is attached: 1 s of frames plus marks and digits; oldest go first."""
 _T = TypeVar("_T")
 
 
@@ -45,8 +49,20 @@ class RtpPortsExhausted(RuntimeError):
     """Every port pair of the range is in use (or held by another process)."""
 
 
-class RtpSessionClosed(ConnectionError):
-    """The session was closed while waiting for a mark or a digit."""
+class MediaListener(Protocol):
+    """Who takes a call's media output (the agent bridge); called from I/O callbacks, so quick."""
+
+    def caller_audio(self, frame: bytes) -> None:
+        """Take 20 ms of caller audio in the agent's format."""
+        ...
+
+    def mark_played(self, name: str) -> None:
+        """Take the name of a mark whose audio has been sent to the caller (or cleared)."""
+        ...
+
+    def dtmf(self, digit: str) -> None:
+        """Take a digit the caller pressed (RFC 4733 or SIP INFO)."""
+        ...
 
 
 class RtpPortAllocator:
@@ -143,37 +159,6 @@ class _Socket(asyncio.DatagramProtocol):
         await self.lost
 
 
-class _Mailbox(Generic[_T]):
-    """A bounded queue with one reader: the oldest item goes when full; closing wakes the reader."""
-
-    def __init__(self, size: int) -> None:
-        self._items: deque[_T] = deque(maxlen=size)
-        self._waiter: asyncio.Future[None] | None = None
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, item: _T) -> None:
-        self.dropped += len(self._items) == self._items.maxlen
-        self._items.append(item)
-        self._wake()
-
-    async def get(self) -> _T | None:
-        while not self._items:
-            if self.closed:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        return self._items.popleft()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
 class RtpSession:
     """One call's RTP and RTCP sockets around a `CallMedia`; the agent bridge's media port."""
 
@@ -189,9 +174,12 @@ class RtpSession:
         self.ignored_datagrams = 0
         """Datagrams that arrived before `start`, or after the session failed or closed."""
         self._timer: asyncio.TimerHandle | None = None
-        self._frames: _Mailbox[bytes] = _Mailbox(AGENT_FRAME_QUEUE)
-        self._marks: _Mailbox[str] = _Mailbox(EVENT_QUEUE)
-        self._digits: _Mailbox[str] = _Mailbox(EVENT_QUEUE)
+        self._listener: MediaListener | None = None
+        self._held: deque[tuple[Callable[[MediaListener, Any], None], Any]] = deque(
+            maxlen=HELD_OUTPUT
+        )
+        self.held_dropped = 0
+        """Output (mostly caller frames) that fell out of the hold while no listener was attached."""
         self._ended: asyncio.Future[str] = self._loop.create_future()
         self._closed = False
         self._before_start: list[tuple[str, bytes | str]] = []
@@ -238,15 +226,24 @@ class RtpSession:
 
     # --- the bridge's MediaPort ------------------------------------------------------------
 
-    async def next_agent_frame(self) -> bytes | None:
-        """Return the next 20 ms of caller audio in the agent's format; None once closed."""
-        return await self._frames.get()
+    def listen(self, listener: MediaListener | None) -> None:
+        """Send the media output to ``listener`` from now on; what was held goes to it first.
+
+        None detaches: output is held (bounded by ``HELD_OUTPUT``, oldest dropped) until the
+        next listener.
+        """
+        self._listener = listener
+        while listener is not None and self._held and self._listener is listener:
+            deliver, value = self._held.popleft()
+            deliver(listener, value)
 
     def play(self, audio: bytes) -> int:
         """Queue agent audio (any size) for the caller; return the bytes dropped (queue full).
 
-        Before the media starts (the caller is still ringing: nothing is sent before the answer),
-        the audio waits, up to ``MAX_BEFORE_START_BYTES``, and plays from the answer on.
+        The core is serviced at once: audio that finds the sender idle goes out now rather than
+        at the next tick. Before the media starts (the caller is still ringing: nothing is sent
+        before the answer), the audio waits, up to ``MAX_BEFORE_START_BYTES``, and plays from the
+        answer on.
         """
         if self.media is None:
             held = sum(len(v) for kind, v in self._before_start if kind == "play")
@@ -254,58 +251,42 @@ class RtpSession:
                 return len(audio)
             self._before_start.append(("play", audio))
             return 0
-        return self.media.play(audio, self._loop.time())
+        if self._stopped:
+            return 0
+        dropped = self.media.play(audio, self._loop.time())
+        self._guard(None)
+        return dropped
 
     def mark(self, name: str) -> None:
         """Place a mark after the audio queued so far."""
         if self.media is None:
             self._before_start.append(("mark", name))
-        else:
+        elif not self._stopped:
             self.media.mark(name)
-            self._drain_events()
+            self._guard(None)
 
     def clear(self) -> None:
         """Drop the queued agent audio at once (barge-in)."""
         if self.media is None:
-            marks = [v for kind, v in self._before_start if kind == "mark"]
+            marks = [v for kind, v in self._before_start if kind == "mark" and isinstance(v, str)]
             self._before_start.clear()
             for name in marks:  # cleared marks count as played, as after the start
-                self._marks.put(name)  # type: ignore[arg-type]
+                self._output(_mark_played, name)
             return
-        self.media.clear()
-        self._drain_events()
-
-    async def next_played_mark(self) -> str:
-        """Return the next mark whose audio has been sent (or cleared).
-
-        Raises:
-            RtpSessionClosed: the session closed first.
-        """
-        return _or_closed(await self._marks.get())
-
-    async def next_dtmf(self) -> str:
-        """Return the next digit the caller pressed (RFC 4733).
-
-        Raises:
-            RtpSessionClosed: the session closed first.
-        """
-        return _or_closed(await self._digits.get())
+        if not self._stopped:
+            self.media.clear()
+            self._guard(None)
 
     def inject_dtmf(self, digit: str) -> None:
         """Report a digit that came another way (SIP INFO) as if it had come over RTP."""
         if len(digit) == 1 and digit.upper() in DTMF_DIGITS:
-            self._digits.put(digit.upper())
+            self._output(_dtmf, digit.upper())
         else:
             logger.debug("not a DTMF digit: %r", digit)
 
     async def wait_ended(self) -> str:
         """Return why the media ended: ``media_timeout``, ``internal_error`` or ``closed``."""
         return await asyncio.shield(self._ended)
-
-    @property
-    def agent_frames_dropped(self) -> int:
-        """Return how many frames a slow bridge let fall out of the queue."""
-        return self._frames.dropped
 
     async def close(self) -> None:
         """Send our RTCP BYE, stop the timer, close both sockets and give the ports back."""
@@ -316,10 +297,10 @@ class RtpSession:
             self._send(*bye)
         if self._timer is not None:
             self._timer.cancel()
+        self._listener = None
+        self._held.clear()
         await asyncio.gather(self._rtp.close(), self._rtcp.close())
         self._allocator.release(self.local_port)
-        for box in (self._frames, self._marks, self._digits):
-            box.close()
         self._end("closed")
 
     # --- callbacks -------------------------------------------------------------------------
@@ -357,8 +338,12 @@ class RtpSession:
         media.handle_timer(now)
         for data, destination in media.rtp_to_send(now):
             self._send(data, destination)
+        listener = self._listener
         while (frame := media.next_agent_frame(now)) is not None:
-            self._frames.put(frame)
+            if listener is not None:
+                listener.caller_audio(frame)  # the hot path: straight to the agent's socket
+            else:
+                self._output(_caller_audio, frame)
         self._drain_events()
         self._arm(media.get_timer())
 
@@ -370,11 +355,18 @@ class RtpSession:
         assert self.media is not None
         while (event := self.media.next_event()) is not None:
             if isinstance(event, MarkPlayed):
-                self._marks.put(event.name)
+                self._output(_mark_played, event.name)
             elif isinstance(event, DtmfReceived):
-                self._digits.put(event.digit)
+                self._output(_dtmf, event.digit)
             elif isinstance(event, MediaTimedOut):
                 self._end("media_timeout")
+
+    def _output(self, deliver: Callable[[MediaListener, _T], None], value: _T) -> None:
+        if self._listener is not None:
+            deliver(self._listener, value)
+        elif not self._closed:
+            self.held_dropped += len(self._held) == self._held.maxlen
+            self._held.append((deliver, value))
 
     def _arm(self, when: float | None) -> None:
         if when is None or (self._timer is not None and self._timer.when() <= when):
@@ -388,7 +380,13 @@ class RtpSession:
             self._ended.set_result(reason)
 
 
-def _or_closed(item: str | None) -> str:
-    if item is None:
-        raise RtpSessionClosed("RTP session closed")
-    return item
+def _caller_audio(listener: MediaListener, frame: bytes) -> None:
+    listener.caller_audio(frame)
+
+
+def _mark_played(listener: MediaListener, name: str) -> None:
+    listener.mark_played(name)
+
+
+def _dtmf(listener: MediaListener, digit: str) -> None:
+    listener.dtmf(digit)

@@ -18,7 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
-from relay.bridge.agent_ws import AgentBridge, BridgeSettings
+from relay.bridge.agent_ws import AgentBridge, BridgeSettings, MediaListener
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity
 
 SCENARIO_TIMEOUT_S = 20.0
@@ -67,11 +67,10 @@ class FakeMediaPort:
 
     def __init__(self, *, max_queued_bytes: int = 60 * 8000) -> None:
         self.max_queued_bytes = max_queued_bytes
-        self.caller_frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.listener: MediaListener | None = None
+        self.held: list[tuple[str, str | bytes]] = []  # output while no listener is attached
         self.queued = bytearray()
         self.pending_marks: list[tuple[int, str]] = []  # (end of the audio before it, name)
-        self.played_marks: asyncio.Queue[str] = asyncio.Queue()
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
         self.received = bytearray()  # every byte the agent sent, dropped or not
         self.played = bytearray()  # what the caller heard
         self.clears = 0
@@ -80,8 +79,11 @@ class FakeMediaPort:
 
     # --- MediaPort ---
 
-    async def next_agent_frame(self) -> bytes | None:
-        return await self.caller_frames.get()
+    def listen(self, listener: MediaListener | None) -> None:
+        self.listener = listener
+        held, self.held = self.held, []
+        for kind, value in held:
+            self._output(kind, value)
 
     def play(self, audio: bytes) -> int:
         if self.fail_on_play:
@@ -105,12 +107,6 @@ class FakeMediaPort:
         self.pending_marks = [(0, name) for _, name in self.pending_marks]
         self._report_played()
 
-    async def next_played_mark(self) -> str:
-        return await self.played_marks.get()
-
-    async def next_dtmf(self) -> str:
-        return await self.digits.get()
-
     # --- test controls ---
 
     def play_out(self, nbytes: int) -> bytes:
@@ -133,11 +129,30 @@ class FakeMediaPort:
         start = loop.time()
         for index, frame in enumerate(frames):
             await asyncio.sleep(max(0.0, start + index * interval_s - loop.time()))
-            self.caller_frames.put_nowait(frame)
+            self._output("audio", frame)
+
+    def burst(self, frames: Iterable[bytes]) -> None:
+        """Hand the bridge every frame at once (a caller far ahead of a stalled agent)."""
+        for frame in frames:
+            self._output("audio", frame)
 
     def press(self, *digits: str) -> None:
         for digit in digits:
-            self.digits.put_nowait(digit)
+            self._output("dtmf", digit)
+
+    def _output(self, kind: str, value: str | bytes) -> None:
+        listener = self.listener
+        if listener is None:
+            self.held.append((kind, value))
+        elif kind == "audio":
+            assert isinstance(value, bytes)
+            listener.caller_audio(value)
+        elif kind == "mark":
+            assert isinstance(value, str)
+            listener.mark_played(value)
+        else:
+            assert isinstance(value, str)
+            listener.dtmf(value)
 
     def _shift_marks(self, nbytes: int) -> None:
         self.pending_marks = [(max(0, end - nbytes), name) for end, name in self.pending_marks]
@@ -145,7 +160,7 @@ class FakeMediaPort:
 
     def _report_played(self) -> None:
         while self.pending_marks and self.pending_marks[0][0] == 0:
-            self.played_marks.put_nowait(self.pending_marks.pop(0)[1])
+            self._output("mark", self.pending_marks.pop(0)[1])
 
 
 class Agent:

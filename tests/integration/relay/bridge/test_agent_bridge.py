@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from chalicelib.contracts import MediaFraming
 from relay.bridge.agent_ws import (
@@ -469,3 +470,42 @@ def test_cancelling_the_bridge_closes_the_socket() -> None:
         assert "stop" not in agent.events()
 
     run(scenario)
+
+
+def test_an_agent_that_stops_reading_loses_caller_audio_not_memory_and_still_gets_digits() -> None:
+    async def scenario() -> None:
+        reading = asyncio.Event()
+
+        async def stalled(connection: ServerConnection) -> None:
+            await connection.recv()  # connected
+            await connection.recv()  # start
+            reading.set()
+            await asyncio.sleep(30)  # then never reads again: TCP fills, then the relay's buffer
+
+        port = FakeMediaPort()
+        async with serve(stalled, "127.0.0.1", 0, compression=None, max_queue=1) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+            under_test = bridge(url, port, framing=MediaFraming.PCM48K)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            await asyncio.wait_for(reading.wait(), 3)
+            frame = bytes(1920)  # 20 ms at 48 kHz
+            port.burst([frame] * 10_000)  # 19 MB at once: far more than the kernel buffers
+            counters = under_test.counters
+            assert counters.media_frames_dropped > 0
+            assert counters.media_frames_out + counters.media_frames_dropped == 10_000
+            buffered = _write_buffer(under_test)
+            assert buffered <= 51 * (1920 + 14)  # about one second of frames, never the rest
+            port.press("5")
+            assert counters.dtmf_out == 1  # written even so: control messages are never dropped
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    run(scenario)
+
+
+def _write_buffer(under_test: AgentBridge) -> int:
+    connection = under_test._connection  # the bridge's socket, to read its write buffer
+    assert connection is not None
+    return connection.transport.get_write_buffer_size()

@@ -20,12 +20,7 @@ from relay.media.codecs.g711 import ulaw_decode, ulaw_encode
 from relay.media.dtmf import DtmfSender
 from relay.media.rtcp import Goodbye, is_rtcp, parse_compound
 from relay.media.rtp import RtpPacket, RtpPacketizer
-from relay.media.rtp_session import (
-    RtpPortAllocator,
-    RtpPortsExhausted,
-    RtpSession,
-    RtpSessionClosed,
-)
+from relay.media.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.sdp_fields import Direction
 from tests.unit.relay.media.codecs.audio_checks import dominant_frequency_hz
@@ -91,13 +86,27 @@ async def send_tone(p: Peer, to_port: int, seconds: float, frequency_hz: float =
         await asyncio.sleep(max(0.0, start + (k + 1) * 0.02 - loop.time()))
 
 
-async def collect(session: RtpSession, count: int) -> list[bytes]:
-    frames = []
-    for _ in range(count):
-        frame = await session.next_agent_frame()
-        assert frame is not None
-        frames.append(frame)
-    return frames
+class Listener:
+    """The agent bridge's seat: what the session delivers, in queues the test can await."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self.marks: asyncio.Queue[str] = asyncio.Queue()
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        session.listen(self)
+
+    def caller_audio(self, frame: bytes) -> None:
+        self.frames.put_nowait(frame)
+
+    def mark_played(self, name: str) -> None:
+        self.marks.put_nowait(name)
+
+    def dtmf(self, digit: str) -> None:
+        self.digits.put_nowait(digit)
+
+
+async def collect(listener: Listener, count: int) -> list[bytes]:
+    return [await asyncio.wait_for(listener.frames.get(), 2) for _ in range(count)]
 
 
 def test_a_callers_tone_reaches_the_agent_and_we_answer_to_where_it_came_from() -> None:
@@ -107,8 +116,9 @@ def test_a_callers_tone_reaches_the_agent_and_we_answer_to_where_it_came_from() 
         phone, phone_port = await peer()
         # The SDP names a port nobody listens on: behind NAT, only the source is right.
         session.start(negotiated(phone_port + 2), MediaFraming.TWILIO, ids=SeededIdSource(1))
+        listener = Listener(session)
         sender = asyncio.create_task(send_tone(phone, session.local_port, 1.0))
-        frames = await collect(session, 45)
+        frames = await collect(listener, 45)
         await sender
         pcm = np.frombuffer(ulaw_decode(b"".join(frames[5:])), dtype="<i2")
         assert {len(f) for f in frames} == {160}
@@ -129,13 +139,14 @@ def test_agent_audio_is_paced_at_20_ms_and_its_mark_comes_back_after_it() -> Non
         session = await RtpSession.open(allocator)
         phone, phone_port = await peer()
         session.start(negotiated(phone_port), MediaFraming.PCM16K, ids=SeededIdSource(2))
+        listener = Listener(session)
         n = np.arange(16000)  # one second at 16 kHz, sent at once as a bot does
         audio = (8000 * np.sin(2 * np.pi * 1000 * n / 16000)).astype("<i2").tobytes()
         assert session.play(audio) == 0  # nothing dropped: well under the queue's bound
         session.mark("said")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        assert await asyncio.wait_for(session.next_played_mark(), 2) == "said"
+        assert await asyncio.wait_for(listener.marks.get(), 2) == "said"
         assert 0.95 <= loop.time() - started <= 1.1
         await session.close()
         packets = phone.rtp()
@@ -172,7 +183,7 @@ def test_the_send_grid_does_not_drift_over_three_seconds() -> None:
     run(scenario)
 
 
-def test_rfc_4733_and_sip_info_digits_reach_next_dtmf_and_bye_goes_to_rtcp_port() -> None:
+def test_rfc_4733_and_sip_info_digits_reach_the_listener_and_bye_goes_to_rtcp_port() -> None:
     async def scenario() -> None:
         session = await RtpSession.open(RtpPortAllocator(HOST, *PORTS))
         phone, phone_port = await peer()
@@ -182,6 +193,7 @@ def test_rfc_4733_and_sip_info_digits_reach_next_dtmf_and_bye_goes_to_rtcp_port(
             phone, phone_port = await peer()
         rtcp, _ = await peer(phone_port + 1)
         session.start(negotiated(phone_port), MediaFraming.TWILIO, ids=SeededIdSource(4))
+        listener = Listener(session)
         packetizer = RtpPacketizer(ssrc=0x77, sequence_number=1, timestamp=0)
         sender = DtmfSender(packetizer, payload_type=101, packet_interval_ms=20)
         assert phone.transport is not None
@@ -189,17 +201,16 @@ def test_rfc_4733_and_sip_info_digits_reach_next_dtmf_and_bye_goes_to_rtcp_port(
             for packet in sender.packets(digit, duration_ms=80):
                 phone.transport.sendto(bytes(packet), (HOST, session.local_port))
                 await asyncio.sleep(0.01)
-        digits = [await asyncio.wait_for(session.next_dtmf(), 2) for _ in range(3)]
+        digits = [await asyncio.wait_for(listener.digits.get(), 2) for _ in range(3)]
         assert digits == ["4", "2", "#"]
         session.inject_dtmf("7")  # SIP INFO application/dtmf-relay, parsed by the SIP side
         session.inject_dtmf("x")  # not a digit: ignored
-        assert await asyncio.wait_for(session.next_dtmf(), 1) == "7"
+        assert await asyncio.wait_for(listener.digits.get(), 1) == "7"
         await session.close()
+        session.inject_dtmf("8")  # after the close: nobody listens any more
         await asyncio.sleep(0.05)
         assert any(isinstance(p, Goodbye) for _, d in rtcp.received for p in parse_compound(d))
-        with pytest.raises(RtpSessionClosed):
-            await session.next_dtmf()
-        assert await session.next_agent_frame() is None
+        assert listener.digits.empty()
         for p in (phone, rtcp):
             assert p.transport is not None
             p.transport.close()
@@ -254,7 +265,8 @@ def test_agent_audio_sent_while_the_caller_rings_plays_from_the_answer_on() -> N
         assert session.media is None  # nothing is sent before the answer
         phone, phone_port = await peer()
         session.start(negotiated(phone_port), MediaFraming.TWILIO, ids=SeededIdSource(7))
-        assert await asyncio.wait_for(session.next_played_mark(), 2) == "greeting"
+        listener = Listener(session)  # attached after the start: what was held comes first
+        assert await asyncio.wait_for(listener.marks.get(), 2) == "greeting"
         await session.close()
         assert phone.transport is not None
         phone.transport.close()
@@ -310,9 +322,10 @@ def test_sipp_rtp_stream_is_heard_by_the_agent_packet_for_packet(tmp_path: Path)
         )  # fmt: skip
         try:
             session.start(negotiated(sipp_rtp_port), MediaFraming.TWILIO, ids=SeededIdSource(6))
+            listener = Listener(session)
             await asyncio.sleep(0.3)
             await _invite(signalling, sip_port, sip_server_port, session.local_port)
-            frames = await collect(session, 90)
+            frames = await collect(listener, 90)
             pcm = np.frombuffer(ulaw_decode(b"".join(frames[5:])), dtype="<i2")
             assert dominant_frequency_hz(pcm, 8000) == pytest.approx(600, abs=2)
             assert session.media is not None

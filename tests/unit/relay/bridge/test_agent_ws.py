@@ -1,8 +1,6 @@
-"""The bridge's pure parts: close classification, the bounded outbox, framing choice."""
+"""The bridge's pure parts: close classification, framing choice, retry policy."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -13,7 +11,6 @@ from relay.bridge.agent_ws import (
     AgentLeft,
     AgentLeftReason,
     _is_permanent,
-    _Outbox,
     agent_left,
     framing_for,
 )
@@ -69,39 +66,6 @@ def test_agent_left_names_who_closed_and_why(
     rcvd: Close | None, sent: Close | None, rcvd_then_sent: bool | None, expected: AgentLeft
 ) -> None:
     assert agent_left(ConnectionClosed(rcvd, sent, rcvd_then_sent)) == expected
-
-
-def test_the_outbox_drops_the_oldest_caller_audio_and_keeps_control_messages() -> None:
-    async def scenario() -> list[str | bytes]:
-        outbox = _Outbox(max_media=2)
-        assert outbox.push("m1", media=True) == 0
-        outbox.push("mark")
-        assert outbox.push("m2", media=True) == 0
-        assert outbox.push("m3", media=True) == 1
-        assert outbox.push("m4", media=True) == 1
-        return [await outbox.pop() for _ in range(3)]
-
-    assert asyncio.run(scenario()) == ["mark", "m3", "m4"]
-
-
-def test_the_outbox_pop_waits_for_a_message() -> None:
-    async def scenario() -> str | bytes:
-        outbox = _Outbox(max_media=1)
-        waiting = asyncio.create_task(outbox.pop())
-        await asyncio.sleep(0)
-        assert not waiting.done()
-        outbox.push(b"audio", media=True)
-        return await asyncio.wait_for(waiting, 1)
-
-    assert asyncio.run(scenario()) == b"audio"
-
-
-def test_drain_empties_the_outbox_in_order() -> None:
-    outbox = _Outbox(max_media=5)
-    outbox.push("a", media=True)
-    outbox.push("b")
-    assert outbox.drain() == ["a", "b"]
-    assert outbox.drain() == []
 
 
 def test_the_endpoint_framing_picks_the_sans_io_framing() -> None:
