@@ -173,7 +173,9 @@ class RtpSession:
         self.media: CallMedia | None = None
         self.ignored_datagrams = 0
         """Datagrams that arrived before `start`, or after the session failed or closed."""
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
+        self._last_now = 0.0
         self._listener: MediaListener | None = None
         self._held: deque[tuple[Callable[[MediaListener, Any], None], Any]] = deque(
             maxlen=HELD_OUTPUT
@@ -205,7 +207,7 @@ class RtpSession:
         """
         if self.media is not None:
             raise RuntimeError("RTP session already started; apply a re-INVITE with update()")
-        now = self._loop.time()
+        now = self._clock()
         self.media = CallMedia(
             negotiated, framing, ids=ids, now=now, wall_clock_offset_s=time.time() - now, **options
         )
@@ -221,7 +223,7 @@ class RtpSession:
     def update(self, negotiated: NegotiatedMedia) -> None:
         """Apply a re-INVITE's offer/answer (hold, resume, new address or codec)."""
         if self.media is not None:
-            self.media.update(negotiated, self._loop.time())
+            self.media.update(negotiated, self._clock())
             self._service()
 
     # --- the bridge's MediaPort ------------------------------------------------------------
@@ -253,7 +255,7 @@ class RtpSession:
             return 0
         if self._stopped:
             return 0
-        dropped = self.media.play(audio, self._loop.time())
+        dropped = self.media.play(audio, self._clock())
         self._guard(None)
         return dropped
 
@@ -318,13 +320,28 @@ class RtpSession:
             self._guard(partial(self.media.receive_rtcp, data, source))
 
     def _on_timer(self) -> None:
+        # A timer that fires has come due, even if a coarse loop clock says otherwise.
+        self._last_now = max(self._last_now, self._timer_when)
         self._timer = None
         self._guard(None)
+
+    def _clock(self) -> float:
+        """Return the core's time: ``time.monotonic()`` (the loop's base), never going back.
+
+        A timer that fires counts as due even if the clock says a hair less (a loop with a
+        coarser clock, uvloop's whole milliseconds, would otherwise make the core re-arm it at
+        once and spin until the clock turns).
+        """
+        now = time.monotonic()
+        if now < self._last_now:
+            return self._last_now
+        self._last_now = now
+        return now
 
     def _guard(self, step: Callable[[float], None] | None) -> None:
         try:
             if step is not None:
-                step(self._loop.time())
+                step(self._clock())
             self._service()
         except Exception:  # a task root: a broken call ends, the relay does not
             logger.exception("RTP session failed; ending its media")
@@ -332,7 +349,7 @@ class RtpSession:
             self._end("internal_error")
 
     def _service(self) -> None:
-        media, now = self.media, self._loop.time()
+        media, now = self.media, self._clock()
         if media is None or self._stopped:
             return
         media.handle_timer(now)
@@ -369,11 +386,12 @@ class RtpSession:
             self._held.append((deliver, value))
 
     def _arm(self, when: float | None) -> None:
-        if when is None or (self._timer is not None and self._timer.when() <= when):
+        if when is None or (self._timer is not None and self._timer_when <= when):
             return  # an earlier timer fires first and re-arms from the core then
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
+        # (uvloop returns a plain Handle, with no when(), for a time already past)
+        self._timer, self._timer_when = self._loop.call_at(when, self._on_timer), when
 
     def _end(self, reason: str) -> None:
         if not self._ended.done():
