@@ -7,8 +7,10 @@ The sans-I/O endpoint has already sent 100 Trying. This task:
 2. plans the answer (``plan_incoming_invite``): a rejection, a 488, or the SDP answer;
 3. opens the call's RTP ports, rings, and connects the agent's WebSocket while the caller hears
    ringing; the caller is answered (200 OK) only once the agent is there, else 480;
-4. runs until the caller, the agent, the media (inactivity) or the API ends the call, then ends
-   the rest: the agent gets ``stop``, the caller gets BYE.
+   (within the call's ``joinTimeout`` when its template sets one);
+4. runs until the caller, the agent, the media (inactivity), the API or the call's
+   ``maxDuration`` (counted from the answer) ends the call, then ends the rest: the agent gets
+   ``stop``, the caller gets BYE.
 
 Every transition is recorded as a call event (contract 2) through the outbox, which delivers it
 at least once. All of the call's tasks belong to its ``TaskGroup``: a failing call ends with
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +37,7 @@ from chalicelib.contracts import (
     LegRole,
     Transport,
 )
-from relay.bridge.agent_ws import AgentBridge, AgentLeft
+from relay.bridge.agent_ws import AgentBridge, AgentLeft, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.ids import IdSource
@@ -50,7 +52,7 @@ from relay.sip.uri import SipUri
 logger = logging.getLogger("sipline.relay.calls")
 
 AGENT_UNAVAILABLE = 480  # RFC 3261 §21.4.18: the agent could not be reached
-JITTER_MIN_DELAY_MS = 10
+JITTER_MIN_DELAY_MS = 0
 """Hold caller audio at least this long: 0 loses packets that arrive a couple of ms late (seen
 with SIPp's 30 ms g711a capture); 10 ms keeps them at 10 ms of added latency."""
 _SIP_END_REASONS = {
@@ -62,6 +64,14 @@ _SIP_END_REASONS = {
     CallEndReason.TRANSACTION_FAILED: LegEndReason.ERROR,
     CallEndReason.MEDIA_FAILED: LegEndReason.ERROR,
 }
+
+
+_NORMAL_AGENT_ENDS = frozenset({"agent_closed", "api_hang_up", "media_timeout", "max_duration"})
+_NO_BOUND_S = 365 * 24 * 3600.0
+
+
+def _max_duration_s(decision: InviteAccepted) -> float:
+    return _NO_BOUND_S if decision.max_duration_s is None else decision.max_duration_s
 
 
 def utc_now() -> datetime:
@@ -267,7 +277,12 @@ class IncomingCallFlow:
             call_template=decision.call_template,
             auth_token=twilio_compat.auth_token(self.deps.webhook_secret, call_sid),
         )
-        return AgentBridge(decision.media_endpoint, session, identity=identity, call=info)
+        settings = BridgeSettings()
+        if decision.join_timeout_s is not None:  # the template's joinTimeout bounds the ringing
+            settings = replace(settings, connect_timeout_s=decision.join_timeout_s)
+        return AgentBridge(
+            decision.media_endpoint, session, identity=identity, call=info, settings=settings
+        )
 
     async def _agent_connected(self, bridge: AgentBridge) -> bool:
         connected = asyncio.ensure_future(bridge.connected())
@@ -316,9 +331,13 @@ class IncomingCallFlow:
                 self._start_media(session, media, decision)
         media_ended = asyncio.ensure_future(session.wait_ended())
         hang_up = asyncio.ensure_future(self.signals.hang_up_requested.wait())
-        waits: set[asyncio.Future[Any]] = {agent, self.signals.ended, media_ended, hang_up}
+        # maxDuration counts from the answer (the billed time); None: no bound
+        out_of_time = asyncio.ensure_future(asyncio.sleep(_max_duration_s(decision)))
+        waits: set[asyncio.Future[Any]] = {
+            agent, self.signals.ended, media_ended, hang_up, out_of_time
+        }  # fmt: skip
         done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (media_ended, hang_up):
+        for waiter in (media_ended, hang_up, out_of_time):
             waiter.cancel()
         if self.signals.ended in done:  # the caller hung up (or the SIP side gave up)
             bridge.stop()
@@ -332,15 +351,16 @@ class IncomingCallFlow:
             detail = "media_timeout"
         elif hang_up in done:
             detail = "api_hang_up"
+        elif out_of_time in done:
+            detail = "max_duration"
         self._record(
             CallEventType.AGENT_LEFT,
             detail=detail,
-            reason=None
-            if detail in ("agent_closed", "api_hang_up", "media_timeout")
-            else LegEndReason.ERROR,
+            reason=None if detail in _NORMAL_AGENT_ENDS else LegEndReason.ERROR,
         )
         self._hang_up()
-        reason = LegEndReason.TIMEOUT if detail == "media_timeout" else LegEndReason.LOCAL_HANGUP
+        timed_out = detail in ("media_timeout", "max_duration")
+        reason = LegEndReason.TIMEOUT if timed_out else LegEndReason.LOCAL_HANGUP
         self._record(CallEventType.LEG_ENDED, reason=reason, detail=detail)
 
     def _record_sip_end(self, ended: CallEnded) -> None:

@@ -105,9 +105,14 @@ class InteropStack:
             method, self.local.api_url + path, json=body, headers=headers, timeout=HTTP_TIMEOUT_S
         )
 
-    def add_agent(self, name: str, pattern: str, media_url: str | None = None) -> str:
-        """Create an agent routed by ``pattern`` (To user); return its id."""
-        template: dict[str, Any] = {"systemPrompt": f"You are {name}."}
+    def add_agent(
+        self, name: str, pattern: str, media_url: str | None = None, **template_fields: Any
+    ) -> str:
+        """Create an agent routed by ``pattern`` (To user); return its id.
+
+        ``template_fields`` go into its call template as they are (``maxDuration="2s"``).
+        """
+        template: dict[str, Any] = {"systemPrompt": f"You are {name}.", **template_fields}
         if media_url is not None:
             template["mediaEndpoint"] = {"url": media_url, "framing": "twilio"}
         created = self.api("POST", "/api/agents", {"name": name, "callTemplate": template})

@@ -1,5 +1,5 @@
-"""SIPp scenarios against the relay: CANCEL while ringing, re-INVITE hold/resume, OPTIONS, and a
-caller that retransmits its INVITE.
+"""SIPp scenarios against the relay: CANCEL while ringing, re-INVITE hold/resume, OPTIONS, a
+caller that retransmits its INVITE, and the call template's ``maxDuration`` and ``joinTimeout``.
 
 The agents here are the test agent (``agent_server``); the CANCEL agent and the retransmission
 agent hold the WebSocket upgrade for a while, so that the relay rings (it answers only once the
@@ -8,6 +8,7 @@ agent is connected).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def agents(stack: InteropStack, agent_server: AgentServer) -> dict[str, str]:
             "interop-retransmit",
             "^interop_retransmit$",
             agent_server.url("retransmit", accept_delay_s=1),
+        ),
+        "short": stack.add_agent(
+            "interop-short", "^interop_short$", agent_server.url("short"), maxDuration="2s"
+        ),
+        "late": stack.add_agent(
+            "interop-late",
+            "^interop_late$",
+            agent_server.url("late", accept_delay_s=5),
+            joinTimeout="1s",
         ),
     }
 
@@ -96,3 +106,34 @@ def test_a_retransmitted_invite_is_answered_once(
     calls = stack.wait_for_call(agents["retransmit"])
     assert len(stack.calls(agents["retransmit"])) == 1, calls
     assert len(agent_server.wait_sessions("retransmit")) == 1
+
+
+def test_max_duration_ends_the_call_with_a_bye(
+    stack: InteropStack, agents: dict[str, str], tmp_path: Path
+) -> None:
+    run = run_sipp(
+        stack,
+        tmp_path,
+        service="interop_short",
+        scenario_file=scenario("bye_from_relay.xml", tmp_path, bye_within_ms="8000"),
+    )
+
+    assert run.returncode == 0, run.explain()
+    [call] = stack.wait_for_call(agents["short"])
+    assert call["endReason"] == "timeout", call
+    assert call["sipDetails"]["terminationReason"] == "SIP_TERMINATION_TIMEOUT", call
+    lasted = datetime.fromisoformat(call["ended"]) - datetime.fromisoformat(call["joined"])
+    assert 1.9 <= lasted.total_seconds() < 3.5, call
+
+
+def test_join_timeout_gives_up_on_a_slow_agent_before_the_default_bound(
+    stack: InteropStack, agents: dict[str, str], tmp_path: Path
+) -> None:
+    run = run_sipp(stack, tmp_path, service="interop_late", builtin="uac", timeout_s=10)
+
+    assert run.count("480") >= 1, run.explain()
+    [call] = stack.wait_for_call(agents["late"])
+    assert call["joined"] is None and call["endReason"] == "unjoined", call
+    created = datetime.fromisoformat(call["created"])
+    ended = datetime.fromisoformat(call["ended"])
+    assert (ended - created).total_seconds() < 4, "the relay waited past the 1 s joinTimeout"
