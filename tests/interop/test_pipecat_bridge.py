@@ -13,40 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, WebSocket
-from loguru import logger as pipecat_logger
-from pipecat.audio.dtmf.types import KeypadEntry
-from pipecat.frames.frames import (
-    EndWorkerFrame,
-    Frame,
-    InputAudioRawFrame,
-    InputDTMFFrame,
-    OutputAudioRawFrame,
-)
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.workers.runner import WorkerRunner
 
 from chalicelib.contracts import MediaEndpoint
 from relay.bridge.agent_ws import AgentBridge, AgentLeft, AgentLeftReason, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity
 from relay.media.codecs.g711 import ulaw_decode, ulaw_encode
 from tests.integration.relay.bridge.harness import FakeMediaPort, run, until
+from tests.interop.pipecat_bot import (
+    PIPELINE_RATE_HZ,
+    Bot,
+    BotRecord,
+    run_echo_pipeline,
+    serve_bot,
+    serve_http,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -63,52 +51,6 @@ CALL = CallInfo(
     template_context={"customer_name": "Bob"},
 )
 TONE_HZ = 440.0
-PIPELINE_RATE_HZ = 16000  # what a real bot runs at: the serializer resamples 8 <-> 16 kHz
-
-
-@dataclass
-class BotRecord:
-    """What the bot saw (written from the bot's thread, read from the test's)."""
-
-    start: dict[str, object] = field(default_factory=dict)
-    audio_in_bytes: int = 0
-    digits: list[str] = field(default_factory=list)
-    finished: threading.Event = field(default_factory=threading.Event)
-
-
-class AudioEcho(FrameProcessor):
-    """Send every input audio frame back out as output audio."""
-
-    def __init__(self, record: BotRecord) -> None:
-        super().__init__()
-        self._record = record
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            self._record.audio_in_bytes += len(frame.audio)
-            echo = OutputAudioRawFrame(
-                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
-            )
-            await self.push_frame(echo)
-        else:
-            await self.push_frame(frame, direction)
-
-
-class DtmfRecorder(FrameProcessor):
-    """Record DTMF digits; ``#`` ends the pipeline (EndFrame), as a bot's "goodbye" would."""
-
-    def __init__(self, record: BotRecord) -> None:
-        super().__init__()
-        self._record = record
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
-        if isinstance(frame, InputDTMFFrame):
-            self._record.digits.append(frame.button.value)
-            if frame.button is KeypadEntry.POUND:
-                await self.push_frame(EndWorkerFrame())
 
 
 def bot_app(record: BotRecord, hang_up_base_url: str) -> FastAPI:
@@ -134,46 +76,15 @@ def bot_app(record: BotRecord, hang_up_base_url: str) -> FastAPI:
             auth_token=AUTH_TOKEN,  # ... and TWILIO_AUTH_TOKEN
             base_url=hang_up_base_url,  # the one change a bot needs to hang up through sipline
         )
-        transport = FastAPIWebsocketTransport(
-            websocket=websocket,
-            params=FastAPIWebsocketParams(
-                audio_in_enabled=True,
-                audio_out_enabled=True,
-                add_wav_header=False,
-                serializer=serializer,
-            ),
-        )
-        pipeline = Pipeline(
-            [transport.input(), DtmfRecorder(record), AudioEcho(record), transport.output()]
-        )
-        worker = PipelineWorker(
-            pipeline,
-            params=PipelineParams(
-                audio_in_sample_rate=PIPELINE_RATE_HZ, audio_out_sample_rate=PIPELINE_RATE_HZ
-            ),
-        )
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(worker)
-        await runner.run()
-        record.finished.set()
+        await run_echo_pipeline(websocket, record, serializer)
 
     return app
-
-
-@dataclass
-class Bot:
-    url: str
-    record: BotRecord
 
 
 @pytest.fixture
 def hang_up_recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
     """A Twilio-REST-shaped HTTP server on 127.0.0.1 that records the hang-up requests."""
     requests: list[dict[str, str]] = []
-    ready = threading.Event()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def hang_up(request: web.Request) -> web.Response:
         requests.append(
@@ -188,58 +99,17 @@ def hang_up_recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
         call_sid = request.match_info["call"]
         return web.json_response({"sid": call_sid, "status": "completed"})
 
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_post("/2010-04-01/Accounts/{account}/Calls/{call}.json", hang_up)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        ready.set()
-        await stop.wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(5)
-    yield base_url, requests
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(5)
-    loop.close()
+    path = "/2010-04-01/Accounts/{account}/Calls/{call}.json"
+    with serve_http([("POST", path, hang_up)]) as base_url:
+        yield base_url, requests
 
 
 @pytest.fixture
 def pipecat_bot(hang_up_recorder: tuple[str, list[dict[str, str]]]) -> Iterator[Bot]:
     """Run the bot under uvicorn on 127.0.0.1 in a thread; stop it at the end."""
-    pipecat_logger.remove()
-    pipecat_logger.add(sys.stderr, level="WARNING")
     record = BotRecord()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        bot_app(record, hang_up_recorder[0]),
-        log_level="warning",
-        lifespan="off",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield Bot(f"ws://127.0.0.1:{port}/ws", record)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        pipecat_logger.remove()
-        pipecat_logger.add(sys.stderr)
+    with serve_bot(bot_app(record, hang_up_recorder[0]), record) as bot:
+        yield bot
 
 
 def tone_frames(seconds: float) -> list[bytes]:
@@ -287,7 +157,7 @@ def test_a_pipecat_twilio_bot_hears_the_caller_echoes_takes_dtmf_and_hangs_up(
 
     run(scenario, timeout_s=40)
     assert record.finished.wait(10)
-    assert record.audio_in_bytes >= 1.8 * PIPELINE_RATE_HZ * 2  # the 2 s tone (less resampler lag)
+    assert len(record.audio_in) >= 1.8 * PIPELINE_RATE_HZ * 2  # the 2 s tone (less resampler lag)
     assert record.digits == ["1", "2", "*", "#"]
     assert record.start == {
         "stream_id": IDENTITY.stream_sid,

@@ -18,94 +18,36 @@ hears, which is why the caller here is baresip.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import socket
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, WebSocket
-from loguru import logger as pipecat_logger
-from pipecat.audio.dtmf.types import KeypadEntry
-from pipecat.frames.frames import (
-    EndWorkerFrame,
-    Frame,
-    InputAudioRawFrame,
-    InputDTMFFrame,
-    OutputAudioRawFrame,
-)
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.serializers.twilio import TwilioFrameSerializer
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.workers.runner import WorkerRunner
 
 from tests.interop.baresip import SOURCE_HZ, Baresip
+from tests.interop.pipecat_bot import (
+    PIPELINE_RATE_HZ,
+    Bot,
+    BotRecord,
+    run_echo_pipeline,
+    serve_bot,
+    serve_http,
+)
 from tests.interop.stack import InteropStack
 from tests.interop.tone import dominant_frequency, pcm16, read_wav, sounding
 
 pytestmark = pytest.mark.interop
 
-PIPELINE_RATE_HZ = 16000  # what a real bot runs at: the serializer resamples 8 <-> 16 kHz
 TOLERANCE_HZ = 10
 ECHO_S = 2.5  # how long the caller talks before pressing keys
 DIGITS = ["1", "2", "*"]
-
-
-@dataclass
-class BotRecord:
-    """What the bot saw (written from the bot's thread, read from the test's)."""
-
-    start: dict[str, Any] = field(default_factory=dict)
-    audio_in: bytearray = field(default_factory=bytearray)
-    digits: list[str] = field(default_factory=list)
-    connected: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
-
-
-class AudioEcho(FrameProcessor):
-    """Keep every input audio frame and send it back out as output audio."""
-
-    def __init__(self, record: BotRecord) -> None:
-        super().__init__()
-        self._record = record
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            self._record.audio_in += frame.audio
-            echo = OutputAudioRawFrame(
-                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
-            )
-            await self.push_frame(echo)
-        else:
-            await self.push_frame(frame, direction)
-
-
-class DtmfRecorder(FrameProcessor):
-    """Record DTMF digits; ``#`` ends the pipeline, as a bot's "goodbye" would."""
-
-    def __init__(self, record: BotRecord) -> None:
-        super().__init__()
-        self._record = record
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
-        if isinstance(frame, InputDTMFFrame):
-            self._record.digits.append(frame.button.value)
-            if frame.button is KeypadEntry.POUND:
-                await self.push_frame(EndWorkerFrame())
 
 
 def bot_app(record: BotRecord, control_url: str) -> FastAPI:
@@ -126,28 +68,7 @@ def bot_app(record: BotRecord, control_url: str) -> FastAPI:
             auth_token=start["customParameters"]["auth_token"],
             base_url=control_url,
         )
-        transport = FastAPIWebsocketTransport(
-            websocket=websocket,
-            params=FastAPIWebsocketParams(
-                audio_in_enabled=True,
-                audio_out_enabled=True,
-                add_wav_header=False,
-                serializer=serializer,
-            ),
-        )
-        pipeline = Pipeline(
-            [transport.input(), DtmfRecorder(record), AudioEcho(record), transport.output()]
-        )
-        worker = PipelineWorker(
-            pipeline,
-            params=PipelineParams(
-                audio_in_sample_rate=PIPELINE_RATE_HZ, audio_out_sample_rate=PIPELINE_RATE_HZ
-            ),
-        )
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(worker)
-        await runner.run()
-        record.finished.set()
+        await run_echo_pipeline(websocket, record, serializer)
 
     return app
 
@@ -162,10 +83,6 @@ class Proxy:
 def control_proxy(stack: InteropStack) -> Iterator[Proxy]:
     """An HTTP proxy on 127.0.0.1 to the stack's control plane that records each exchange."""
     exchanges: list[dict[str, Any]] = []
-    ready = threading.Event()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     upstream = stack.local.api_url
 
     async def forward(request: web.Request) -> web.Response:
@@ -199,66 +116,16 @@ def control_proxy(stack: InteropStack) -> Iterator[Proxy]:
                 body=answer_body, status=answer.status, content_type=answer.content_type
             )
 
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        ready.set()
-        await stop.wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(5)
-    try:
+    with serve_http([("*", "/{tail:.*}", forward)]) as url:
         yield Proxy(url, exchanges)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(5)
-        loop.close()
-
-
-@dataclass
-class Bot:
-    url: str
-    record: BotRecord
 
 
 @pytest.fixture
 def pipecat_bot(control_proxy: Proxy) -> Iterator[Bot]:
     """Run the bot under uvicorn on 127.0.0.1 in a thread; stop it at the end."""
-    pipecat_logger.remove()
-    pipecat_logger.add(sys.stderr, level="WARNING")
     record = BotRecord()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        bot_app(record, control_proxy.url),
-        log_level="warning",
-        lifespan="off",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield Bot(f"ws://127.0.0.1:{port}/ws", record)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        pipecat_logger.remove()
-        pipecat_logger.add(sys.stderr)
+    with serve_bot(bot_app(record, control_proxy.url), record) as bot:
+        yield bot
 
 
 def _wait(condition: Any, timeout_s: float, what: str) -> None:
