@@ -7,19 +7,26 @@ Theory of operation:
    the marker bit or after ``source_switch_after_s`` of quiet, a new address only after that
    quiet; a re-INVITE that moves the remote's media re-opens the latch. A per-call token bucket
    cuts a flood before parsing. Every refusal is counted.
-2. **Receive**: audio goes into the `JitterBuffer`; telephone-event packets bypass it into the
-   `DtmfReceiver` (each digit once). `relay.media.playout.AgentFeed` turns what is due into
-   20 ms frames in the agent's format on a steady grid, concealing losses and filling silence.
+2. **Receive**: audio goes into the `JitterBuffer`, which lets in-order packets out on arrival
+   and waits only for missing ones (its adaptive target delay, over ``jitter_min_delay_ms``);
+   telephone-event packets bypass it into the `DtmfReceiver` (each digit once).
+   `relay.media.playout.AgentFeed` cuts the audio into 20 ms frames in the agent's format as
+   soon as it is here, concealing losses and filling silence.
 3. **Send**: `play` queues the agent's audio (bounded), `mark` and `clear` act on the queue, and
-   ``rtp_to_send(now)`` sends one 20 ms packet per tick of a grid anchored at construction. An
-   empty queue sends silence: many PBXs and carriers hang up on RTP inactivity, and NAT pinholes
-   close, while the agent listens. Marks are reported once the audio before them is sent.
+   ``rtp_to_send(now)`` sends one 20 ms packet per tick. An empty queue sends silence: many PBXs
+   and carriers hang up on RTP inactivity, and NAT pinholes close, while the agent listens.
+   `relay.media.pacing.SendPacer` says when ticks go: agent audio that arrives while the sender
+   waits for it leaves at once (call ``rtp_to_send`` right after `play`), audio queued ahead of
+   real time on a 20 ms grid. Marks are reported once the audio before them is sent.
 4. **Hold**: when the negotiated direction does not send, ticks still run (the RTP timestamp
    keeps time, queued audio and marks are consumed) but nothing is sent; the first packet after
    resuming has the marker bit. While the remote holds the call, the inactivity timer is off;
    otherwise no accepted RTP for ``inactivity_timeout_s`` gives one `MediaTimedOut`.
 5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
    to where the caller's RTCP comes from.
+
+Size: a little over 400 lines: both directions of a call share its source latch, codec, hold
+state and timer, and each stage it wires up lives in its own module already.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from relay.ids import IdSource
 from relay.media.codecs import get_decoder, get_encoder, get_spec
 from relay.media.dtmf import DtmfReceived, DtmfReceiver
 from relay.media.jitter import JitterBuffer, JitterBufferStats
+from relay.media.pacing import SendPacer
 from relay.media.pipeline import ReceivePath, SendPath, agent_format
 from relay.media.playout import FRAME_S, TIMER_SLACK_S, AgentFeed, AgentFeedStats, PlayoutQueue
 from relay.media.reports import RtcpReporter
@@ -117,6 +125,8 @@ class CallMedia:
         """Set up both directions for ``negotiated``; ``now`` anchors the send grid.
 
         Args:
+            jitter_min_delay_ms: the least time a missing caller packet is waited for before it
+                is concealed (the jitter buffer's floor; in-order audio is never held back).
             max_packets_per_s: RTP and RTCP datagrams accepted per second (burst: a fifth of
                 it); the rest of a flood is dropped before parsing.
             wall_clock_offset_s: Unix time minus ``now``, for the NTP timestamps of RTCP.
@@ -141,7 +151,7 @@ class CallMedia:
         self._reception: ReceptionStatistics | None = None
         self._idle_since = now
         self._timed_out = False
-        self._send_anchor, self._send_ticks = now, 0  # tick k is due at anchor + k * 20 ms
+        self._pacer = SendPacer(now)
         self._marker_next = True
         self._negotiated = negotiated
         self._inactivity_on = self._inactivity_armed(negotiated)
@@ -151,7 +161,9 @@ class CallMedia:
         spec = self._spec = get_spec(negotiated.codec)
         fmtp = negotiated.fmtp
         low, high = self._jitter_delays_ms
-        self._jitter = JitterBuffer(spec.clock_rate_hz, min_delay_ms=low, max_delay_ms=high)
+        self._jitter = JitterBuffer(
+            spec.clock_rate_hz, min_delay_ms=low, max_delay_ms=high, release_on_arrival=True
+        )
         self._receive = ReceivePath(spec, get_decoder(spec.name, fmtp=fmtp), self._agent)
         self._feed = AgentFeed(self._jitter, self._receive, spec)
         self._send = SendPath(spec, get_encoder(spec.name, fmtp=fmtp), self._agent)
@@ -182,10 +194,6 @@ class CallMedia:
     def delays_ms(self) -> tuple[float, float, float]:
         """Return the jitter buffer's target and the receive and send chains' filter delays."""
         return self._jitter.target_delay_ms, self._receive.delay_ms, self._send.delay_ms
-
-    @property
-    def _next_send_at(self) -> float:
-        return self._send_anchor + self._send_ticks * FRAME_S
 
     @property
     def destination(self) -> Address | None:
@@ -252,7 +260,10 @@ class CallMedia:
     # --- agent -> caller -------------------------------------------------------------------
 
     def play(self, audio: bytes, now: float) -> int:
-        """Queue agent audio of any size in the agent's format; return the bytes dropped."""
+        """Queue agent audio of any size in the agent's format; return the bytes dropped.
+
+        Call `rtp_to_send` right after: audio the sender was waiting for leaves at once.
+        """
         self.stats.playout_dropped_bytes += (dropped := self._playout.push(audio))
         return dropped
 
@@ -265,29 +276,38 @@ class CallMedia:
         """Drop all queued agent audio at once (barge-in); pending marks are reported cleared."""
         for name in self._playout.clear():
             self._emit(MarkPlayed(name, cleared=True))
+        self._pacer.interrupt()
 
     def rtp_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Return the datagrams due by ``now``: one RTP packet per 20 ms tick, RTCP when due."""
+        """Return the datagrams due by ``now``: RTP ticks (see `SendPacer`), RTCP when due."""
         out: list[tuple[bytes, Address]] = []
         increment = self._spec.timestamp_increment
-        late = now - self._next_send_at
+        pacer = self._pacer
+        late = now - pacer.due_at
         if late > MAX_SEND_CATCH_UP_S:  # our caller stalled: skip ticks rather than burst
             skipped = int(late / FRAME_S)
             self._packetizer.advance(skipped * increment)
-            self._send_ticks += skipped
+            pacer.skip(skipped)
             self.stats.send_ticks_skipped += skipped
-        while now + TIMER_SLACK_S >= self._next_send_at:
-            self._tick(out, increment)
-            self._send_ticks += 1
+        while now + TIMER_SLACK_S >= self._next_tick_at():
+            audio = self._tick(out, increment)
+            pacer.sent(now, audio=audio, waiting=not self._playout.ready())
         if now + TIMER_SLACK_S >= self.reporter.next_report_at:
             destination = self._rtcp_destination()
-            report = self.reporter.report(self._reception, now)  # reschedules, sent or not
-            if destination is not None:
+            at = pacer.timestamp_at(now, self._packetizer.timestamp, self._spec.clock_rate_hz)
+            report = self.reporter.report(self._reception, now, rtp_timestamp=at)
+            if destination is not None:  # rescheduled above, sent or not
                 out.append((report, destination))
                 self.stats.rtcp_sent += 1
         return out
 
-    def _tick(self, out: list[tuple[bytes, Address]], increment: int) -> None:
+    def _next_tick_at(self) -> float:
+        sends = self._negotiated.direction.sends and self.destination is not None
+        ready = sends and self._playout.ready()
+        return self._pacer.next_at(ready=ready, partial_s=self._playout.queued_ms / 1000)
+
+    def _tick(self, out: list[tuple[bytes, Address]], increment: int) -> bool:
+        """Send (or, on hold, skip) one packet; return whether it carried agent audio."""
         frame = self._playout.pop_frame()
         self._collect_marks()
         destination = self.destination
@@ -295,7 +315,7 @@ class CallMedia:
             self._packetizer.advance(increment)
             self._marker_next = True
             self.stats.frames_discarded_on_hold += frame is not None
-            return
+            return False
         if frame is None:
             payload = self._send.silence()
             self.stats.silence_sent += 1
@@ -310,6 +330,7 @@ class CallMedia:
         self._marker_next = False
         out.append((bytes(packet), destination))
         self.stats.rtp_sent += 1
+        return frame is not None
 
     def _collect_marks(self) -> None:
         for name in self._playout.played_marks():
@@ -361,7 +382,7 @@ class CallMedia:
 
     def get_timer(self) -> float:
         """Return when to call `handle_timer`, `rtp_to_send` and `next_agent_frame` next."""
-        timer = min(self._next_send_at, self.reporter.next_report_at)
+        timer = min(self._next_tick_at(), self.reporter.next_report_at)
         for other in (self._feed.get_timer(), self._dtmf.get_timer()):
             if other is not None and other < timer:
                 timer = other

@@ -19,7 +19,10 @@ Theory of operation:
 4. ``pop(now)`` returns the next packet once it is due, a `Gap` once a missing packet's slot has
    passed and a later packet is buffered (the decoder conceals it), or None: nothing is due, or
    the buffer ran dry (the sender paused or stopped; the caller decides what silence means).
-   Call it until it returns None; `get_timer` says when to call it next.
+   Call it until it returns None; `get_timer` says when to call it next. With
+   ``release_on_arrival`` the next packet in sequence leaves as soon as it is here: the target
+   delay then only says how long a *missing* packet is waited for (reordering), so in-order
+   audio is never held back; lowering the delay (point 3) then drops no audio.
 5. A packet whose sequence number is already buffered or was just played is a *duplicate*; one
    whose slot passed is *late*. A sequence number far from the stream (a jump of ``capacity`` or
    more ahead, or more than ``MAX_MISORDER`` behind) is believed only when the next packet follows
@@ -89,8 +92,13 @@ class JitterBuffer:
         max_delay_ms: int = 200,
         capacity: int = 64,
         max_timestamp_jump_ms: int = 1000,
+        release_on_arrival: bool = False,
     ) -> None:
         """Create an empty buffer for a stream whose timestamps run at ``clock_rate_hz``.
+
+        Args:
+            release_on_arrival: let the next packet in sequence leave at once instead of at its
+                playout time (point 4): for a consumer that wants audio soonest, not smoothly.
 
         Raises:
             ValueError: if the delays are negative or inverted, or ``capacity`` < 2.
@@ -106,7 +114,9 @@ class JitterBuffer:
         self.max_delay_s = max_delay_ms / 1000
         self.capacity = capacity
         self.max_timestamp_jump_s = max_timestamp_jump_ms / 1000
+        self.release_on_arrival = release_on_arrival
         self.stats = JitterBufferStats()
+        self._pushed_at = 0.0  # the latest arrival: a buffered packet is here since then
         self._jitter_s = 0.0
         self._samples_per_packet = clock_rate_hz * DEFAULT_FRAME_MS // 1000
         self._clear()
@@ -153,6 +163,7 @@ class JitterBuffer:
     def push(self, packet: RtpPacket, now: float) -> None:
         """Take a packet that arrived at ``now`` (monotonic seconds)."""
         self.stats.received += 1
+        self._pushed_at = now
         head = self._next
         if head is None or packet.ssrc != self._ssrc:
             if head is not None:
@@ -176,7 +187,7 @@ class JitterBuffer:
             packet = self._packets.get(self._next)
             if packet is None:
                 return self._pop_gap(now)
-            if now < self._due(packet.timestamp):
+            if now < self._due(packet.timestamp) and not self.release_on_arrival:
                 return None
             del self._packets[self._next]
             self._advance(played=True)
@@ -193,9 +204,14 @@ class JitterBuffer:
         if self._next is None or not self._packets:
             return None
         packet = self._packets.get(self._next)
-        if packet is not None:
-            return self._due(packet.timestamp)
-        return self._gap_due()[0]
+        if packet is None:
+            return self._gap_due()[0]
+        due = self._due(packet.timestamp)
+        return min(due, self._pushed_at) if self.release_on_arrival else due
+
+    def playout_time(self, timestamp: int) -> float | None:
+        """Return when audio at RTP ``timestamp`` is due to play, or None before any packet."""
+        return None if self._next is None else self._due(timestamp)
 
     # --- arrival ---------------------------------------------------------------------------
 
@@ -292,7 +308,7 @@ class JitterBuffer:
         slack = self._offset_s - self._window_max_transit_s  # what the latest packet waited
         if self._offset_s > desired + frame_s and slack > frame_s:
             self._offset_s -= frame_s
-            self._discard_pending = True
+            self._discard_pending = not self.release_on_arrival  # else nothing waits that long
         elif self._offset_s < desired:
             self._offset_s = desired
         self._base_transit_s = base

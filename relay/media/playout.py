@@ -1,24 +1,27 @@
 """Pacing audio into 20 ms frames toward each side of a call (sans-I/O).
 
 - `AgentFeed` (caller -> agent) pulls the caller's audio out of the jitter buffer and cuts it
-  into frames in the agent's format on a 20 ms grid:
+  into frames in the agent's format:
 
-  1. The grid runs ``anchor + k * 20 ms`` (no drift), anchored where the jitter buffer made
-     the audio due: at the first frame, and again whenever a frame's audio became due more than
-     ``RESYNC_TOLERANCE_S`` off the grid (packets longer than 20 ms, or the jitter buffer moved
-     its delay). A frame leaves once its grid point has come and its audio is due; frames are
-     never closer than ``MIN_INTERVAL_S``: audio due in the past (a caller of `pop_frame` that
-     stalled, a stream that started with reordered packets) is caught up at 2x real time.
-  2. If the audio is buffered but not yet due, the frame waits for it, up to ``MAX_SLIP_S``, and
-     the grid follows: no audio is concealed that is about to come.
-  3. If nothing is buffered ``FILL_GRACE_S`` after a grid point (a burst loss, a stalled or
-     paused sender, hold), the frame is filled: decoder concealment for ``CONCEAL_FILL_MS``,
-     then silence. The agent keeps getting one frame per grid point.
+  1. A frame leaves as soon as its 20 ms of audio have left the jitter buffer (which releases
+     in-order packets on arrival: ``release_on_arrival``), so in-order audio reaches the agent
+     when it arrives, whatever the packet duration: with 30 ms packets, frames leave 0, 30, 40,
+     60, 90, 100 ms... Frames are never closer than ``MIN_INTERVAL_S``: audio that piled up (a
+     caller of `pop_frame` that stalled, a burst after a network stall) is caught up at 2x.
+  2. Audio the next frame still needs is *expected* at the jitter buffer's playout time of the
+     first missing sample (for a frame that ends inside the next, longer packet: that packet's
+     time, so the wait follows the packet duration). If a later packet is buffered, the jitter
+     buffer says when the missing one is given up (a `Gap`, concealed by the decoder).
+  3. If nothing is buffered ``FILL_GRACE_S`` (the jitter allowance) after the expected time (a
+     burst loss, a stalled or paused sender, hold), the frame is filled: decoder concealment for
+     ``CONCEAL_FILL_MS``, then silence. The expected time moves 20 ms per fill, so the agent
+     keeps getting one frame every 20 ms.
   4. The RTP timestamp reached by filling is remembered: a `Gap` the fill already covered is
      skipped, and a late packet's covered part is dropped (unless its marker bit starts a new
      talkspurt, or it is far off: then the timeline restarts from it). So a fill never adds
      delay, and a burst of late audio never reaches the agent as a burst of frames.
-  5. What waits in the feed is bounded by ``MAX_FIFO_MS``.
+  5. What waits in the feed is bounded by ``MAX_FIFO_MS``; the wait for missing audio by
+     ``MAX_SLIP_S``.
 
 - `PlayoutQueue` (agent -> caller) holds the agent's audio, any size, until the 20 ms RTP sender
   takes it, with the marks placed between its bytes; it is bounded in duration, and ``clear``
@@ -38,11 +41,10 @@ from relay.media.seq import timestamp_diff
 
 FRAME_S = 0.020
 TIMER_SLACK_S = 1e-4  # a timer may fire this early (float rounding, loop clock resolution)
-FILL_GRACE_S = 0.010
+FILL_GRACE_S = 0.010  # how late past its expected time missing audio may still come
 MAX_SLIP_S = 0.200  # the jitter buffer's default maximum delay; also covers 120 ms packets
 CONCEAL_FILL_MS = 60  # G.711 Appendix I fades over 60 ms; after that, plain silence
 MIN_INTERVAL_S = FRAME_S / 2
-RESYNC_TOLERANCE_S = 0.001
 MAX_FIFO_MS = 140  # one frame plus the longest Opus packet (120 ms)
 RECENT_PAYLOADS = 8  # kept by sequence number, for the Opus FEC of a lost packet
 PARTIAL_FRAME_WAIT_TICKS = 2
@@ -80,15 +82,10 @@ class AgentFeed:
         self._silence = bytes((agent.silence_byte,))
         self._units_per_byte = codec.clock_rate_hz / (agent.sample_rate_hz * agent.bytes_per_sample)
         self._fifo = bytearray()
-        self._anchor: float | None = None
-        self._count = 0  # frames since the anchor: the next is due at anchor + count * 20 ms
-        self._expected_ts: int | None = None
+        self._last_at: float | None = None  # when the last frame left
+        self._expected_ts: int | None = None  # the RTP timestamp the fifo's audio reaches
         self._filled_ms = 0.0
         self._recent: dict[int, bytes] = {}
-
-    @property
-    def _next_at(self) -> float | None:
-        return None if self._anchor is None else self._anchor + self._count * FRAME_S
 
     def remember(self, packet: RtpPacket) -> None:
         """Keep a pushed packet's payload for a while: FEC of the packet before it (Opus)."""
@@ -98,58 +95,57 @@ class AgentFeed:
             del recent[next(iter(recent))]
 
     def pop_frame(self, now: float) -> bytes | None:
-        """Return the next frame once it is due, else None; call until None."""
-        due = self._next_at
-        if due is not None and now + TIMER_SLACK_S < due:
+        """Return the next frame as soon as it may leave, else None; call until None."""
+        last = self._last_at
+        if last is not None and now + TIMER_SLACK_S < last + MIN_INTERVAL_S:
             return None
-        frame, ready = self._take(now)
+        frame = self._take(now)
         if frame is None:
             return None
-        anchor = now if self._anchor is None else self._anchor
-        if ready is not None and (due is None or abs(ready - due) > RESYNC_TOLERANCE_S):
-            anchor, self._count = ready, 0  # follow the jitter buffer's schedule
-        self._count += 1
-        if now + MIN_INTERVAL_S > anchor + self._count * FRAME_S:
-            # Audio due in the past (a stalled caller, a late start) is caught up at 2x.
-            anchor, self._count = now + MIN_INTERVAL_S - FRAME_S, 1
-        self._anchor = anchor
+        self._last_at = now
         self.stats.frames += 1
         return frame
 
     def get_timer(self) -> float | None:
         """Return when `pop_frame` may next give a frame, or None until the caller's audio."""
-        due = self._next_at
+        last = self._last_at
+        paced = None if last is None else last + MIN_INTERVAL_S
         if len(self._fifo) >= self._frame_bytes:
-            return due
-        buffered = self.jitter.get_timer()
-        if due is None:
-            return buffered
-        if buffered is not None and buffered <= due + MAX_SLIP_S:
-            return max(due, buffered)
-        return due + FILL_GRACE_S
+            return paced
+        at = self.jitter.get_timer()
+        expected = self._expected_at()
+        if at is None or (expected is not None and at > expected + MAX_SLIP_S):
+            at = None if expected is None else expected + FILL_GRACE_S
+        return at if paced is None or at is None else max(at, paced)
 
-    def _take(self, now: float) -> tuple[bytes | None, float | None]:
-        """Return a frame (or None) and when the audio that completed it was due."""
-        need, fifo, ready = self._frame_bytes, self._fifo, None
+    def _expected_at(self) -> float | None:
+        """Return when the audio the next frame still needs should be here (point 2)."""
+        last, expected = self._last_at, self._expected_ts
+        if last is None or expected is None:
+            return None
+        at = self.jitter.playout_time(expected)
+        if at is None:  # the jitter buffer was reset: the next packet restarts the timeline
+            return last + FRAME_S
+        return min(max(at, last), last + MAX_SLIP_S)
+
+    def _take(self, now: float) -> bytes | None:
+        need, fifo = self._frame_bytes, self._fifo
         while len(fifo) < need:
-            at = self.jitter.get_timer()
             item = self.jitter.pop(now + TIMER_SLACK_S)
             if item is None:
                 break
-            ready = at
             self._play(item)
         if len(fifo) < need:
-            due = self._next_at
-            if due is None or now + TIMER_SLACK_S < due + FILL_GRACE_S:
-                return None, None
+            expected = self._expected_at()
+            if expected is None or now + TIMER_SLACK_S < expected + FILL_GRACE_S:
+                return None
             buffered = self.jitter.get_timer()
-            if buffered is not None and buffered <= due + MAX_SLIP_S:
-                return None, None  # audio is on its way: wait for it rather than conceal it
+            if buffered is not None and buffered <= expected + MAX_SLIP_S:
+                return None  # audio is on its way: wait for it rather than conceal it
             self._fill(need - len(fifo))
-            ready = None
         frame = bytes(fifo[:need])
         del fifo[:need]
-        return frame, ready
+        return frame
 
     def _play(self, item: RtpPacket | Gap) -> None:
         expected = self._expected_ts
@@ -249,6 +245,11 @@ class PlayoutQueue:
         pending = [name for _, name in self._marks]
         self._marks.clear()
         return pending
+
+    def ready(self) -> bool:
+        """Return whether a frame can leave without waiting: a whole one, or a part a mark ends."""
+        size = len(self._buffer)
+        return size >= self.frame_bytes or (size > 0 and self._mark_due(size))
 
     def pop_frame(self) -> bytes | None:
         """Return the next 20 ms frame, or None (send silence).

@@ -77,8 +77,15 @@ class RtcpReporter:
                         self.round_trip_time_ms = rtt * 1000
         return True
 
-    def report(self, reception: ReceptionStatistics | None, now: float) -> bytes:
-        """Return our next compound report and schedule the one after it."""
+    def report(
+        self, reception: ReceptionStatistics | None, now: float, *, rtp_timestamp: int | None = None
+    ) -> bytes:
+        """Return our next compound report and schedule the one after it.
+
+        Args:
+            rtp_timestamp: the RTP timestamp that stands for ``now`` in an SR (RFC 3550 §6.4.1);
+                by default the one the next packet will carry.
+        """
         self.next_report_at = now + self._interval_s()
         block = None if reception is None else reception.report_block(now)
         blocks = () if block is None else (block,)
@@ -88,7 +95,7 @@ class RtcpReporter:
             report = SenderReport(
                 ssrc=packetizer.ssrc,
                 ntp_timestamp=ntp_timestamp(now + self.wall_clock_offset_s),
-                rtp_timestamp=packetizer.timestamp,
+                rtp_timestamp=packetizer.timestamp if rtp_timestamp is None else rtp_timestamp,
                 packet_count=packetizer.packets_sent,
                 octet_count=packetizer.octets_sent,
                 reports=blocks,

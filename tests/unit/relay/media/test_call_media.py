@@ -18,6 +18,7 @@ from relay.media.call_media import CallMedia, MarkPlayed, MediaEvent, MediaTimed
 from relay.media.codecs import get_decoder, get_encoder, get_spec
 from relay.media.codecs.g711 import alaw_decode, ulaw_decode, ulaw_encode
 from relay.media.dtmf import DtmfReceived, DtmfSender
+from relay.media.pacing import FLOW_JITTER_S
 from relay.media.playout import TIMER_SLACK_S
 from relay.media.rtcp import (
     ReceiverReport,
@@ -72,9 +73,17 @@ def tone(rate_hz: int, frequency_hz: float, start: int, count: int, amplitude: i
 
 
 class Caller:
-    """A phone sending a tone in 20 ms packets of ``codec``."""
+    """A phone sending a tone in packets of ``codec``, 20 ms each unless ``ptime_ms`` says."""
 
-    def __init__(self, codec: str = "PCMU", frequency_hz: float = 1000, *, ssrc: int = 0x5EED):
+    def __init__(
+        self,
+        codec: str = "PCMU",
+        frequency_hz: float = 1000,
+        *,
+        ssrc: int = 0x5EED,
+        ptime_ms: int = 20,
+    ):
+        self.ptime_ms = ptime_ms
         self.spec = get_spec(codec)
         self.pt = PAYLOAD_TYPES[codec]
         self.frequency_hz = frequency_hz
@@ -84,12 +93,13 @@ class Caller:
         self.index = 0
 
     def next(self, *, marker: bool = False) -> bytes:
-        n = self.spec.samples_per_frame
+        n = self.spec.samples_per_frame * self.ptime_ms // 20
         pcm = tone(self.spec.sample_rate_hz, self.frequency_hz, self.index * n, n)
         self.index += 1
         payload = self.encoder.encode(pcm)
+        samples = self.spec.timestamp_increment * self.ptime_ms // 20
         packet = self.packetizer.packetize(
-            payload, payload_type=self.pt, samples=self.spec.timestamp_increment, marker=marker
+            payload, payload_type=self.pt, samples=samples, marker=marker
         )
         return bytes(packet)
 
@@ -124,12 +134,27 @@ def drive(
         while index < len(pending) and pending[index][0] <= now:
             media.receive_rtp(pending[index][1], source, now)
             index += 1
-        media.handle_timer(now)
-        run.sent += [(now, data, to) for data, to in media.rtp_to_send(now)]
-        while (frame := media.next_agent_frame(now)) is not None:
-            run.frames.append((now, frame))
-        while (event := media.next_event()) is not None:
-            run.events.append(event)
+        service(media, now, run)
+
+
+def service(media: CallMedia, now: float, run: Run) -> None:
+    """Do what the adapter does after a datagram, a timer, or the agent's play/mark/clear."""
+    media.handle_timer(now)
+    run.sent += [(now, data, to) for data, to in media.rtp_to_send(now)]
+    while (frame := media.next_agent_frame(now)) is not None:
+        run.frames.append((now, frame))
+    while (event := media.next_event()) is not None:
+        run.events.append(event)
+
+
+def play_chunks(media: CallMedia, chunks: Sequence[tuple[float, bytes]], until: float) -> Run:
+    """Drive ``media`` with the agent's ``chunks`` played at their times, each then serviced."""
+    run = Run()
+    for at, audio in chunks:
+        drive(media, at - 1e-9, run=run)
+        media.play(audio, at)
+        service(media, at, run)
+    return drive(media, until, run=run)
 
 
 def caller_stream(caller: Caller, count: int, *, start: float = 0.0) -> list[tuple[float, bytes]]:
@@ -189,13 +214,13 @@ def test_each_path_names_its_chain() -> None:
     assert str(make("PCMA")).startswith("rtp(PCMA/8) -> jitter(0ms) -> PCMA->PCMU -> twilio")
 
 
-@pytest.mark.parametrize(("hold_ms", "released_at"), [(0, 0.013), (20, 0.033)])
-def test_the_first_frame_leaves_when_the_jitter_buffer_releases_the_first_packet(
-    hold_ms: int, released_at: float
+@pytest.mark.parametrize("floor_ms", [0, 20])
+def test_in_order_audio_reaches_the_agent_on_arrival_whatever_the_jitter_floor(
+    floor_ms: int,
 ) -> None:
-    media = make(jitter_min_delay_ms=hold_ms)
+    media = make(jitter_min_delay_ms=floor_ms)  # the floor only waits for missing packets
     run = drive(media, 0.1, [(0.013, Caller().next())])
-    assert [t for t, _ in run.frames][:1] == [pytest.approx(released_at)]
+    assert [t for t, _ in run.frames][:1] == [pytest.approx(0.013)]
 
 
 def test_sipp_30_ms_pcma_packets_become_even_20_ms_agent_frames_and_all_are_played() -> None:
@@ -263,7 +288,12 @@ def test_agent_audio_goes_out_paced_with_the_negotiated_payload_type(
     assert {(b.timestamp - a.timestamp) % 2**32 for a, b in pairwise(packets)} == {
         spec.timestamp_increment
     }
-    assert np.allclose(np.diff([t for t, _, _ in run.sent]), 0.02)
+    times = np.array([t for t, _, _ in run.sent])
+    assert np.allclose(np.diff(times[:25]), 0.02)
+    # After the last frame the sender waits for more (a real-time agent's next chunk), then
+    # sends silence on the grid it kept.
+    assert times[25] == pytest.approx(0.5 + FLOW_JITTER_S)
+    assert np.allclose(times[26:], 0.52 + 0.02 * np.arange(14))
     decoder = get_decoder(codec)
     pcm = np.frombuffer(b"".join(decoder.decode(p.payload) for p in packets[:25]), dtype="<i2")
     rate = spec.sample_rate_hz
@@ -433,12 +463,16 @@ def test_a_reinvite_that_moves_the_media_reopens_the_latch() -> None:
 def test_a_flood_is_cut_before_parsing_and_memory_stays_bounded() -> None:
     media = make()
     caller = Caller()
+    run = drive(media, 1.0 - 1e-9)
     for _ in range(20_000):
         media.receive_rtp(caller.next(), CALLER, 1.0)
     assert media.stats.rate_limited == 20_000 - 50
     assert media.jitter_stats.received == 50
-    run = drive(media, 1.5)
-    assert len(run.frames) <= 26
+    run = drive(media, 1.5, run=run)
+    times = [t for t, _ in run.frames]
+    # The backlog reaches the agent at 2x real time (in order, on arrival), not at once.
+    assert times[0] == 1.0 and len(times) == 50 and times[-1] == pytest.approx(1.49)
+    assert np.diff(times).min() >= 0.01 - 2 * TIMER_SLACK_S
 
 
 # --- hold, inactivity, RTCP --------------------------------------------------------------------

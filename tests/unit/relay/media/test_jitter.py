@@ -150,6 +150,30 @@ def test_a_missing_packet_becomes_a_gap_once_its_slot_has_passed() -> None:
     assert [p.sequence_number for p in drain(buffer, 0.080)] == [3]
 
 
+def test_released_on_arrival_in_order_packets_leave_at_once_and_missing_ones_wait() -> None:
+    buffer = JitterBuffer(8000, min_delay_ms=40, release_on_arrival=True)
+    for i in (0, 1):
+        buffer.push(packet(i), now=i * 0.020)
+        assert buffer.get_timer() == i * 0.020  # due at once, not 40 ms later
+        assert [p.sequence_number for p in drain(buffer, i * 0.020)] == [i]
+    buffer.push(packet(3), now=0.060)
+    # Packet 3 is here but 2 is not: 2 is waited for until its slot, the 40 ms floor after
+    # when it should have come.
+    assert buffer.get_timer() == pytest.approx(0.080) and drain(buffer, 0.079) == []
+    assert [item.sequence_number for item in drain(buffer, 0.080)] == [2, 3]
+    assert buffer.playout_time(4 * SAMPLES) == pytest.approx(0.120)
+    assert_accounted(buffer)
+
+
+def test_released_on_arrival_the_delay_comes_down_without_dropping_audio() -> None:
+    rng = random.Random(1)
+    buffer = JitterBuffer(8000, min_delay_ms=0, max_delay_ms=160, release_on_arrival=True)
+    run_stream(buffer, rng, 0, 500, jitter_ms=100)
+    high = buffer.playout_delay_ms
+    run_stream(buffer, rng, 500, 1500, jitter_ms=0)
+    assert buffer.playout_delay_ms < high - 40 and buffer.stats.discarded == 0
+
+
 def test_running_dry_returns_none_rather_than_inventing_gaps() -> None:
     buffer = JitterBuffer(8000)
     buffer.push(packet(0), now=0.0)
