@@ -41,6 +41,9 @@ HELD_OUTPUT = 300
 _T = TypeVar("_T")
 
 
+REARM_TOLERANCE_S = 0.001
+"""A timer within this of the core's next deadline stays as it is."""
+
 MAX_BEFORE_START_BYTES = 30 * 8000 * 2
 """Agent audio held while the caller rings: 30 s at the largest framing rate we hold for (16-bit 8 kHz)."""
 
@@ -386,10 +389,16 @@ class RtpSession:
             self._held.append((deliver, value))
 
     def _arm(self, when: float | None) -> None:
-        if when is None or (self._timer is not None and self._timer_when <= when):
-            return  # an earlier timer fires first and re-arms from the core then
-        if self._timer is not None:
-            self._timer.cancel()
+        """Have one timer at ``when``: moved when the core's next deadline moves.
+
+        Later as well as earlier: audio that arrives on time pushes the core's deadlines on,
+        and a timer left at the old time would wake the loop for nothing once a frame per call.
+        """
+        timer = self._timer
+        if when is None or (timer is not None and abs(self._timer_when - when) < REARM_TOLERANCE_S):
+            return
+        if timer is not None:
+            timer.cancel()
         # (uvloop returns a plain Handle, with no when(), for a time already past)
         self._timer, self._timer_when = self._loop.call_at(when, self._on_timer), when
 
