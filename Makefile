@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck bench clean
+.PHONY: dev test lint typecheck bench bench-load clean
 
 $(STAMP): requirements.txt requirements-relay.txt requirements-dev.txt
 	scripts/system-deps.sh
@@ -25,9 +25,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The in-process benchmarks (a few minutes); bench-load runs the relay under SIPp (about 20 min).
 bench: $(STAMP)
 	$(PY) -m bench.routing
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.sip_parser
+	$(PY) -m bench.rtp
+	$(PY) -m bench.codecs
+	$(PY) -m bench.media
+
+bench-load: $(STAMP)
+	$(PY) -m bench.sip_load
+	$(PY) -m bench.relay_calls
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .dev

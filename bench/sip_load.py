@@ -540,7 +540,7 @@ the cyclic GC finds them (the layer no longer clears the owner of a transaction 
 RELAY_GC_UNTUNED = (
     "-c",
     "import gc, sys, relay.__main__ as m; gc.freeze = lambda: None;"
-    " m._collect_young = lambda loop: None; sys.exit(m.main())",
+    " m._collect_young = lambda loop, count=0: None; sys.exit(m.main())",
 )
 """What-if: the relay without the GC tuning of ``relay/__main__.py`` (no freeze, no cadence)."""
 WHAT_IFS = {RELAY_WITH_CYCLES: "call <-> transaction cycles kept", RELAY_GC_UNTUNED: "GC untuned"}
