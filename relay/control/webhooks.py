@@ -260,10 +260,11 @@ class AllowlistCache:
     def allowed(self, ip: str, now: float) -> bool | None:
         """Return whether ``ip`` may send INVITEs, or None when the cache cannot tell (fail open).
 
-        An INVITE the SIP layer attributes to one of the edge's registrations is not guarded at all
-        (the control plane admits it by registration, whatever its source).
+        While some account has a registration (``hasRegistrations``), nothing is guarded: the
+        control plane admits an INVITE over a registration whatever its source, and the edge
+        cannot tell those INVITEs apart before asking.
         """
-        if self._snapshot is None or self._fetched_at is None:
+        if self._snapshot is None or self._fetched_at is None or self._snapshot.has_registrations:
             return None
         if now - self._fetched_at > self.max_age_s:
             return None
