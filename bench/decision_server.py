@@ -5,7 +5,9 @@
 - ``POST /webhooks/sip/invite``: an immediate decision, with no signature check, no parsing of
   the INVITE beyond nothing at all, and no storage. ``--mode reject`` answers
   ``InviteRejected`` (``--status``, 404 by default); ``--mode accept`` answers ``InviteAccepted``
-  with a fresh call id and the media endpoint ``ws://127.0.0.1:<port>/agent`` (Twilio framing).
+  with a fresh call id and the media endpoint ``ws://127.0.0.1:<port>/agent`` (Twilio framing),
+  or, with ``--agent-url URL`` (repeatable), those URLs in turn (round-robin), e.g. the echo
+  agents of ``bench/relay_calls.py``.
 - ``POST /webhooks/sip/events``: acknowledges every event of the batch (counted, not stored).
 - ``GET /webhooks/sip/allowlist``: ``--allow`` (``127.0.0.0/8`` by default) as the relay's IP
   guard snapshot. ``--allow 10.0.0.0/8`` makes the guard refuse 127.0.0.1 with a 403 before
@@ -14,18 +16,20 @@
   until the relay closes (it never speaks and never hangs up).
 - ``GET /stats``: what was served so far, as JSON.
 
-The benchmark (``bench/sip_load.py``) runs it as its own process so that its CPU time is
-measured apart from the relay's and SIPp's.
+The benchmarks (``bench/sip_load.py``, ``bench/relay_calls.py``) run it as its own process so
+that its CPU time is measured apart from the relay's and SIPp's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 from aiohttp import WSMsgType, web
 
@@ -33,10 +37,12 @@ HOST = "127.0.0.1"
 REJECT_REASON = "no_agent_matched"
 
 
-def build_app(mode: str, status: int, allow: list[str], port: int) -> web.Application:
+def build_app(
+    mode: str, status: int, allow: list[str], port: int, *, agent_urls: Sequence[str] = ()
+) -> web.Application:
     """Return the aiohttp application described in the module docstring."""
     counts: Counter[str] = Counter()
-    agent_url = f"ws://{HOST}:{port}/agent"
+    agent_url = itertools.cycle(agent_urls or [f"ws://{HOST}:{port}/agent"])
     rejected = json.dumps(
         {"action": "reject", "sipStatus": status, "reason": REJECT_REASON, "message": ""}
     ).encode()
@@ -56,7 +62,7 @@ def build_app(mode: str, status: int, allow: list[str], port: int) -> web.Applic
                     "callId": str(uuid.uuid4()),
                     "accountId": "default",
                     "agentId": None,
-                    "mediaEndpoint": {"url": agent_url, "framing": "twilio"},
+                    "mediaEndpoint": {"url": next(agent_url), "framing": "twilio"},
                 }
             ).encode()
         return web.Response(body=body, content_type="application/json")
@@ -95,9 +101,13 @@ def build_app(mode: str, status: int, allow: list[str], port: int) -> web.Applic
     return app
 
 
-async def serve(mode: str, status: int, allow: list[str], port: int) -> None:
+async def serve(
+    mode: str, status: int, allow: list[str], port: int, *, agent_urls: Sequence[str] = ()
+) -> None:
     """Serve on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
-    runner = web.AppRunner(build_app(mode, status, allow, port), access_log=None)
+    runner = web.AppRunner(
+        build_app(mode, status, allow, port, agent_urls=agent_urls), access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, HOST, port, backlog=1024)
     await site.start()
@@ -118,8 +128,12 @@ def main() -> None:
     parser.add_argument("--mode", choices=("reject", "accept"), default="reject")
     parser.add_argument("--status", type=int, default=404)
     parser.add_argument("--allow", nargs="*", default=["127.0.0.0/8"])
+    parser.add_argument(
+        "--agent-url", action="append", default=[],
+        help="media endpoint of accepted calls (repeatable: round-robin); default: this server's",
+    )  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(serve(args.mode, args.status, args.allow, args.port))
+    asyncio.run(serve(args.mode, args.status, args.allow, args.port, agent_urls=args.agent_url))
 
 
 if __name__ == "__main__":
