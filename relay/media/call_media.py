@@ -17,11 +17,15 @@ Theory of operation:
    and carriers hang up on RTP inactivity, and NAT pinholes close, while the agent listens.
    `relay.media.pacing.SendPacer` says when ticks go: agent audio that arrives while the sender
    waits for it leaves at once (call ``rtp_to_send`` right after `play`), audio queued ahead of
-   real time on a 20 ms grid. Marks are reported once the audio before them is sent.
+   real time on a 20 ms grid. Marks are reported once the audio before them is sent. A lag
+   that stands while the agent feeds the queue at real time (`relay.media.playout.StandingLag`:
+   a real-time agent after any hiccup) is given back one 20 ms frame at a time, dropped from
+   the head of the queue (``lag_frames_dropped``); an agent ahead of real time is never cut.
 4. **Hold**: when the negotiated direction does not send, ticks still run (the RTP timestamp
-   keeps time, queued audio and marks are consumed) but nothing is sent; the first packet after
-   resuming has the marker bit. While the remote holds the call, the inactivity timer is off;
-   otherwise no accepted RTP for ``inactivity_timeout_s`` gives one `MediaTimedOut`.
+   keeps time, queued audio and marks are consumed, no lag is dropped) but nothing is sent; the
+   first packet after resuming has the marker bit. While the remote holds the call, the
+   inactivity timer is off; otherwise no accepted RTP for ``inactivity_timeout_s`` gives one
+   `MediaTimedOut`.
 5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
    to where the caller's RTCP comes from.
 
@@ -41,7 +45,14 @@ from relay.media.dtmf import DtmfReceived, DtmfReceiver
 from relay.media.jitter import JitterBuffer, JitterBufferStats
 from relay.media.pacing import SendPacer
 from relay.media.pipeline import ReceivePath, SendPath, agent_format
-from relay.media.playout import FRAME_S, TIMER_SLACK_S, AgentFeed, AgentFeedStats, PlayoutQueue
+from relay.media.playout import (
+    FRAME_S,
+    TIMER_SLACK_S,
+    AgentFeed,
+    AgentFeedStats,
+    PlayoutQueue,
+    StandingLag,
+)
 from relay.media.reports import RtcpReporter
 from relay.media.rtcp import is_rtcp
 from relay.media.rtp import RTP_HEADER_LENGTH, RtpPacket, RtpPacketizer, RtpParseError
@@ -96,6 +107,8 @@ class CallMediaStats:
     frames_discarded_on_hold: int = 0
     send_ticks_skipped: int = 0
     playout_dropped_bytes: int = 0
+    lag_frames_dropped: int = 0
+    """Frames of agent audio dropped unsent to give back a standing lag (`StandingLag`)."""
     marks_dropped: int = 0
     rtcp_foreign: int = 0
     """From another host than the latched RTP source; what is parsed is in `CallMedia.reporter`."""
@@ -144,6 +157,7 @@ class CallMedia:
             self._packetizer, ids=ids, now=now, wall_clock_offset_s=wall_clock_offset_s
         )
         self._playout = PlayoutQueue(self._agent, max_ms=max_playout_ms)
+        self._lag = StandingLag(self._agent)
         self._events: deque[MediaEvent] = deque()
         self._bucket = TokenBucket(max_packets_per_s, max(10, max_packets_per_s / 5), now=now)
         self._latch = SourceLatch(source_switch_after_s, last_heard_at=now)
@@ -265,6 +279,7 @@ class CallMedia:
         Call `rtp_to_send` right after: audio the sender was waiting for leaves at once.
         """
         self.stats.playout_dropped_bytes += (dropped := self._playout.push(audio))
+        self._lag.arrived(len(audio) - dropped, now)
         return dropped
 
     def mark(self, name: str) -> None:
@@ -277,6 +292,7 @@ class CallMedia:
         for name in self._playout.clear():
             self._emit(MarkPlayed(name, cleared=True))
         self._pacer.interrupt()
+        self._lag.restart()
 
     def rtp_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Return the datagrams due by ``now``: RTP ticks (see `SendPacer`), RTCP when due."""
@@ -290,7 +306,7 @@ class CallMedia:
             pacer.skip(skipped)
             self.stats.send_ticks_skipped += skipped
         while now + TIMER_SLACK_S >= self._next_tick_at():
-            audio = self._tick(out, increment)
+            audio = self._tick(out, increment, now)
             pacer.sent(now, audio=audio, waiting=not self._playout.ready())
         if now + TIMER_SLACK_S >= self.reporter.next_report_at:
             destination = self._rtcp_destination()
@@ -306,16 +322,20 @@ class CallMedia:
         ready = sends and self._playout.ready()
         return self._pacer.next_at(ready=ready, partial_s=self._playout.queued_ms / 1000)
 
-    def _tick(self, out: list[tuple[bytes, Address]], increment: int) -> bool:
+    def _tick(self, out: list[tuple[bytes, Address]], increment: int, now: float) -> bool:
         """Send (or, on hold, skip) one packet; return whether it carried agent audio."""
         frame = self._playout.pop_frame()
-        self._collect_marks()
         destination = self.destination
         if not self._negotiated.direction.sends or destination is None:
+            self._collect_marks()
+            self._lag.restart()  # on hold: a standing queue is no lag the caller hears
             self._packetizer.advance(increment)
             self._marker_next = True
             self.stats.frames_discarded_on_hold += frame is not None
             return False
+        if self._lag.ticked(self._playout.queued_bytes, now) and self._playout.drop_frame():
+            self.stats.lag_frames_dropped += 1
+        self._collect_marks()
         if frame is None:
             payload = self._send.silence()
             self.stats.silence_sent += 1

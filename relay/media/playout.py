@@ -25,7 +25,27 @@
 
 - `PlayoutQueue` (agent -> caller) holds the agent's audio, any size, until the 20 ms RTP sender
   takes it, with the marks placed between its bytes; it is bounded in duration, and ``clear``
-  empties it at once (barge-in).
+  empties it at once (barge-in). ``drop_frame`` drops one frame from its head; the marks it
+  passes count as played, in order.
+
+- `StandingLag` (agent -> caller) tells when the queue *stands*: a real-time agent whose audio
+  was held up once (our event loop stalled, the caller's audio reached it in a burst and it
+  answered the burst at once) keeps feeding the queue at exactly the rate it drains, so the
+  delay it caught would last the rest of the call. Over a window of ``LAG_WINDOW_S``, it asks:
+
+  1. the agent's audio kept coming, no gap between arrivals over ``LAG_MAX_GAP_S``;
+  2. at about real time: ``LAG_MIN_RATE`` to ``LAG_MAX_RATE`` of the window's duration;
+  3. and after every tick of the window, at least a frame more stayed queued than the *floor*:
+     the least queued after any tick since the first, which is the audio held from before the
+     answer (a greeting queued while ringing) until the queue has once run dry.
+
+  Then one frame is dropped from the head of the queue, and the window restarts. A tick that
+  leaves less (3), a gap (1), `clear`, and hold (nothing is sent) restart it at once, and a rate
+  out of bounds at its end: so a lag is dropped ``LAG_WINDOW_S`` after it began to stand, one
+  frame per window until less than a frame stands (the lag is then under 20 ms). An agent
+  ahead of real time (Pipecat sends at 2x, with pauses between utterances) fails 1 or 2 in
+  every window; a real-time agent with ordinary jitter leaves the queue empty after its frame
+  goes, failing 3.
 """
 
 from __future__ import annotations
@@ -50,6 +70,10 @@ RECENT_PAYLOADS = 8  # kept by sequence number, for the Opus FEC of a lost packe
 PARTIAL_FRAME_WAIT_TICKS = 2
 """Ticks a partial frame at the end of the agent's audio waits for more before it is padded."""
 MAX_PENDING_MARKS = 256
+LAG_WINDOW_S = 2.0
+LAG_MAX_GAP_S = 0.080  # four frames: a real-time agent's jitter, not a pause between turns
+LAG_MIN_RATE = 0.8
+LAG_MAX_RATE = 1.25
 
 
 @dataclass(slots=True)
@@ -215,6 +239,11 @@ class PlayoutQueue:
         """Return how much audio is waiting, in milliseconds."""
         return len(self._buffer) / self.agent.bytes_per_sample / self.agent.sample_rate_hz * 1000
 
+    @property
+    def queued_bytes(self) -> int:
+        """Return how much audio is waiting, in bytes."""
+        return len(self._buffer)
+
     def push(self, audio: bytes) -> int:
         """Queue ``audio`` (any size); return how many bytes were dropped for lack of room."""
         room = self.max_bytes - len(self._buffer)
@@ -266,12 +295,24 @@ class PlayoutQueue:
         else:
             self._idle_ticks += 1
             return None
-        taken = min(size, self.frame_bytes)
-        del self._buffer[:taken]
-        self._read += taken
+        self._take(min(size, self.frame_bytes))
+        return frame
+
+    def drop_frame(self) -> bool:
+        """Drop the next whole frame unsent (a standing lag); return False if none is queued.
+
+        The marks it passes are played, in order, as if it had been sent.
+        """
+        if len(self._buffer) < self.frame_bytes:
+            return False
+        self._take(self.frame_bytes)
+        return True
+
+    def _take(self, size: int) -> None:
+        del self._buffer[:size]
+        self._read += size
         while self._marks and self._marks[0][0] <= self._read:
             self._played.append(self._marks.popleft()[1])
-        return frame
 
     def played_marks(self) -> list[str]:
         """Return (and forget) the marks whose audio has all been taken."""
@@ -280,3 +321,43 @@ class PlayoutQueue:
 
     def _mark_due(self, size: int) -> bool:
         return bool(self._marks) and self._marks[0][0] <= self._read + size
+
+
+class StandingLag:
+    """When the playout queue stands, fed at real time: a lag to give back (module docstring)."""
+
+    def __init__(self, agent: AgentFormat) -> None:
+        """Watch a queue of ``agent``'s audio."""
+        self._bytes_per_s = agent.sample_rate_hz * agent.bytes_per_sample
+        self._frame_bytes = agent.frame_bytes
+        self._floor: int | None = None  # the least queued after any tick so far (point 3)
+        self._start: float | None = None  # the window's start; None until audio arrives
+        self._last_at = 0.0  # the last arrival
+        self._arrived = 0  # bytes that arrived after the window's start
+
+    def restart(self, now: float | None = None) -> None:
+        """Start a new window at ``now`` (None: at the next arrival)."""
+        self._start, self._arrived = now, 0
+
+    def arrived(self, size: int, now: float) -> None:
+        """Record ``size`` bytes of the agent's audio queued at ``now``."""
+        if self._start is None or now - self._last_at > LAG_MAX_GAP_S:
+            self.restart(now)
+        else:
+            self._arrived += size
+        self._last_at = now
+
+    def ticked(self, queued: int, now: float) -> bool:
+        """Record what stayed ``queued`` after a tick sent at ``now``; return whether to drop."""
+        floor = self._floor = queued if self._floor is None else min(self._floor, queued)
+        if self._start is None:
+            return False
+        if queued - floor < self._frame_bytes:  # no frame stood: the window starts over
+            self.restart(now)
+            return False
+        elapsed = now - self._start
+        if elapsed < LAG_WINDOW_S:
+            return False
+        rate = self._arrived / (elapsed * self._bytes_per_s)
+        self.restart(now)
+        return now - self._last_at <= LAG_MAX_GAP_S and LAG_MIN_RATE <= rate <= LAG_MAX_RATE
