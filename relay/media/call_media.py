@@ -19,8 +19,8 @@ Theory of operation:
    waits for it leaves at once (call ``rtp_to_send`` right after `play`), audio queued ahead of
    real time on a 20 ms grid. Marks are reported once the audio before them is sent. A lag
    that stands while the agent feeds the queue at real time (`relay.media.playout.StandingLag`:
-   a real-time agent after any hiccup) is given back one 20 ms frame at a time, dropped from
-   the head of the queue (``lag_frames_dropped``); an agent ahead of real time is never cut.
+   a real-time agent after any hiccup) is given back in whole 20 ms frames, dropped from the
+   head of the queue (``lag_frames_dropped``); an agent ahead of real time is never cut.
 4. **Hold**: when the negotiated direction does not send, ticks still run (the RTP timestamp
    keeps time, queued audio and marks are consumed, no lag is dropped) but nothing is sent; the
    first packet after resuming has the marker bit. While the remote holds the call, the
@@ -333,8 +333,8 @@ class CallMedia:
             self._marker_next = True
             self.stats.frames_discarded_on_hold += frame is not None
             return False
-        if self._lag.ticked(self._playout.queued_bytes, now) and self._playout.drop_frame():
-            self.stats.lag_frames_dropped += 1
+        for _ in range(self._lag.ticked(self._playout.queued_bytes, now)):
+            self.stats.lag_frames_dropped += self._playout.drop_frame()
         self._collect_marks()
         if frame is None:
             payload = self._send.silence()
