@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import socket
 import statistics
 from collections.abc import AsyncIterator
@@ -509,3 +510,31 @@ def _write_buffer(under_test: AgentBridge) -> int:
     connection = under_test._connection  # the bridge's socket, to read its write buffer
     assert connection is not None
     return connection.transport.get_write_buffer_size()
+
+
+def test_a_fragmented_agent_message_is_assembled_and_later_messages_keep_their_order() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port):
+            assert agent.connection is not None
+            await agent.send(media(b"\x01" * 160))  # applied as it is parsed
+            text = json.dumps(media(b"\x02" * 160))
+            await agent.connection.send([text[:40], text[40:]])  # two frames: recv() assembles
+            await agent.send(media(b"\x03" * 160))  # after it, in order
+            await until(lambda: len(port.received) == 480)
+        assert port.received == b"\x01" * 160 + b"\x02" * 160 + b"\x03" * 160
+
+    run(scenario)
+
+
+def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_ends_the_bridge() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (_, task):
+            assert agent.connection is not None
+            await agent.connection.send(b'{"event":"media\xff"}', text=True)
+            outcome = await asyncio.wait_for(task, 3)
+        assert isinstance(outcome, AgentLeft)
+        assert (outcome.reason, outcome.close_code) == (AgentLeftReason.PROTOCOL_ERROR, 1007)
+
+    run(scenario)
