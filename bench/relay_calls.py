@@ -75,7 +75,7 @@ from typing import Any
 from bench.latency_probe import Latency, summarize
 from bench.machine import banner
 from bench.pyspy import record_profile
-from bench.sip_load import relay_environment
+from bench.sip_load import relay_environment, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "bench" / "scenarios" / "relay_calls.xml"
@@ -185,16 +185,6 @@ def free_udp_range(size: int, low: int, high: int) -> tuple[int, int]:
         if free:
             return first, first + size - 1
     raise RuntimeError(f"no {size} consecutive free UDP ports in {low}-{high}")
-
-
-def wait_until(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with suppress(OSError, ValueError):
-            if check():
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not within {timeout_s} s")
 
 
 @dataclass
