@@ -399,26 +399,35 @@ class AgentBridge:
         )
 
     async def _session(self, connection: ClientConnection) -> BridgeOutcome:
-        try:
-            await connection.send(self.framing.connected())
-            await connection.send(self.framing.start(custom_parameters(self._call)))
-        except ConnectionClosed as closed:
-            return agent_left(closed)
-        self._is_connected = True
-        self._opened.set()
-        logger.info("agent %s connected for call %s", self.endpoint.url, self._call.call_id)
-        outcome = await self._pump(connection)
-        await self._close(connection, outcome)
-        logger.info("agent bridge for call %s ended: %s", self._call.call_id, outcome)
-        return outcome
-
-    async def _pump(self, connection: ClientConnection) -> BridgeOutcome:
+        # The agent's messages are applied from the first (an agent that speaks as soon as it
+        # has ``start`` is not split between recv()'s queue and the callback, out of order).
         outcome: asyncio.Future[BridgeOutcome] = asyncio.get_running_loop().create_future()
         self._outcome = outcome
         self._connection = connection
-        self._port.listen(self)
         if isinstance(connection, _AgentConnection):
             connection.on_message = self._on_message
+        try:
+            try:
+                await connection.send(self.framing.connected())
+                await connection.send(self.framing.start(custom_parameters(self._call)))
+            except ConnectionClosed as closed:
+                return agent_left(closed)
+            self._is_connected = True
+            self._opened.set()
+            logger.info("agent %s connected for call %s", self.endpoint.url, self._call.call_id)
+            result = await self._pump(connection, outcome)
+        finally:
+            if isinstance(connection, _AgentConnection):
+                connection.on_message = None
+            self._connection = None
+        await self._close(connection, result)
+        logger.info("agent bridge for call %s ended: %s", self._call.call_id, result)
+        return result
+
+    async def _pump(
+        self, connection: ClientConnection, outcome: asyncio.Future[BridgeOutcome]
+    ) -> BridgeOutcome:
+        self._port.listen(self)
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -429,10 +438,7 @@ class AgentBridge:
                 for task in tasks:
                     task.cancel()
         finally:
-            if isinstance(connection, _AgentConnection):
-                connection.on_message = None
             self._port.listen(None)
-            self._connection = None
         return result
 
     # --- MediaListener: the media core's output, written to the socket at once -------------

@@ -538,3 +538,29 @@ def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_ends_the_bridge() ->
         assert (outcome.reason, outcome.close_code) == (AgentLeftReason.PROTOCOL_ERROR, 1007)
 
     run(scenario)
+
+
+def test_audio_an_agent_sends_the_moment_it_has_start_is_played_in_order() -> None:
+    async def scenario() -> None:
+        chunks = [bytes([n]) * 160 for n in range(1, 41)]
+
+        async def eager(connection: ServerConnection) -> None:
+            await connection.recv()  # connected
+            await connection.recv()  # start
+            for chunk in chunks:  # a greeting, all at once, before the relay's next await
+                await connection.send(json.dumps(media(chunk)))
+            await connection.wait_closed()
+
+        port = FakeMediaPort()
+        async with serve(eager, "127.0.0.1", 0, compression=None) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+            under_test = bridge(url, port)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            await until(lambda: len(port.received) == 160 * len(chunks))
+            assert port.received == b"".join(chunks)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    run(scenario)
