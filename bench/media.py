@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.media [--seconds 20] [--latency-only] [--jitter-min-delay-ms N]
 
-One `CallMedia` is driven exactly as `relay.media.rtp_session` drives it, in simulated time: a
+One `CallMedia` is driven exactly as `relay.transport.rtp_session` drives it, in simulated time: a
 caller sends a 20 ms packet every 20 ms (with 0-3 ms of network jitter), each arrival is followed
 by a service pass (``handle_timer``, ``rtp_to_send``, ``next_agent_frame`` until None, the
 events, ``get_timer``), and so is every timer the core asks for and every ``play`` of the agent,

@@ -41,13 +41,13 @@ from relay.bridge.agent_ws import AgentBridge, AgentLeft, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.ids import IdSource
-from relay.media.rtp_session import RtpPortAllocator, RtpSession
 from relay.sip.events import CallEnded, CallEndReason
 from relay.sip.invite_session import IncomingCall
 from relay.sip.message import Request
 from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
 from relay.sip.uri import SipUri
+from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
 

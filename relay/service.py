@@ -24,7 +24,6 @@ from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotH
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
 from relay.ids import SecureIdSource
-from relay.media.rtp_session import RtpPortAllocator
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import (
@@ -38,6 +37,7 @@ from relay.sip.events import (
 from relay.sip.invite_session import IncomingCall
 from relay.sip.timers import Timers
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
+from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context
 
 logger = logging.getLogger("sipline.relay")

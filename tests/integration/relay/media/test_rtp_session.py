@@ -20,9 +20,9 @@ from relay.media.codecs.g711 import ulaw_decode, ulaw_encode
 from relay.media.dtmf import DtmfSender
 from relay.media.rtcp import Goodbye, is_rtcp, parse_compound
 from relay.media.rtp import RtpPacket, RtpPacketizer
-from relay.media.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.sdp_fields import Direction
+from relay.transport.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 from tests.unit.relay.media.codecs.audio_checks import dominant_frequency_hz
 
 HOST = "127.0.0.1"

@@ -1,15 +1,15 @@
 """The asyncio side of one call's media: a UDP socket pair driving a `CallMedia` core.
 
-The only module under ``relay/media`` that does I/O (the sans-I/O import test exempts it by
-name). It is thin on purpose (STYLE rule 5): datagrams go to the core with ``loop.time()``,
-one ``loop.call_at`` follows the core's `CallMedia.get_timer` (so the 20 ms send grid, anchored
-in the core, never drifts), and what the core returns is sent or queued for the agent bridge.
+The I/O shell of the sans-I/O media core (``relay/media``), beside the SIP transports. It is
+thin on purpose (STYLE rule 5): datagrams go to the core with ``time.monotonic()``, one
+``loop.call_at`` follows the core's `CallMedia.get_timer` (so the send grid, kept in the core,
+never drifts), and what the core returns is sent, or handed to the agent bridge.
 
 `RtpSession` offers the bridge's ``MediaPort`` shape: ``listen`` (a `MediaListener` gets each
 20 ms frame of caller audio, each played mark and each digit, called from the datagram or timer
 callback that produced it), ``play``, ``mark``, ``clear``. Nothing waits on a queue: a frame goes
-from the caller's datagram to the agent's socket in one callback, with no task switch (the
-relay carries hundreds of calls per core this way, ``bench/relay_calls.py``). Agent audio is
+from the caller's datagram to the agent's socket in one callback, with no task switch (about
+150 calls per core this way, ``bench/relay_calls.py``). Agent audio is
 serviced at once too, so the core can send it without waiting for its next tick. The session
 creates no task, and `RtpSession.close` cancels the timer, closes both sockets, waits for them
 to be gone and gives the ports back.
