@@ -66,7 +66,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +74,8 @@ from typing import Any
 from bench.latency_probe import Latency, summarize
 from bench.machine import banner
 from bench.pyspy import record_profile
-from bench.sip_load import relay_environment, wait_until
+from bench.sip_load import cpu_seconds, http_json, relay_environment, wait_until
+from bench.sip_load import free_sip_port as free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "bench" / "scenarios" / "relay_calls.xml"
@@ -99,13 +99,6 @@ SIPP_MEDIA_PORTS = (40000, 60000)
 
 
 # --- measuring -------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, in seconds (``/proc/<pid>/stat``)."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def process_cpu(pid: int) -> float:
@@ -143,32 +136,6 @@ def udp_drops(first: int, last: int) -> int:
         if first <= port <= last:
             total += int(fields[-1])
     return total
-
-
-def http_json(
-    url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
-) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
-def free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1 a moment ago."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def free_udp_range(size: int, low: int, high: int) -> tuple[int, int]:

@@ -15,6 +15,10 @@ The sans-I/O endpoint has already sent 100 Trying. This task:
 Every transition is recorded as a call event (contract 2) through the outbox, which delivers it
 at least once. All of the call's tasks belong to its ``TaskGroup``: a failing call ends with
 ``internal_error`` and never takes the relay down.
+
+Size: just over 400 lines: one call's whole flow, whose steps share its state (the SIP call,
+the RTP session, the bridge, the event sequence); split, each part would take it all as
+arguments.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ Theory of operation:
 the paced playout queue and mark bookkeeping; audio crosses it in the framing's format
 (μ-law 8 kHz, or s16le PCM at 16/48 kHz for the HD framing).
 
-Size: about 500 lines, a third of them docstrings; the bridge's tasks share one socket and one
-outbox, and splitting the outcome types out would leave them far from the only code that makes
-them.
+Size: over 500 lines, a third of them docstrings: the connection, its reading and writing
+callbacks and the outcome types share one socket and one state, and splitting the outcome types
+out would leave them far from the only code that makes them.
 """
 
 from __future__ import annotations
