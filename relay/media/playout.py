@@ -194,6 +194,9 @@ class AgentFeed:
             if item.marker or covered > self._max_trim_units:
                 covered = 0  # a new talkspurt, or a jump: restart the timeline here
         units = round(len(audio) * self._units_per_byte)
+        if covered >= units > 0:  # a fill already stood in for all of it: the timeline stays
+            self.stats.late_trimmed_bytes += len(audio)
+            return
         self._expected_ts = (item.timestamp + units) & 0xFFFFFFFF
         if covered > 0:
             trim = min(len(audio), round(covered / self._units_per_byte))
