@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) -m bench.media
 
 bench-load: $(STAMP)
+	scripts/system-deps.sh bench
 	$(PY) -m bench.sip_load
 	$(PY) -m bench.relay_calls
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the local stack need: codec libraries for the relay, and the SIP
 # software the interop tests run against. Installs what is missing (root), or says what to install.
+# `scripts/system-deps.sh bench` adds what the load benchmarks need (dumpcap, for bench/sip_load.py).
 set -euo pipefail
 PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng)
+[ "${1:-}" = bench ] && PACKAGES+=(wireshark-common)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
