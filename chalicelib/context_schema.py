@@ -82,7 +82,7 @@ def filter_context(
             kept = {path for path, _ in alive}
             return context, [path for path, _ in candidates if path not in kept]
         alive = [(path, value) for path, value in alive if path not in charged]
-    return _one_by_one(candidates, schema)
+    return filter_one_by_one(candidates, schema)
 
 
 class _Layout:
@@ -148,7 +148,7 @@ def _named_keys(error: Any) -> list[str] | None:
     return None
 
 
-def _one_by_one(
+def filter_one_by_one(
     candidates: Sequence[Candidate], schema: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[Path]]:
     """Add the candidates in order, each kept only if it adds no validation error (rule 4)."""

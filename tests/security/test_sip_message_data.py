@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.context import CallerInfo, incoming_context
 from chalicelib.store import keys
 from tests.integration.conftest import (  # noqa: F401  (fixtures)
     api,
@@ -203,6 +204,32 @@ def test_a_fallback_handlers_context_nested_too_deep_is_dropped(
     assert dropped_context(api, decision["callId"]) == [
         {"reason": "too_deep", "count": 1, "keys": ["deep"]}
     ]
+
+
+def test_a_thousand_x_headers_cost_a_few_schema_validations_not_one_per_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attack: 1,000 X- headers to an agent with a contextSchema took ~4 s to decide, because the
+    whole context was validated again for every key (quadratic). Now it is validated a bounded
+    number of times whatever the header count (the timing is bench/context.py's)."""
+    from jsonschema import Draft202012Validator
+
+    validations: list[int] = []
+    original = Draft202012Validator.iter_errors
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        validations.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Draft202012Validator, "iter_errors", counted)
+    schema = {"type": "object", "properties": {"n_1": {"type": "string"}}}
+    caller = CallerInfo("+15551234567", None, "sip:+15551234567@carrier.example")
+
+    built = incoming_context([(f"X-N-{i}", str(i)) for i in range(MAX_KEYS)], caller, schema)
+
+    assert built.dropped_keys == ("n_1",)  # 1 is a number, and n_1 must be a string
+    assert len(built.context) == MAX_KEYS  # 999 header keys and sipline
+    assert len(validations) <= 3
 
 
 # --- 2. one unreadable record never breaks a list ------------------------------------------------
