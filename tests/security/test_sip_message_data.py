@@ -15,15 +15,19 @@ against the fake control plane of ``tests/unit/relay/control/fake_control_plane.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chalicelib.context import CallerInfo, incoming_context
 from chalicelib.store import keys
+from relay.config import RelaySettings
+from relay.service import RelayService
 from tests.integration.conftest import (  # noqa: F401  (fixtures)
     api,
     aws,
@@ -34,6 +38,8 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.integration.harness import FALLBACK_SECRET, TABLE, Api, Aws, FallbackServer
+from tests.interop.stack import free_port_range, free_sip_port
+from tests.unit.relay.control.fake_control_plane import ALLOWLIST, SECRET, FakeControlPlane
 
 CARRIER = "203.0.113.0/24"
 # docs/routing.md, "Context from SIP headers": the limits an INVITE's X- headers meet.
@@ -363,3 +369,97 @@ def test_total_is_counted_without_loading_every_call(api: Api, aws: Aws, sales: 
     # each list reads its page of 2, one more to know there is a next page, and one more to
     # know whether that was the last; the count reads none
     assert sum(read) <= 2 * (2 + 2)
+
+
+# --- 3. bytes that are not UTF-8 ---------------------------------------------------------------
+
+LATIN1_INVITE = (
+    b"INVITE sip:sales@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlatin1;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: {display}<sip:pbx@127.0.0.1>;tag=old-pbx\r\n"
+    b"To: <sip:sales@127.0.0.1>\r\n"
+    b"Call-ID: latin1-display-name@old-pbx\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:pbx@127.0.0.1:{port}>\r\n"
+    b"X-Customer-Name: Ren\xe9\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: {length}\r\n\r\n"
+)
+SDP = (
+    b"v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+BUSY = {"action": "reject", "sipStatus": 486, "reason": "busy_here", "message": ""}
+
+
+class _Phone(asyncio.DatagramProtocol):
+    """An old PBX's UDP socket: keeps every datagram it receives."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.put_nowait(data)
+
+
+async def _final_status(phone: _Phone) -> int:
+    """The status of the first final response (provisional ones are skipped)."""
+    while True:
+        status = int((await phone.received.get()).split(b" ", 2)[1])
+        if status >= 200:
+            return status
+
+
+@pytest.mark.parametrize(
+    ("display", "decoded"),
+    [(b'"Caf\xc3\xa9 caf\xe9" ', "Café caf\ufffd"), (b"", None)],
+    ids=["latin1-display-name", "latin1-x-header-only"],
+)
+def test_a_latin1_display_name_reaches_the_invite_webhook_decoded_with_replacement_characters(
+    tmp_path: Path, display: bytes, decoded: str | None
+) -> None:
+    """Attack (or an older PBX): a From display name in Latin-1 (``caf\\xe9``), not UTF-8. The
+    relay could not serialize the INVITE webhook body (PydanticSerializationError) and answered
+    480. The call must reach the control plane, UTF-8 decoded where it is UTF-8 and with U+FFFD
+    for each byte that is not, and be answered with the control plane's decision."""
+
+    async def scenario() -> None:
+        control = FakeControlPlane(
+            decision=BUSY, allowlist=dict(ALLOWLIST, allowedCidrRanges=["127.0.0.0/8"])
+        )
+        await control.start()
+        sip_port = free_sip_port()
+        settings = RelaySettings(
+            control_url=control.url,
+            webhook_secret=SECRET,
+            sip_port=sip_port,
+            spool_dir=tmp_path / "spool",
+            rtp_port_min=(ports := free_port_range(10))[0],
+            rtp_port_max=ports[1],
+        )
+        relay, stop = RelayService(settings), asyncio.Event()
+        running = asyncio.ensure_future(relay.run(stop))
+        loop = asyncio.get_running_loop()
+        transport, phone = await loop.create_datagram_endpoint(
+            _Phone, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", sip_port)
+        )
+        try:
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            port = transport.get_extra_info("sockname")[1]
+            head = LATIN1_INVITE.replace(b"{port}", str(port).encode())
+            head = head.replace(b"{display}", display)
+            transport.sendto(head.replace(b"{length}", str(len(SDP)).encode()) + SDP)
+            status = await asyncio.wait_for(_final_status(phone), 10)
+        finally:
+            transport.close()
+            stop.set()
+            await asyncio.wait_for(running, 15)
+            await control.stop()
+
+        assert status == BUSY["sipStatus"]  # the control plane's answer, not 480
+        [invite] = control.invites
+        assert invite.from_display_name == decoded
+        assert ("X-Customer-Name", "Ren\ufffd") in invite.headers
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
