@@ -371,6 +371,17 @@ def test_total_is_counted_without_loading_every_call(api: Api, aws: Aws, sales: 
     assert sum(read) <= 2 * (2 + 2)
 
 
+def test_a_calls_filter_of_more_than_100_agent_ids_is_refused_naming_the_field(api: Api) -> None:
+    """The agentIds filter is one DynamoDB ``IN`` (at most 100 values): more would be a 500."""
+    ids = ",".join(f"01900000-0000-7000-8000-{n:012d}" for n in range(101))
+
+    reply = api.get(f"/api/calls?agentIds={ids}")
+
+    assert reply.status == 400, reply.body
+    assert reply.body["field"] == "agentIds"
+    assert reply.body["detail"] == "agentIds: at most 100 agent ids (got 101)"
+
+
 # --- 3. bytes that are not UTF-8 ---------------------------------------------------------------
 
 LATIN1_INVITE = (
