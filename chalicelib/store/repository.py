@@ -5,10 +5,8 @@ Every record is one item: its keys, a ``version`` bumped by each write, and the 
 condition; a lost race raises :class:`~chalicelib.errors.StaleVersion` and the caller re-reads and
 re-applies, so no write is lost silently.
 
-A stored item that no longer reads as its model (written by a bug or an older version) never
-breaks a list: it is skipped, logged (``unreadable record skipped``) and counted (metric
-``UnreadableRecord`` by ``record``). A list's ``total`` is counted by the table (DynamoDB
-``Select=COUNT``), not by loading every item, so it includes such items.
+An item that no longer reads never breaks a list (``readable.py``); a list's ``total`` is counted
+by the table (DynamoDB ``Select=COUNT``), not by loading every item.
 """
 
 from __future__ import annotations
@@ -16,20 +14,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from chalicelib.call_models import Call
 from chalicelib.contracts import CallEvent
 from chalicelib.errors import AlreadyExists, InvalidInput, NotFound, StaleVersion
 from chalicelib.models import Agent, Registration, SipConfig
-from chalicelib.observability import count, logger
 from chalicelib.store import keys
+from chalicelib.store.readable import readable
 from chalicelib.store.table import (
     ABSENT,
     MAX_MATCH_VALUES,
@@ -95,30 +93,6 @@ def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Ite
 
 def _load(model: type[M], item: Item) -> Versioned[M]:
     return Versioned(model.model_validate_json(item["data"]), int(item["version"]))
-
-
-def _readable(model: type[M], items: Iterable[Item]) -> Iterator[tuple[Item, M]]:
-    """Yield each item with its model; skip, log and count the items that do not read."""
-    for item in items:
-        try:
-            yield item, model.model_validate_json(item["data"])
-        except (ValidationError, KeyError, TypeError) as error:
-            record = model.__name__.lower()
-            logger.warning(
-                "unreadable record skipped",
-                extra={"pk": item.get("pk"), "sk": item.get("sk"), "record": record,
-                       "error": _describe(error)},
-            )  # fmt: skip
-            count("UnreadableRecord", record=record)
-
-
-def _describe(error: Exception) -> str:
-    """What went wrong, without the stored value (it may hold anything)."""
-    if isinstance(error, ValidationError):
-        first = error.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(step) for step in first["loc"])
-        return f"{first['type']} at {where or 'the top'} ({error.error_count()} errors)"
-    return type(error).__name__
 
 
 @lru_cache(maxsize=32)
@@ -308,7 +282,7 @@ class Store:
         """Yield every readable call of the account created in the range (for usage reports)."""
         low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
         scan = _Scan(keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=(low, high + "~"))
-        for _, call in _readable(Call, self._scan_items(scan, None)):
+        for _, call in readable(Call, self._scan_items(scan, None)):
             yield call
 
     @staticmethod
@@ -344,7 +318,7 @@ class Store:
         """Return every readable event stored under ``pk`` (unordered: callers order by edge
         time)."""
         scan = _Scan(pk, sk_prefix=keys.event_sk())
-        return [event for _, event in _readable(CallEvent, self._scan_items(scan, None))]
+        return [event for _, event in readable(CallEvent, self._scan_items(scan, None))]
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -394,7 +368,7 @@ class Store:
         chosen: list[tuple[Item, M]] = []
         wanted = request.page_size + 1  # one more than the page: is there a next one?
         items = self._scan_items(scan, start, descending=scan.descending != backwards, batch=wanted)
-        for pair in _readable(model, items):
+        for pair in readable(model, items):
             chosen.append(pair)
             if len(chosen) > request.page_size:
                 break
