@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 # The in-process benchmarks (a few minutes); bench-load runs the relay under SIPp (about 20 min).
 bench: $(STAMP)
 	$(PY) -m bench.routing
+	$(PY) -m bench.context
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.sip_parser
 	$(PY) -m bench.rtp

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from chalicelib.call_outcome import EndReason, SipTerminationReason
+from chalicelib.context_limits import DroppedSummary
 from chalicelib.contracts import MediaEndpoint
 from chalicelib.models import ApiModel, CallTemplate, Duration, duration_seconds, format_seconds
 from chalicelib.sip_uri import validate_target
@@ -65,6 +66,18 @@ class CallCreate(CallTemplate):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
+class DroppedContext(ApiModel):
+    """Context keys an incoming call left out for one reason (``docs/routing.md``)."""
+
+    reason: str = Field(description="too_many, too_large, too_deep, context_full, schema, reserved")
+    count: int = Field(description="How many keys were left out for this reason.")
+    keys: list[str] = Field(description="The first 10 of them (each cut to 100 characters).")
+
+    @classmethod
+    def of(cls, group: DroppedSummary) -> DroppedContext:
+        return cls(reason=group.reason.value, count=group.count, keys=list(group.keys))
+
+
 class Call(ApiModel):
     """A call as stored (the API shows it through :meth:`view`)."""
 
@@ -85,6 +98,9 @@ class Call(ApiModel):
     password_ciphertext: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     template_context: dict[str, Any] = Field(default_factory=dict)
+    dropped_context: list[DroppedContext] = Field(
+        default_factory=list, description="Keys the INVITE's context left out, by reason."
+    )
     system_prompt: str | None = None
     media_endpoint: MediaEndpoint
     call_template: dict[str, Any] = Field(
@@ -145,6 +161,7 @@ class Call(ApiModel):
             "medium": self.medium_view(),
             "metadata": self.metadata,
             "templateContext": self.template_context,
+            "droppedContext": [group.to_json() for group in self.dropped_context],
             "joinTimeout": self.join_timeout,
             "maxDuration": self.max_duration,
             "sipDetails": {

@@ -2,12 +2,14 @@
 
 1. Every ``X-`` header becomes a snake_case key (``X-Customer-Name`` -> ``customer_name``); its value
    is parsed as JSON, else kept as the string. The first header of a name wins.
-2. sipline adds ``sipline.sip.caller_id``, ``sipline.sip.from_display_name`` and
+2. What is taken is bounded in depth, size, count and total (``context_limits.py``); what is left
+   out is reported with its reason, never silently lost.
+3. sipline adds ``sipline.sip.caller_id``, ``sipline.sip.from_display_name`` and
    ``sipline.sip.from_uri`` (nested: ``{"sipline": {"sip": {...}}}``). The ``sipline`` key is
    reserved: a header cannot set it.
-3. With a ``contextSchema``, a key is kept only if the schema allows it: adding it must not add a
-   validation error. Dropped keys are reported, never silently lost.
-4. ``systemPrompt`` is a Mustache template (``{{customer_name}}``, dotted paths such as
+4. With a ``contextSchema``, a key is kept only if the schema allows it (``context_schema.py``,
+   linear in the number of keys). Dropped keys are reported, never silently lost.
+5. ``systemPrompt`` is a Mustache template (``{{customer_name}}``, dotted paths such as
    ``{{sipline.sip.caller_id}}``); values are inserted as they are (no HTML escaping) and missing
    names render empty.
 """
@@ -16,17 +18,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.context_limits import (
+    RESERVED_KEY,
+    Dropped,
+    DroppedSummary,
+    DropReason,
+    bounded_context,
+    summary,
+)
+from chalicelib.context_schema import Candidate, build, errors, filter_context
 from chalicelib.errors import InvalidInput
 
-RESERVED_KEY = "sipline"
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
-_MAX_HEADER_VALUE = 8192
 
 
 def header_key(name: str) -> str | None:
@@ -38,25 +47,15 @@ def header_key(name: str) -> str | None:
     return key or None
 
 
-def header_value(value: str) -> Any:
-    """Parse a header value as JSON; keep it as the string when it is not JSON."""
-    text = value.strip()
-    if len(text) > _MAX_HEADER_VALUE:
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def _keyed(headers: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    for name, value in headers:
+        if (key := header_key(name)) is not None:
+            yield key, value
 
 
 def context_from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Return the context the ``X-`` headers carry (the reserved key excluded)."""
-    context: dict[str, Any] = {}
-    for name, value in headers:
-        key = header_key(name)
-        if key is not None and key != RESERVED_KEY and key not in context:
-            context[key] = header_value(value)
-    return context
+    """Return the context the ``X-`` headers carry, within the limits (the reserved key excluded)."""
+    return bounded_context(_keyed(headers))[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +77,19 @@ class CallerInfo:
 
 @dataclass(frozen=True, slots=True)
 class IncomingContext:
-    """The context of an incoming call and the keys the schema did not allow."""
+    """The context of an incoming call and the keys left out of it, with why."""
 
     context: dict[str, Any]
-    dropped_keys: tuple[str, ...]
+    dropped: tuple[Dropped, ...]
+
+    @property
+    def dropped_keys(self) -> tuple[str, ...]:
+        """The keys left out, in the order they were met (reserved keys dotted)."""
+        return tuple(entry.key for entry in self.dropped)
+
+    def dropped_summary(self) -> list[DroppedSummary]:
+        """The keys left out, by reason (what the call record keeps)."""
+        return summary(self.dropped)
 
 
 def incoming_context(
@@ -90,43 +98,17 @@ def incoming_context(
     schema: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None = None,
 ) -> IncomingContext:
-    """Build an incoming call's context, schema-filtered: headers, ``extra`` (the fallback
-    handler's ``templateContext``, which wins over a header of the same key), then the reserved
-    SIP keys. Neither headers nor ``extra`` can set the reserved key."""
-    context: dict[str, Any] = {}
-    dropped: list[str] = []
-    given = context_from_headers(headers)
-    given |= {k: v for k, v in (extra or {}).items() if k != RESERVED_KEY}
-    dropped += [RESERVED_KEY] if extra and RESERVED_KEY in extra else []
-    candidates = [([k], v) for k, v in given.items()]
-    candidates += [([RESERVED_KEY, "sip", k], v) for k, v in caller.as_context().items()]
-    for path, value in candidates:
-        trial = _with(context, path, value)
-        if schema is None or _errors(trial, schema) <= _errors(context, schema):
-            context = trial
-        else:
-            dropped.append(".".join(path))
+    """Build an incoming call's context, bounded and schema-filtered: headers, ``extra`` (the
+    fallback handler's ``templateContext``, which wins over a header of the same key), then the
+    reserved SIP keys. Neither headers nor ``extra`` can set the reserved key."""
+    given, dropped = bounded_context(_keyed(headers), extra)
+    candidates: list[Candidate] = [((key,), value) for key, value in given.items()]
+    candidates += [((RESERVED_KEY, "sip", k), v) for k, v in caller.as_context().items()]
+    if schema is None:
+        return IncomingContext(build(candidates), tuple(dropped))
+    context, refused = filter_context(candidates, schema)
+    dropped += [Dropped(".".join(path), DropReason.SCHEMA) for path in refused]
     return IncomingContext(context, tuple(dropped))
-
-
-def _with(context: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
-    """Return a copy of ``context`` with ``value`` set at the nested ``path``."""
-    if len(path) == 1:
-        return {**context, path[0]: value}
-    child = context.get(path[0])
-    return {**context, path[0]: _with(child if isinstance(child, dict) else {}, path[1:], value)}
-
-
-@lru_cache(maxsize=128)
-def _validator(schema_json: str) -> Any:
-    from jsonschema import Draft202012Validator  # imported on first use: cold starts stay short
-
-    return Draft202012Validator(json.loads(schema_json))
-
-
-def _errors(context: Mapping[str, Any], schema: Mapping[str, Any]) -> set[tuple[str, str]]:
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    return {(e.json_path, e.message) for e in validator.iter_errors(context)}
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
@@ -144,9 +126,9 @@ def validate_context(context: Mapping[str, Any], schema: Mapping[str, Any] | Non
     """Raise InvalidInput naming the first violation of ``schema`` by ``context``."""
     if schema is None:
         return
-    errors = sorted(_errors(context, schema))
-    if errors:
-        path, message = errors[0]
+    found = sorted(errors(context, schema))
+    if found:
+        path, message = found[0]
         where = "templateContext" + path[1:]
         raise InvalidInput(where, message)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from chalicelib import context as ctx
 from chalicelib.allowlist import source_allowed
-from chalicelib.call_models import Call
+from chalicelib.call_models import Call, DroppedContext
 from chalicelib.contracts import InviteAccepted, InviteWebhook, MediaEndpoint
 from chalicelib.crypto import CipherError
 from chalicelib.errors import (
@@ -197,10 +197,11 @@ def _incoming_call(
     template = agent.call_template
     caller = caller_info(invite)
     built = ctx.incoming_context(invite.headers, caller, template.context_schema, extra_context)
-    if built.dropped_keys:
+    dropped = [DroppedContext.of(group) for group in built.dropped_summary()]
+    if dropped:
         logger.info(
-            "context keys dropped by the agent's contextSchema",
-            extra={"agent_id": agent.agent_id, "dropped_keys": list(built.dropped_keys)},
+            "context keys dropped",
+            extra={"agent_id": agent.agent_id, "dropped": [d.to_json() for d in dropped]},
         )
     context = built.context
     return Call(
@@ -218,6 +219,7 @@ def _incoming_call(
         source=f"{invite.source_ip}:{invite.source_port}",
         transport=invite.transport.value,
         template_context=context,
+        dropped_context=dropped,
         system_prompt=ctx.render(template.system_prompt, context),
         media_endpoint=media_endpoint(services, template.media_endpoint),
         call_template=template.for_agent(),

@@ -50,6 +50,7 @@ from relay.sip.invite_session import IncomingCall
 from relay.sip.message import Request
 from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
+from relay.sip.text import readable
 from relay.sip.uri import SipUri
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
@@ -113,7 +114,11 @@ class CallDeps:
 
 
 def invite_webhook(call: IncomingCall, request: Request, edge_id: str) -> InviteWebhook:
-    """Describe an INVITE for the control plane (contract 1): only the packet's source counts."""
+    """Describe an INVITE for the control plane (contract 1): only the packet's source counts.
+
+    Header text goes through :func:`~relay.sip.text.readable`: bytes that are not UTF-8 arrive
+    as U+FFFD, never as raw bytes the JSON body cannot hold.
+    """
     source = call.source
     from_, to = request.from_, request.to
     offered = [] if call.offer is None else _offered_codecs(call)
@@ -121,13 +126,13 @@ def invite_webhook(call: IncomingCall, request: Request, edge_id: str) -> Invite
         source_ip=source.host,
         source_port=source.port,
         transport=Transport(source.transport.value),
-        request_uri=str(request.uri),
-        from_uri=str(from_.uri),
-        from_display_name=from_.display or None,
-        from_tag=from_.tag or "",
-        to_uri=str(to.uri),
-        sip_call_id=request.call_id,
-        headers=list(request.headers),
+        request_uri=readable(str(request.uri)),
+        from_uri=readable(str(from_.uri)),
+        from_display_name=readable(from_.display) if from_.display else None,
+        from_tag=readable(from_.tag or ""),
+        to_uri=readable(str(to.uri)),
+        sip_call_id=readable(request.call_id),
+        headers=[(readable(name), readable(value)) for name, value in request.headers],
         offered_codecs=offered,
         edge_id=edge_id,
     )

@@ -20,6 +20,7 @@ from chalicelib.store.table import (
     ConditionFailed,
     Item,
     Key,
+    Match,
     Page,
     key_of,
 )
@@ -105,9 +106,44 @@ class DynamoTable:
         descending: bool = False,
         limit: int | None = None,
         start_after: Key | None = None,
+        where: Match | None = None,
     ) -> Page:
+        request = self._query_request(pk, sk_prefix, sk_between, index, where)
+        request["ScanIndexForward"] = not descending
+        if start_after is not None:
+            request["ExclusiveStartKey"] = _to_wire(start_after)
+        return self._query_pages(request, limit)
+
+    def count(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        where: Match | None = None,
+    ) -> int:
+        request = self._query_request(pk, sk_prefix, sk_between, index, where)
+        request["Select"] = "COUNT"  # DynamoDB counts; no item leaves the table
+        total = 0
+        while True:
+            response = self._client.query(**request)
+            total += int(response.get("Count", 0))
+            if not (last := response.get("LastEvaluatedKey")):
+                return total
+            request["ExclusiveStartKey"] = last
+
+    def _query_request(
+        self,
+        pk: str,
+        sk_prefix: str | None,
+        sk_between: tuple[str, str] | None,
+        index: str | None,
+        where: Match | None,
+    ) -> dict[str, Any]:
         pk_name, sk_name = INDEX_KEYS[index]
         expression = "#pk = :pk"
+        names = {"#pk": pk_name}
         values: dict[str, Any] = {":pk": {"S": pk}}
         if sk_prefix is not None:
             expression += " AND begins_with(#sk, :prefix)"
@@ -115,21 +151,20 @@ class DynamoTable:
         elif sk_between is not None:
             expression += " AND #sk BETWEEN :low AND :high"
             values |= {":low": {"S": sk_between[0]}, ":high": {"S": sk_between[1]}}
-        request: dict[str, Any] = {
-            "TableName": self._name,
-            "KeyConditionExpression": expression,
-            "ExpressionAttributeNames": {"#pk": pk_name}
-            | ({"#sk": sk_name} if "#sk" in expression else {}),
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": not descending,
-        }
+        if "#sk" in expression:
+            names["#sk"] = sk_name
+        request: dict[str, Any] = {"TableName": self._name, "KeyConditionExpression": expression}
+        if where is not None:
+            options = {f":w{n}": {"S": v} for n, v in enumerate(sorted(where.values))}
+            request["FilterExpression"] = f"#w IN ({', '.join(options)})"
+            names["#w"] = where.attribute
+            values |= options
+        request |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
         if index is not None:
             request["IndexName"] = index
         else:
             request["ConsistentRead"] = True  # see every event stored a moment before
-        if start_after is not None:
-            request["ExclusiveStartKey"] = _to_wire(start_after)
-        return self._query_pages(request, limit)
+        return request
 
     def _query_pages(self, request: dict[str, Any], limit: int | None) -> Page:
         items: list[Item] = []

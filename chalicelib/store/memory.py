@@ -12,6 +12,7 @@ from chalicelib.store.table import (
     ConditionFailed,
     Item,
     Key,
+    Match,
     Page,
     key_of,
 )
@@ -53,16 +54,10 @@ class MemoryTable:
         descending: bool = False,
         limit: int | None = None,
         start_after: Key | None = None,
+        where: Match | None = None,
     ) -> Page:
-        pk_name, sk_name = INDEX_KEYS[index]
-        rows = [
-            item
-            for item in self._items.values()
-            if item.get(pk_name) == pk
-            and sk_name in item
-            and (sk_prefix is None or item[sk_name].startswith(sk_prefix))
-            and (sk_between is None or sk_between[0] <= item[sk_name] <= sk_between[1])
-        ]
+        _, sk_name = INDEX_KEYS[index]
+        rows = self._matching(pk, sk_prefix, sk_between, index, where)
         rows.sort(key=lambda item: item[sk_name], reverse=descending)
         if start_after is not None:
             after = start_after[sk_name]
@@ -71,6 +66,36 @@ class MemoryTable:
         rows = rows[:limit] if limit is not None else rows
         last = key_of(rows[-1], index) if more and rows else None
         return Page([copy.deepcopy(r) for r in rows], last)
+
+    def count(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        where: Match | None = None,
+    ) -> int:
+        return len(self._matching(pk, sk_prefix, sk_between, index, where))
+
+    def _matching(
+        self,
+        pk: str,
+        sk_prefix: str | None,
+        sk_between: tuple[str, str] | None,
+        index: str | None,
+        where: Match | None,
+    ) -> list[Item]:
+        pk_name, sk_name = INDEX_KEYS[index]
+        return [
+            item
+            for item in self._items.values()
+            if item.get(pk_name) == pk
+            and sk_name in item
+            and (sk_prefix is None or item[sk_name].startswith(sk_prefix))
+            and (sk_between is None or sk_between[0] <= item[sk_name] <= sk_between[1])
+            and (where is None or item.get(where.attribute) in where.values)
+        ]
 
     @staticmethod
     def _check(existing: Item | None, condition: Condition | None) -> None:

@@ -4,6 +4,9 @@ Every record is one item: its keys, a ``version`` bumped by each write, and the 
 ``data``. Writers that can race (two PATCHes, two event batches) write with ``version`` as their
 condition; a lost race raises :class:`~chalicelib.errors.StaleVersion` and the caller re-reads and
 re-applies, so no write is lost silently.
+
+An item that no longer reads never breaks a list (``readable.py``); a list's ``total`` is counted
+by the table (DynamoDB ``Select=COUNT``), not by loading every item.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -24,11 +27,25 @@ from chalicelib.contracts import CallEvent
 from chalicelib.errors import AlreadyExists, InvalidInput, NotFound, StaleVersion
 from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
-from chalicelib.store.table import ABSENT, Condition, ConditionFailed, Item, Key, Table
+from chalicelib.store.readable import readable
+from chalicelib.store.table import (
+    ABSENT,
+    MAX_MATCH_VALUES,
+    Condition,
+    ConditionFailed,
+    Item,
+    Key,
+    Match,
+    Table,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 MAX_PAGE_SIZE = 100
+MAX_AGENT_FILTER = MAX_MATCH_VALUES
+"""At most this many ``agentIds`` in one calls query (one DynamoDB ``IN``)."""
+CALL_AGENT = "agent"
+"""The call item's attribute holding its agent id, which ``agentIds`` filters on."""
 INVITE_KEY_TTL_S = 7 * 24 * 3600
 """How long a retried INVITE webhook finds its decision (DynamoDB TTL removes the key after)."""
 
@@ -66,6 +83,7 @@ class _Scan:
     sk_prefix: str | None = None
     sk_between: tuple[str, str] | None = None
     descending: bool = False
+    where: Match | None = None
 
 
 def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Item:
@@ -239,28 +257,37 @@ class Store:
         created_between: tuple[datetime, datetime] | None = None,
         agent_ids: frozenset[str] = frozenset(),
     ) -> PageResult[Call]:
-        """List an account's calls, newest first, by creation time and agent."""
+        """List an account's calls, newest first, by creation time and agent (at most
+        :data:`MAX_AGENT_FILTER` agent ids)."""
         between = None
         if created_between is not None:
             low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
             between = (low, high + "~")
+        if len(agent_ids) > MAX_AGENT_FILTER:
+            raise InvalidInput(
+                "agentIds", f"at most {MAX_AGENT_FILTER} agent ids (got {len(agent_ids)})"
+            )
         scan = _Scan(
-            keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=between, descending=True
+            keys.calls_gsi1pk(account_id),
+            index=keys.GSI1,
+            sk_between=between,
+            descending=True,
+            where=Match(CALL_AGENT, agent_ids) if agent_ids else None,
         )
-        accept = (lambda call: call.agent_id in agent_ids) if agent_ids else None
-        return self._page(scan, Call, request, accept)
+        return self._page(scan, Call, request)
 
     def iter_calls(
         self, account_id: str, created_between: tuple[datetime, datetime]
     ) -> Iterator[Call]:
-        """Yield every call of the account created in the range (for usage reports)."""
+        """Yield every readable call of the account created in the range (for usage reports)."""
         low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
         scan = _Scan(keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=(low, high + "~"))
-        for item in self._scan_items(scan, None):
-            yield _load(Call, item).value
+        for _, call in readable(Call, self._scan_items(scan, None)):
+            yield call
 
     @staticmethod
     def _call_item(call: Call, version: int) -> Item:
+        agent = {CALL_AGENT: call.agent_id} if call.agent_id else {}
         return _item(
             keys.call_pk(call.call_id),
             keys.CALL_SK,
@@ -268,6 +295,7 @@ class Store:
             version,
             gsi1pk=keys.calls_gsi1pk(call.account_id),
             gsi1sk=keys.calls_gsi1sk(_iso(call.created), call.call_id),
+            **agent,
         )
 
     # --- events ----------------------------------------------------------------------------------
@@ -287,9 +315,10 @@ class Store:
         return True
 
     def list_events(self, pk: str) -> list[CallEvent]:
-        """Return every event stored under ``pk`` (unordered: callers order by edge time)."""
+        """Return every readable event stored under ``pk`` (unordered: callers order by edge
+        time)."""
         scan = _Scan(pk, sk_prefix=keys.event_sk())
-        return [CallEvent.model_validate_json(i["data"]) for i in self._scan_items(scan, None)]
+        return [event for _, event in readable(CallEvent, self._scan_items(scan, None))]
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -304,8 +333,14 @@ class Store:
             raise StaleVersion(f"{what} changed since version {read_version}") from None
 
     def _scan_items(
-        self, scan: _Scan, start_after: Key | None, *, descending: bool | None = None
+        self,
+        scan: _Scan,
+        start_after: Key | None,
+        *,
+        descending: bool | None = None,
+        batch: int = MAX_PAGE_SIZE,
     ) -> Iterator[Item]:
+        """Yield the items of ``scan``, asking the table for ``batch`` at a time."""
         order = scan.descending if descending is None else descending
         while True:
             page = self.table.query(
@@ -314,21 +349,16 @@ class Store:
                 sk_between=scan.sk_between,
                 index=scan.index,
                 descending=order,
-                limit=MAX_PAGE_SIZE,
+                limit=batch,
                 start_after=start_after,
+                where=scan.where,
             )
             yield from page.items
             if page.last_key is None:
                 return
             start_after = page.last_key
 
-    def _page(
-        self,
-        scan: _Scan,
-        model: type[M],
-        request: PageRequest,
-        accept: Callable[[M], bool] | None = None,
-    ) -> PageResult[M]:
+    def _page(self, scan: _Scan, model: type[M], request: PageRequest) -> PageResult[M]:
         direction, start = ("next", None) if not request.cursor else _decode_cursor(request.cursor)
         partition = "pk" if scan.index is None else "gsi1pk"
         if start is not None and start.get(partition) != scan.pk:
@@ -336,21 +366,22 @@ class Store:
             raise InvalidInput("cursor", f"{request.cursor!r} is not a cursor of this list")
         backwards = direction == "prev"
         chosen: list[tuple[Item, M]] = []
-        total = 0
-        for item in self._scan_items(scan, start, descending=scan.descending != backwards):
-            value = _load(model, item).value
-            if accept is None or accept(value):
-                chosen.append((item, value))
+        wanted = request.page_size + 1  # one more than the page: is there a next one?
+        items = self._scan_items(scan, start, descending=scan.descending != backwards, batch=wanted)
+        for pair in readable(model, items):
+            chosen.append(pair)
             if len(chosen) > request.page_size:
                 break
         more = len(chosen) > request.page_size
         chosen = chosen[: request.page_size]
         if backwards:
             chosen.reverse()
-        total = sum(
-            1
-            for item in self._scan_items(scan, None)
-            if accept is None or accept(_load(model, item).value)
+        total = self.table.count(
+            scan.pk,
+            sk_prefix=scan.sk_prefix,
+            sk_between=scan.sk_between,
+            index=scan.index,
+            where=scan.where,
         )
         return PageResult(
             results=[value for _, value in chosen],

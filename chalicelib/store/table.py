@@ -33,6 +33,16 @@ class Condition:
         return cls(version=version)
 
 
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A query filter: the item's ``attribute`` is one of ``values`` (DynamoDB's ``IN``)."""
+
+    attribute: str
+    values: frozenset[str]
+
+
+MAX_MATCH_VALUES = 100
+"""DynamoDB's ``IN`` takes at most 100 values."""
 ABSENT = Condition.must_be_absent()
 INDEX_KEYS: dict[str | None, tuple[str, str]] = {None: ("pk", "sk"), "gsi1": ("gsi1pk", "gsi1sk")}
 """The key attributes of the table (``None``) and of each index."""
@@ -80,4 +90,17 @@ class Table(Protocol):
         descending: bool = False,
         limit: int | None = None,
         start_after: Key | None = None,
+        where: Match | None = None,
     ) -> Page: ...
+
+    def count(
+        self,
+        pk: str,
+        *,
+        sk_prefix: str | None = None,
+        sk_between: tuple[str, str] | None = None,
+        index: str | None = None,
+        where: Match | None = None,
+    ) -> int:
+        """Return how many items ``query`` would return, without returning them."""
+        ...

@@ -9,7 +9,9 @@ Theory of operation:
 3. No pattern nests unbounded repetitions over overlapping classes, so matching stays linear
    in the input length even on hostile input (the fuzz tests feed ``hypothesis.binary()``).
 4. Text comes from bytes decoded as UTF-8 with ``surrogateescape``: invalid bytes become
-   lone surrogates, which no pattern below accepts where the grammar wants UTF8-NONASCII.
+   lone surrogates (U+DC80-U+DCFF). Only a quoted-string accepts them, where the grammar wants
+   UTF8-NONASCII: older PBXs send Latin-1 display names (``"café"`` with é as the one byte
+   E9), and refusing the call for it helps nobody. Tokens, URIs and the rest still refuse them.
 """
 
 from __future__ import annotations
@@ -89,10 +91,12 @@ HNV_CHARS = rf"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|{ESCAPED})*"
 SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
 
 # quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
-# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
+# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII  (and, leniently, bytes that are not
+#          UTF-8: rule 4)
 # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
 QUOTED_STRING = (
-    r'"(?:[\t !#-\[\]-~\u0080-\ud7ff\ue000-\U0010ffff]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+    r'"(?:[\t !#-\[\]-~\u0080-\ud7ff\udc80-\udcff\ue000-\U0010ffff]'
+    r'|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
 )
 
 # gen-value = token / host / quoted-string   (host adds ":" "[" "]" for IPv6 and ports)

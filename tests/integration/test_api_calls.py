@@ -83,6 +83,7 @@ def test_agent_call_returns_201_and_the_call_with_caller_and_callee(
         },
         "metadata": {"team": "sales", "ticket": "T-1"},
         "templateContext": {"customer_name": "Bob", "order": 42},
+        "droppedContext": [],
         "joinTimeout": "30s",
         "maxDuration": "300s",
         "sipDetails": {

@@ -89,7 +89,12 @@ def run_sipp(
         command += ["-tls_cert", str(cert), "-tls_key", str(key)]
     command += list(extra)
     result = subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, timeout=timeout_s + 15
+        command,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        errors="replace",  # SIPp echoes what it received, bytes that are not UTF-8 included
+        timeout=timeout_s + 15,
     )
     return SippRun(
         returncode=result.returncode,

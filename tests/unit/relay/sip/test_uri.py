@@ -139,6 +139,24 @@ def test_name_addr_with_quoted_display_name_and_tag() -> None:
     assert str(value) == '"Alice \\"A\\" Smith" <sip:alice@example.com>;tag=1928301774'
 
 
+def test_a_latin1_display_name_parses_and_serializes_to_the_same_bytes() -> None:
+    """Older PBXs quote Latin-1 display names: a byte that is not UTF-8 (E9) is kept as the
+    parser's surrogate escape (abnf.py rule 4), and goes back out as the very same byte."""
+    raw = b'"caf\xe9 Caf\xc3\xa9" <sip:pbx@example.com>;tag=1'
+    value = NameAddr.parse(raw.decode("utf-8", "surrogateescape"))
+    assert value.display == "caf\udce9 Café"
+    assert str(value).encode("utf-8", "surrogateescape") == raw
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["caf\udce9 <sip:pbx@example.com>", '"x" <sip:caf\udce9@example.com>', "<sip:a@b>;t=\udce9"],
+)
+def test_bytes_that_are_not_utf8_are_still_refused_outside_quoted_strings(text: str) -> None:
+    with pytest.raises(SipParseError):
+        NameAddr.parse(text)
+
+
 def test_addr_spec_parameters_are_header_parameters() -> None:
     value = NameAddr.parse("sip:bob@example.com;user=phone;tag=x", header="To")
     assert isinstance(value.uri, SipUri) and value.uri.params == ()
