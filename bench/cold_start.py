@@ -251,7 +251,12 @@ def invite_event() -> dict[str, Any]:
     headers = {
         "content-type": "application/json",
         "host": "api.example.test",
-        **{k.lower(): v for k, v in sign(WEBHOOK_SECRET, int(time.time()), body.encode()).items()},
+        **{
+            k.lower(): v
+            for k, v in sign(
+                WEBHOOK_SECRET, int(time.time()), body.encode(), method="POST", path=INVITE_PATH
+            ).items()
+        },
     }
     return {
         "resource": INVITE_PATH,

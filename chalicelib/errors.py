@@ -97,6 +97,21 @@ class FallbackFailed(DomainError):
     code = "fallback_failed"
 
 
+class PayloadTooLarge(DomainError):
+    """The request body is over the route's size limit (HTTP 413), refused before parsing."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class StoreBusy(DomainError):
+    """The table stayed throttled or in conflict through every retry (HTTP 503, SIP 503)."""
+
+    http_status = 503
+    sip_status = 503
+    code = "store_busy"
+
+
 class CommandNotSent(DomainError):
     """A command could not be queued for the edge (HTTP 503); the user may retry."""
 

@@ -36,7 +36,8 @@ def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
     """POST a signed JSON body to the control plane; return the status and the parsed answer."""
     url = os.environ.get("SIPLINE_API_URL", "http://127.0.0.1:8000") + path
     raw = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **signing.sign(_secret(), int(time.time()), raw)}
+    signed = signing.sign(_secret(), int(time.time()), raw, method="POST", path=path)
+    headers = {"Content-Type": "application/json", **signed}
     request = urllib.request.Request(url, data=raw, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -27,7 +27,8 @@ def api(stack: LocalStack, method: str, path: str, body: Any = None) -> requests
 def webhook(stack: LocalStack, path: str, body: Any) -> requests.Response:
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
-    headers |= signing.sign(stack.credentials.webhook_secret, int(time.time()), raw)
+    secret = stack.credentials.webhook_secret
+    headers |= signing.sign(secret, int(time.time()), raw, method="POST", path=path)
     return requests.post(stack.api_url + path, data=raw, headers=headers, timeout=10)
 
 
