@@ -60,7 +60,10 @@ def _error_response(error: DomainError) -> Response:
     body: dict[str, Any] = {"code": error.code, "detail": error.message}
     if isinstance(error, InvalidInput):
         body["field"] = error.field
-    return Response(body=body, status_code=error.http_status)
+    headers: dict[str, str | list[str]] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    return Response(body=body, status_code=error.http_status, headers=headers)
 
 
 def _request() -> Request:

@@ -75,7 +75,8 @@ def estimated_bits(key: str) -> float:
     return len(key) * math.log2(distinct) if distinct > 1 else 0.0
 
 
-def _weakness(key: str) -> str | None:
+def weakness(key: str) -> str | None:
+    """Return why ``key`` is too weak to configure (rule 2), or None if it is strong enough."""
     if len(key) < MIN_KEY_LENGTH:
         return (
             f"the key has {len(key)} characters; at least {MIN_KEY_LENGTH} characters are required"
@@ -99,8 +100,8 @@ def _parse_entry(position: int, item: str) -> ApiKey:
         if not _HEX_DIGEST.fullmatch(digest):
             raise ApiKeyError(f"{where}: a sha256: credential is 64 lower-case hex digits")
         return ApiKey(key_id, account_id, digest)
-    if (weakness := _weakness(credential)) is not None:
-        raise ApiKeyError(f"{where}: {weakness} (docs/deployment.md)")
+    if (weak := weakness(credential)) is not None:
+        raise ApiKeyError(f"{where}: {weak} (docs/deployment.md)")
     return ApiKey(key_id, account_id, hash_key(credential))
 
 

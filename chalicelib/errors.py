@@ -14,6 +14,8 @@ class DomainError(Exception):
     http_status = 400
     sip_status = 500
     code = "domain_error"
+    retry_after_s: int | None = None
+    """Seconds a client should wait before trying again (a ``Retry-After`` header), if any."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -110,6 +112,7 @@ class StoreBusy(DomainError):
     http_status = 503
     sip_status = 503
     code = "store_busy"
+    retry_after_s = 1
 
 
 class CommandNotSent(DomainError):

@@ -397,3 +397,14 @@ def test_webhook_signature_with_non_ascii_characters_is_refused_with_401(api: Ap
     )
 
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("field", ["callId", "legId", "eventId"])
+def test_oversized_event_ids_are_refused_naming_the_field(api: Api, field: str) -> None:
+    """Ids become DynamoDB keys (2 KB at most): a 3,000-character id is a 400, not a 500."""
+    event = _event("c" * 10, 0, "invite_received", "2026-11-25T12:00:00Z") | {field: "i" * 3000}
+
+    reply = api.events([event])
+
+    assert reply.status == 400
+    assert reply.body["field"] == f"events[0].{field}"
