@@ -24,6 +24,7 @@ from chalice.app import Chalice, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import agents, calls, events, invites, registrations, sip_config
+from chalicelib.api_keys import authenticate
 from chalicelib.call_models import AgentCallCreate, CallCreate
 from chalicelib.contracts import (
     CallEventBatch,
@@ -31,7 +32,7 @@ from chalicelib.contracts import (
     InviteWebhook,
     dump,
 )
-from chalicelib.errors import DomainError, InvalidInput, Unauthorized
+from chalicelib.errors import DomainError, InvalidInput, PayloadTooLarge, Unauthorized
 from chalicelib.models import (
     AgentFields,
     AgentPatch,
@@ -40,6 +41,7 @@ from chalicelib.models import (
     SipConfigPatch,
 )
 from chalicelib.observability import count, flush, logger, tracer
+from chalicelib.request_size import check_body_size
 from chalicelib.runtime import services
 from chalicelib.signing import SignatureError, verify
 from chalicelib.store.repository import MAX_PAGE_SIZE, PageRequest, PageResult
@@ -58,7 +60,10 @@ def _error_response(error: DomainError) -> Response:
     body: dict[str, Any] = {"code": error.code, "detail": error.message}
     if isinstance(error, InvalidInput):
         body["field"] = error.field
-    return Response(body=body, status_code=error.http_status)
+    headers: dict[str, str | list[str]] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    return Response(body=body, status_code=error.http_status, headers=headers)
 
 
 def _request() -> Request:
@@ -76,12 +81,12 @@ def _body(model: type[M]) -> M:
 
 
 def _account() -> str:
-    key = _request().headers.get("x-api-key", "")
-    account = services().settings.api_keys.get(key) if key else None
-    if account is None:
+    presented = _request().headers.get("x-api-key", "")
+    key = authenticate(services().settings.api_keys, presented) if presented else None
+    if key is None:
         raise Unauthorized("missing or unknown X-API-Key")
-    logger.append_keys(account_id=account)
-    return account
+    logger.append_keys(account_id=key.account_id, key_id=key.key_id)
+    return key.account_id
 
 
 def api(status: int = 200) -> Callable[[Handler], Handler]:
@@ -154,10 +159,15 @@ def _date(name: str) -> date | None:
 def _observe(event: Any, get_response: Callable[[Any], Response]) -> Response:
     logger.append_keys(path=event.path, method=event.method)
     try:
+        check_body_size(event.path, len(event.raw_body or b""))  # 413 before any parsing
         return get_response(event)
+    except PayloadTooLarge as error:
+        logger.warning("request refused", extra={"reason": error.message})
+        count("RequestTooLarge")
+        return _error_response(error)
     finally:
         flush()
-        logger.remove_keys(["path", "method", "account_id", "call_id", "agent_id"])
+        logger.remove_keys(["path", "method", "account_id", "key_id", "call_id", "agent_id"])
 
 
 # --- /api/sip --------------------------------------------------------------------------------
@@ -356,6 +366,8 @@ def webhook(handler: Callable[[bytes], Any]) -> Callable[[], Response]:
                 current.settings.webhook_secrets,
                 dict(request.headers),
                 body,
+                method=request.method,
+                path=request.path,
                 now=current.epoch_seconds(),
                 window_s=current.settings.replay_window_s,
             )

@@ -17,6 +17,7 @@ from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
 from chalicelib.sip_uri import user_part
 from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.validation import shown
 
 DEFAULT_USAGE_DAYS = 30
 MAX_USAGE_DAYS = 366
@@ -169,7 +170,9 @@ def hang_up_for_bot(
     if twilio_compat.account_sid(call.account_id) != sid_of_account:
         raise Unauthorized("AccountSid, CallSid or AuthToken does not match a call")
     if status not in ("completed", "canceled"):
-        raise InvalidInput("Status", f"only 'completed' or 'canceled' end a call (got {status!r})")
+        raise InvalidInput(
+            "Status", f"only 'completed' or 'canceled' end a call (got {shown(status)})"
+        )
     if call.ended is None:
         send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id, reason="agent"))
     return {

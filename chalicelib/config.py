@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from chalicelib.api_keys import ApiKey, parse_api_keys
 
 DEFAULT_ACCOUNT = "default"
 DEFAULT_CODEC_PREFERENCE = ("opus/48000/2", "G722/8000", "PCMU/8000", "PCMA/8000")
@@ -20,8 +22,8 @@ class Settings:
 
     table_name: str = "sipline"
     command_queue_url: str | None = None
-    api_keys: Mapping[str, str] = field(default_factory=dict)
-    """API key -> account id."""
+    api_keys: tuple[ApiKey, ...] = ()
+    """The configured API keys: id, account and SHA-256 of each, never a key (api_keys.py)."""
     webhook_secret: str = ""
     """Shared with the edge; several may be given, comma-separated, while rotating."""
     replay_window_s: int = 60
@@ -33,6 +35,11 @@ class Settings:
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
     fallback_timeout_s: float = 2.5
     """Below the edge's decision timeout (4 s), so a slow fallback handler still gets an answer."""
+
+    @property
+    def accounts(self) -> list[str]:
+        """Every account an API key names, sorted, once each."""
+        return sorted({key.account_id for key in self.api_keys})
 
     @property
     def webhook_secrets(self) -> list[str]:
@@ -54,15 +61,6 @@ class Settings:
         return DEFAULT_ACCOUNT
 
 
-def parse_api_keys(text: str) -> dict[str, str]:
-    """Parse ``"key"`` or ``"account:key"`` items separated by commas into key -> account."""
-    keys: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        account, sep, key = item.rpartition(":")
-        keys[key] = account if sep else DEFAULT_ACCOUNT
-    return keys
-
-
 def _secret(env: Mapping[str, str], name: str) -> str:
     """Return ``env[name]``, or the Secrets Manager value named by ``env[name + '_ARN']``."""
     if env.get(name):
@@ -77,7 +75,10 @@ def _secret(env: Mapping[str, str], name: str) -> str:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``env`` (default: ``os.environ``)."""
+    """Build :class:`Settings` from ``env`` (default: ``os.environ``).
+
+    Raises ApiKeyError when ``SIPLINE_API_KEYS`` is malformed or names a weak key.
+    """
     env = os.environ if env is None else env
     preference = env.get("SIPLINE_CODEC_PREFERENCE")
     return Settings(

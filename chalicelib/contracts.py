@@ -193,10 +193,10 @@ class CallEvent(Contract):
     event_id: str = Field(alias="eventId", min_length=1, max_length=128)
     type: CallEventType
     occurred_at: datetime = Field(alias="occurredAt", description="Edge time, RFC 3339 UTC.")
-    call_id: str | None = Field(default=None, alias="callId")
-    leg_id: str | None = Field(default=None, alias="legId")
+    call_id: str | None = Field(default=None, alias="callId", max_length=128)
+    leg_id: str | None = Field(default=None, alias="legId", max_length=128)
     leg_role: LegRole | None = Field(default=None, alias="legRole")
-    registration_id: str | None = Field(default=None, alias="registrationId")
+    registration_id: str | None = Field(default=None, alias="registrationId", max_length=128)
     sip_status: int | None = Field(default=None, alias="sipStatus", ge=100, le=699)
     reason: LegEndReason | None = None
     detail: str | None = Field(default=None, max_length=500)

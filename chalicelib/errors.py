@@ -14,6 +14,8 @@ class DomainError(Exception):
     http_status = 400
     sip_status = 500
     code = "domain_error"
+    retry_after_s: int | None = None
+    """Seconds a client should wait before trying again (a ``Retry-After`` header), if any."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -95,6 +97,22 @@ class FallbackFailed(DomainError):
     http_status = 502
     sip_status = 480
     code = "fallback_failed"
+
+
+class PayloadTooLarge(DomainError):
+    """The request body is over the route's size limit (HTTP 413), refused before parsing."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class StoreBusy(DomainError):
+    """The table stayed throttled or in conflict through every retry (HTTP 503, SIP 503)."""
+
+    http_status = 503
+    sip_status = 503
+    code = "store_busy"
+    retry_after_s = 1
 
 
 class CommandNotSent(DomainError):

@@ -1,7 +1,8 @@
 """Applying the edge's event batches (contract 2), idempotently.
 
 1. The batch is checked whole before anything is written: an event must name a call or a
-   registration.
+   registration, and be dated no later than :data:`MAX_CLOCK_SKEW` past the control plane's clock
+   (an edge's clock may run ahead a little; a year 9999 event is refused, 400 naming it).
 2. Each event is stored once under its call or registration, keyed by ``eventId`` with a
    conditional put: a retried batch finds every id taken and changes nothing. Events naming a call
    or registration that does not exist are stored too (nothing is lost) and counted as unknown.
@@ -9,13 +10,16 @@
    recompute failed) is recomputed from *all* its stored events, ordered by the edge's
    timestamps (``call_outcome.summarize``), and written with a version condition, retried when a
    concurrent batch wins the race. The call is a pure function of its events, so the order in which
-   batches arrive does not matter.
+   batches arrive does not matter. An event dated before the call's creation minus
+   :data:`MAX_CLOCK_SKEW` counts as dated then (:func:`within_lifetime`): a call cannot bill time
+   from before it existed (an answer dated 0001-01-01 billed 315 billion SIP seconds).
 4. A registration's ``successful`` follows its latest status event, by edge time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from chalicelib.call_models import Call
 from chalicelib.call_outcome import summarize
@@ -25,6 +29,9 @@ from chalicelib.models import Registration
 from chalicelib.observability import logger
 from chalicelib.services import Services, retry_on_conflict
 from chalicelib.store import keys
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far an edge's event times may stray from the control plane's clock (docs/billing.md)."""
 
 _STATUS_EVENTS = {
     CallEventType.REGISTRATION_SUCCEEDED: True,
@@ -41,8 +48,15 @@ _LEG_EVENTS = {
 }
 
 
-def _check(batch: CallEventBatch) -> None:
+def _check(batch: CallEventBatch, now: datetime) -> None:
+    latest = now + MAX_CLOCK_SKEW
     for index, event in enumerate(batch.events):
+        if event.occurred_at > latest:
+            raise InvalidInput(
+                f"events[{index}].occurredAt",
+                f"{event.occurred_at.isoformat()} is more than {_minutes(MAX_CLOCK_SKEW)} minutes"
+                f" after the control plane's clock ({now.isoformat()})",
+            )
         if event.type in _STATUS_EVENTS and not event.registration_id:
             raise InvalidInput(f"events[{index}].registrationId", f"required for {event.type}")
         if event.type not in _STATUS_EVENTS and not event.call_id:
@@ -53,7 +67,7 @@ def _check(batch: CallEventBatch) -> None:
 
 def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResult:
     """Store the batch's new events and bring the calls and registrations they name up to date."""
-    _check(batch)
+    _check(batch, services.clock())
     applied = duplicates = unknown = 0
     calls: set[str] = set()
     registrations: set[str] = set()
@@ -97,9 +111,22 @@ def _exists(services: Services, event: CallEvent) -> bool:
     return True
 
 
+def _minutes(span: timedelta) -> int:
+    return int(span.total_seconds() // 60)
+
+
+def within_lifetime(call: Call, events: Iterable[CallEvent]) -> list[CallEvent]:
+    """Return ``events`` with any time before ``call.created - MAX_CLOCK_SKEW`` moved up to it."""
+    earliest = call.created - MAX_CLOCK_SKEW
+    return [
+        e if e.occurred_at >= earliest else e.model_copy(update={"occurred_at": earliest})
+        for e in events
+    ]
+
+
 def call_with_events(call: Call, events: Iterable[CallEvent]) -> Call:
-    """Return ``call`` as its events say it is (pure)."""
-    stored = list(events)
+    """Return ``call`` as its events say it is, times bounded by :func:`within_lifetime` (pure)."""
+    stored = within_lifetime(call, events)
     outcome = summarize(stored)
     return call.model_copy(
         update={

@@ -85,7 +85,7 @@ class HttpFallbackClient:
         headers = {"Content-Type": "application/json", "User-Agent": "sipline-fallback/1"}
         if secrets:  # one v1= signature per secret, so the handler can rotate them
             timestamp = int(time.time())
-            signed = [signing.sign(secret, timestamp, body) for secret in secrets]
+            signed = [signing.sign_body(secret, timestamp, body) for secret in secrets]
             headers[signing.TIMESTAMP_HEADER] = str(timestamp)
             headers[signing.SIGNATURE_HEADER] = ",".join(
                 h[signing.SIGNATURE_HEADER] for h in signed

@@ -50,7 +50,7 @@ def edge_allowlist(services: Services) -> AllowlistSnapshot:
 
     The accounts are those the deployment's API keys name.
     """
-    accounts = sorted(set(services.settings.api_keys.values()))
+    accounts = services.settings.accounts
     ranges: set[str] = set()
     registrations = False
     for account_id in accounts:

@@ -46,4 +46,5 @@ def auth_token(secret: str, sid: str) -> str:
 
 def token_matches(secrets: list[str], sid: str, token: str) -> bool:
     """Constant-time check of a presented token against every current secret."""
-    return any(hmac.compare_digest(auth_token(s, sid), token) for s in secrets if s)
+    presented = token.encode("utf-8", "replace")  # bytes: a non-ASCII str would raise
+    return any(hmac.compare_digest(auth_token(s, sid).encode(), presented) for s in secrets if s)

@@ -8,7 +8,7 @@ import sys
 import time
 from types import FrameType
 
-from scripts.localstack import ROOT, Credentials, LocalStack
+from scripts.localstack import LOCAL_KEY_ID, ROOT, Credentials, LocalStack
 
 
 def _banner(stack: LocalStack) -> str:
@@ -16,7 +16,7 @@ def _banner(stack: LocalStack) -> str:
     return f"""
 sipline is running locally.
 
-  REST API        {stack.api_url}/api   (header X-API-Key: {key})
+  REST API        {stack.api_url}/api   (header X-API-Key; the key's id in logs: {LOCAL_KEY_ID})
   SIP webhooks    {stack.api_url}/webhooks/sip/invite, /webhooks/sip/events
   moto server     {stack.moto_url}   (DynamoDB table 'sipline', SQS queue 'sipline-commands')
   SIP edge        sip:<user>@127.0.0.1:{stack.sip_port} (UDP, TCP), TLS on {stack.tls_port}

@@ -5,6 +5,9 @@ Until a SIP phone can call the relay, this is how to see a routing decision loca
     .venv/bin/python -m scripts.edge invite --to sales -H "X-Customer-Name: Bob"
     .venv/bin/python -m scripts.edge events tests/vectors/events/incoming_hangup.json --call-id <id>
 
+With ``--call-id``, the batch is rewritten for that call: its ``callId``, unique ``eventId`` values,
+and its times moved so that its last event happened now.
+
 The secret and the URL come from ``.dev/credentials.json`` (written by ``make dev``) unless
 ``SIPLINE_WEBHOOK_SECRET`` / ``SIPLINE_API_URL`` are set.
 """
@@ -19,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,8 @@ def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
     """POST a signed JSON body to the control plane; return the status and the parsed answer."""
     url = os.environ.get("SIPLINE_API_URL", "http://127.0.0.1:8000") + path
     raw = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **signing.sign(_secret(), int(time.time()), raw)}
+    signed = signing.sign(_secret(), int(time.time()), raw, method="POST", path=path)
+    headers = {"Content-Type": "application/json", **signed}
     request = urllib.request.Request(url, data=raw, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -62,10 +67,20 @@ def invite(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _when(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["occurredAt"]).replace("Z", "+00:00"))
+
+
 def events(args: argparse.Namespace) -> dict[str, Any]:
     batch: dict[str, Any] = json.loads(Path(args.file).read_text())
+    if not args.call_id:
+        return batch
+    # The call was just made: its events happened up to now, not on the vector's date (a call
+    # bills nothing from before its creation, docs/billing.md).
+    shift = datetime.now(UTC) - max(_when(e) for e in batch["events"])
     for event in batch["events"]:
-        if args.call_id and event.get("callId"):
+        event["occurredAt"] = (_when(event) + shift).isoformat().replace("+00:00", "Z")
+        if event.get("callId"):
             event["callId"] = args.call_id
             event["eventId"] = f"{args.call_id}:{event['eventId']}"
     return batch
@@ -86,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = commands.add_parser("events", help="post an event batch (JSON file)")
     batch.add_argument("file")
     batch.add_argument(
-        "--call-id", help="rewrite the batch's callId (and make its eventIds unique)"
+        "--call-id",
+        help="rewrite the batch's callId (and make its eventIds unique), its last event now",
     )
     args = parser.parse_args(argv)
     body = invite(args) if args.command == "invite" else events(args)

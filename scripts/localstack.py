@@ -19,11 +19,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chalicelib import api_keys
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REGION = "us-east-1"
 TABLE = "sipline"
 QUEUE = "sipline-commands"
+LOCAL_KEY_ID = "local"
+"""The id of the local stack's API key, as the control plane's log lines name it."""
 
 
 def free_port() -> int:
@@ -106,7 +110,11 @@ def wait_sip(port: int, timeout_s: float, process: subprocess.Popen[bytes] | Non
 
 @dataclass
 class Credentials:
-    """The local stack's secrets: kept in ``.dev/credentials.json`` so they survive restarts."""
+    """The local stack's secrets: kept in ``.dev/credentials.json`` so they survive restarts.
+
+    ``api_key`` is the plain key, for the developer (the file is theirs, mode 0600); the control
+    plane is given only its SHA-256 (:meth:`LocalStack.environment`).
+    """
 
     api_key: str
     webhook_secret: str
@@ -119,7 +127,7 @@ class Credentials:
         from cryptography.fernet import Fernet
 
         made = cls(
-            api_key="sk_local_" + secrets.token_urlsafe(18),
+            api_key=api_keys.new_key("sk_local_"),
             webhook_secret="whsec_local_" + secrets.token_urlsafe(24),
             password_key=Fernet.generate_key().decode(),
         )
@@ -174,7 +182,7 @@ class LocalStack:
             **self.aws_environment(),
             "SIPLINE_TABLE": TABLE,
             "SIPLINE_COMMAND_QUEUE_URL": self.queue_url,
-            "SIPLINE_API_KEYS": self.credentials.api_key,
+            "SIPLINE_API_KEYS": api_keys.entry(LOCAL_KEY_ID, "default", self.credentials.api_key),
             "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
             "SIPLINE_DEFAULT_MEDIA_ENDPOINT": self.media_endpoint,
@@ -193,6 +201,11 @@ class LocalStack:
 
     def start(self) -> None:
         """Start moto, create the table and the queue, then start ``chalice local``."""
+        if (weak := api_keys.weakness(self.credentials.api_key)) is not None:
+            raise RuntimeError(
+                f"the api_key of .dev/credentials.json is refused: {weak}."
+                " Delete the file and `make dev` makes new credentials."
+            )
         require_free(self.moto_port, "moto server", "SIPLINE_MOTO_PORT")
         require_free(self.api_port, "chalice local", "SIPLINE_API_PORT")
         moto = self._spawn(

@@ -1,19 +1,37 @@
 """The :class:`~chalicelib.store.table.Table` protocol on DynamoDB, through boto3's low-level client.
 
 The only module that touches DynamoDB: conditions become ``ConditionExpression``s and botocore's
-conditional-check failures become :class:`ConditionFailed`, so nothing above ``store/`` imports
-botocore.
+errors become domain ones (:func:`classify`), so nothing above ``store/`` imports botocore:
+
+1. ``ConditionalCheckFailedException``, or a ``TransactionCanceledException`` whose
+   ``CancellationReasons`` hold a ``ConditionalCheckFailed`` and nothing retryable, is
+   :class:`ConditionFailed` (the item exists, or its version moved on).
+2. A ``TransactionCanceledException`` with a ``TransactionConflict``, ``ThrottlingError`` or
+   ``ProvisionedThroughputExceeded`` reason, and a ``TransactionConflictException`` (a write met
+   an item inside another transaction), are transient: botocore does not retry them, so the write
+   is tried again, at most :data:`MAX_WRITE_ATTEMPTS` times with capped, jittered exponential
+   backoff, then :class:`~chalicelib.errors.StoreBusy` (503).
+3. Throttling errors botocore already retried (``ProvisionedThroughputExceededException``,
+   ``ThrottlingException``, ``RequestLimitExceeded``) are :class:`StoreBusy` at once.
+4. Anything else (a ``ValidationError`` reason, a missing table) is a bug: it propagates.
+
+The reason codes are those of the ``TransactWriteItems`` API reference ("Cancellation reason
+codes"); docs/storage.md lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from chalicelib.errors import StoreBusy
 from chalicelib.store.table import (
     INDEX_KEYS,
     Condition,
@@ -25,7 +43,15 @@ from chalicelib.store.table import (
     key_of,
 )
 
-_CONDITION_ERRORS = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+MAX_WRITE_ATTEMPTS = 4
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 0.4
+_TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+_THROTTLED = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -60,17 +86,64 @@ def _condition(condition: Condition | None) -> dict[str, Any]:
     return {}
 
 
+class Failure(Enum):
+    """What a DynamoDB error means to the store (module docstring, rules 1-4)."""
+
+    CONDITION_FAILED = "condition_failed"
+    TRANSIENT = "transient"
+    THROTTLED = "throttled"
+    OTHER = "other"
+
+
+def classify(response: Mapping[str, Any]) -> Failure:
+    """Classify a botocore error response (``ClientError.response``) by its code and reasons."""
+    code = response.get("Error", {}).get("Code")
+    if code == "ConditionalCheckFailedException":
+        return Failure.CONDITION_FAILED
+    if code == "TransactionConflictException":
+        return Failure.TRANSIENT
+    if code in _THROTTLED:
+        return Failure.THROTTLED
+    if code != "TransactionCanceledException":
+        return Failure.OTHER
+    reasons = {reason.get("Code") for reason in response.get("CancellationReasons") or []}
+    if reasons & _TRANSIENT_REASONS:
+        return Failure.TRANSIENT
+    if "ConditionalCheckFailed" in reasons:
+        return Failure.CONDITION_FAILED
+    return Failure.OTHER
+
+
+def _describe(response: Mapping[str, Any]) -> str:
+    code = str(response.get("Error", {}).get("Code"))
+    reasons = [str(r.get("Code")) for r in response.get("CancellationReasons") or []]
+    return f"{code} [{', '.join(reasons)}]" if reasons else code
+
+
 class DynamoTable:
     """A single DynamoDB table, addressed through a boto3 ``dynamodb`` client."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self._client = client
         self._name = table_name
+        self._sleep = sleep
+        self._jitter = jitter
 
     def get(self, pk: str, sk: str) -> Item | None:
-        response = self._client.get_item(
-            TableName=self._name, Key=_to_wire({"pk": pk, "sk": sk}), ConsistentRead=True
-        )
+        try:
+            response = self._client.get_item(
+                TableName=self._name, Key=_to_wire({"pk": pk, "sk": sk}), ConsistentRead=True
+            )
+        except ClientError as error:
+            _raise_if_busy(error)
+            raise
         return _from_wire(response["Item"]) if "Item" in response else None
 
     def put(self, item: Item, condition: Condition | None = None) -> None:
@@ -171,7 +244,11 @@ class DynamoTable:
         while True:
             if limit is not None:
                 request["Limit"] = limit + 1 - len(items)
-            response = self._client.query(**request)
+            try:
+                response = self._client.query(**request)
+            except ClientError as error:
+                _raise_if_busy(error)
+                raise
             items.extend(_from_wire(i) for i in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
             if limit is not None and len(items) > limit:
@@ -181,11 +258,39 @@ class DynamoTable:
                 return Page(items, None)
             request["ExclusiveStartKey"] = last
 
-    @staticmethod
-    def _call(operation: Any, **kwargs: Any) -> None:
-        try:
-            operation(**kwargs)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _CONDITION_ERRORS:
-                raise ConditionFailed(str(error)) from error
-            raise
+    def _call(self, operation: Any, **kwargs: Any) -> None:
+        """Run a write; retry it while DynamoDB calls it transient (rule 2)."""
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            try:
+                operation(**kwargs)
+                return
+            except ClientError as error:
+                failure = classify(error.response)
+                if failure is Failure.CONDITION_FAILED:
+                    raise ConditionFailed(_describe(error.response)) from error
+                if failure is not Failure.TRANSIENT or attempt == MAX_WRITE_ATTEMPTS:
+                    busy = _busy(error, attempts=attempt)
+                    if busy is None:
+                        raise
+                    raise busy from error
+                self._sleep(self._backoff_s(attempt))
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter in [50 %, 100 %] of the step."""
+        step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (attempt - 1))
+        return step * (0.5 + 0.5 * self._jitter())
+
+
+def _busy(error: ClientError, *, attempts: int = 1) -> StoreBusy | None:
+    """Return StoreBusy for a throttled or transient error, None for any other (rule 4)."""
+    if classify(error.response) not in (Failure.TRANSIENT, Failure.THROTTLED):
+        return None
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return StoreBusy(f"the table is busy ({_describe(error.response)}){tries}; try again")
+
+
+def _raise_if_busy(error: ClientError) -> None:
+    """Raise StoreBusy from a read botocore gave up on (rule 3); return for any other error."""
+    busy = _busy(error)
+    if busy is not None:
+        raise busy from error

@@ -2,8 +2,9 @@
 
 Theory of operation:
 
-1. Every request is signed with :func:`chalicelib.signing.sign` over ``<timestamp>.<body>`` (an
-   empty body for ``GET``), the timestamp taken from an injected wall clock.
+1. Every request is signed with :func:`chalicelib.signing.sign` over its timestamp, method, path
+   (relative to the control plane's base URL) and body (empty for ``GET``), the timestamp taken
+   from an injected wall clock.
 2. One :class:`aiohttp.ClientSession` per client keeps connections alive between requests, so a
    decision costs one round trip, not a TCP (and TLS) handshake.
 3. Every request is bounded by a total timeout (``asyncio.timeout`` around connect, send and read).
@@ -167,7 +168,7 @@ class ControlPlaneClient:
         return self._session
 
     async def _request(self, method: str, path: str, body: bytes, timeout_s: float) -> _Answer:
-        headers = sign(self._secret, int(self._epoch()), body)
+        headers = sign(self._secret, int(self._epoch()), body, method=method, path=path)
         if body:
             headers["Content-Type"] = "application/json"
         url = self._base_url + path

@@ -8,21 +8,29 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from chalice.test import Client
 
 from chalicelib.contracts import EdgeCommand, parse_command
-from tests.support.fakes import API_KEY, FixedClock, as_json, invite_body, signed_headers
+from tests.support.event_vectors import VECTORS as VECTORS  # the tests read it from here
+from tests.support.event_vectors import vector_events
+from tests.support.fakes import (
+    API_KEY,
+    START,
+    FixedClock,
+    as_json,
+    invite_body,
+    signed_headers,
+)
 
 REGION = "us-east-1"
 TABLE = "sipline-test"
 MEDIA_URL = "ws://127.0.0.1:9000/agent"
 FALLBACK_SECRET = "fallback-secret-5b7e"
-VECTORS = Path(__file__).parent.parent / "vectors" / "events"
 
 
 @dataclass
@@ -87,7 +95,7 @@ class Api:
     def webhook(self, path: str, body: Any, **sign: Any) -> Reply:
         """POST ``body`` to a webhook, signed by the edge now (``sign``: ``signed_headers``'s)."""
         raw = body if isinstance(body, bytes) else as_json(body)
-        headers = signed_headers(raw, **({"at": self.clock()} | sign))
+        headers = signed_headers(raw, path=path, **({"at": self.clock()} | sign))
         response = self.client.http.post(path, headers=headers, body=raw)
         return Reply(response.status_code, json.loads(response.body), dict(response.headers))
 
@@ -166,10 +174,9 @@ def stored_items(aws: Aws) -> list[dict[str, Any]]:
     return list(aws.dynamodb.scan(TableName=TABLE)["Items"])
 
 
-def load_vector(name: str, call_id: str) -> list[dict[str, Any]]:
-    """The events of ``tests/vectors/events/<name>.json``, rewritten to name ``call_id``."""
-    events = json.loads((VECTORS / f"{name}.json").read_text())["events"]
-    return [e | {"callId": call_id} if "callId" in e else e for e in events]
+def load_vector(name: str, call_id: str, *, at: datetime = START) -> list[dict[str, Any]]:
+    """The events of ``tests/vectors/events/<name>.json``, naming ``call_id``, t=0 at ``at``."""
+    return vector_events(name, call_id, at=at)
 
 
 def path_of(url: str) -> str:

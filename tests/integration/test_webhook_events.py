@@ -66,8 +66,8 @@ def test_incoming_call_gets_joined_ended_and_billed_from_its_events(
     assert reply.status == 200
     assert reply.body == {"applied": 5, "duplicates": 0, "unknown": 0}
     call = _call(api, call_id)
-    assert call["joined"] == "2025-03-14T09:00:01Z"
-    assert call["ended"] == "2025-03-14T09:01:01Z"
+    assert call["joined"] == "2026-11-25T12:00:01Z"  # the vector's t=1, t=0 moved to START
+    assert call["ended"] == "2026-11-25T12:01:01Z"
     assert call["endReason"] == "hangup"
     assert call["billedDuration"] == "60s"
     assert call["billingStatus"] == "BILLING_STATUS_BILLED"
@@ -95,7 +95,7 @@ def test_active_call_is_joined_but_not_ended_nor_billed(api: Api, agent_id: str)
     apply(api, load_vector("incoming_active", call_id))
 
     call = _call(api, call_id)
-    assert call["joined"] == "2025-03-14T09:00:01Z"
+    assert call["joined"] == "2026-11-25T12:00:01Z"
     assert (call["ended"], call["endReason"], call["billedDuration"]) == (None, None, None)
     assert call["billingStatus"] == "BILLING_STATUS_PENDING"
 
@@ -202,7 +202,7 @@ def test_registration_event_sets_successful(api: Api) -> None:
 def test_older_registration_event_arriving_later_does_not_flip_successful(api: Api) -> None:
     registration_id = api.create_registration()["registrationId"]
     path = f"/api/sip/registrations/{registration_id}"
-    apply(api, [_registration_event("new", registration_id, "failed", "2026-11-25T12:10:00Z")])
+    apply(api, [_registration_event("new", registration_id, "failed", "2026-11-25T12:04:00Z")])
 
     reply = api.events(
         [_registration_event("old", registration_id, "succeeded", "2026-11-25T12:00:00Z")]
@@ -218,7 +218,7 @@ def test_registration_events_in_one_batch_follow_the_latest_by_edge_time(api: Ap
     apply(
         api,
         [
-            _registration_event("b", registration_id, "succeeded", "2026-11-25T12:10:00Z"),
+            _registration_event("b", registration_id, "succeeded", "2026-11-25T12:04:00Z"),
             _registration_event("a", registration_id, "failed", "2026-11-25T12:00:00Z"),
         ],
     )
@@ -287,7 +287,7 @@ def test_usage_sums_billed_call_and_sip_minutes_per_day(
     apply(api, load_vector("incoming_hangup", first_day[1]))  # 60 s call, 66 s SIP
     clock.advance(24 * 3600)
     second_day = _outgoing_call(api, agent_id)
-    apply(api, load_vector("outgoing_no_answer", second_day))  # 0 s call, 30 s SIP
+    apply(api, load_vector("outgoing_no_answer", second_day, at=clock()))  # 0 s call, 30 s SIP
 
     reply = api.get("/api/accounts/me/billing/usage?fromDate=2026-11-20&toDate=2026-11-30")
 
@@ -305,7 +305,7 @@ def test_usage_sums_billed_call_and_sip_minutes_per_day(
 def test_usage_is_limited_to_the_days_asked_for(api: Api, agent_id: str, clock: FixedClock) -> None:
     apply(api, load_vector("outgoing_answered", _outgoing_call(api, agent_id)))
     clock.advance(24 * 3600)
-    apply(api, load_vector("outgoing_no_answer", _outgoing_call(api, agent_id)))
+    apply(api, load_vector("outgoing_no_answer", _outgoing_call(api, agent_id), at=clock()))
 
     reply = api.get("/api/accounts/me/billing/usage?fromDate=2026-11-26&toDate=2026-11-26")
 

@@ -105,7 +105,7 @@ def test_decision_passes_the_templates_other_fields_to_the_agent(api: Api) -> No
 def test_decision_parses_as_the_contract_the_edge_reads(api: Api, sales: str) -> None:
     body = as_json(invite_body())
 
-    reply = api.client.http.post("/webhooks/sip/invite", headers=signed_headers(body), body=body)
+    reply = api.client.http.post("/webhooks/sip/invite", headers=signed_headers(body, path="/webhooks/sip/invite"), body=body)
 
     decision = parse_decision(reply.body)
     assert isinstance(decision, InviteAccepted)

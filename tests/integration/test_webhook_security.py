@@ -1,4 +1,5 @@
-"""The edge's webhooks: HMAC-SHA256 over timestamp and body, a replay window, 401 otherwise."""
+"""The edge's webhooks: HMAC-SHA256 over timestamp, method, path and body, a replay window, 401
+otherwise."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ def _post(api: Api, path: str, body: bytes, headers: dict[str, str]) -> Reply:
     return api.as_key("").request("POST", path, body, headers=headers)
 
 
-def _signed(body: bytes, *, at_s: float = 0, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+def _signed(
+    body: bytes, *, at_s: float = 0, secret: str = WEBHOOK_SECRET, path: str = INVITE
+) -> dict[str, str]:
     timestamp = int((START + timedelta(seconds=at_s)).timestamp())
-    return signing.sign(secret, timestamp, body)
+    return signing.sign(secret, timestamp, body, method="POST", path=path)
 
 
 BODY = as_json(invite_body())
@@ -61,9 +64,14 @@ REFUSED: dict[str, Callable[[], tuple[bytes, dict[str, str]]]] = {
     "other scheme": lambda: (
         BODY,
         _signed(BODY)
-        | {"X-Sipline-Signature": _signed(BODY)["X-Sipline-Signature"].replace("v1=", "v0=")},
+        | {"X-Sipline-Signature": _signed(BODY)["X-Sipline-Signature"].replace("v2=", "v0=")},
     ),
     "api key instead": lambda: (BODY, {"X-API-Key": "sk_test_1"}),
+    "signed for the events path": lambda: (BODY, _signed(BODY, path=EVENTS)),
+    "body-only v1 signature": lambda: (
+        BODY,
+        signing.sign_body(WEBHOOK_SECRET, int(START.timestamp()), BODY),
+    ),
 }
 
 
@@ -92,10 +100,10 @@ def test_events_webhook_refuses_bad_signatures_with_401_and_changes_no_call(
     body = as_json({"events": load_vector("incoming_hangup", call_id)})
     headers: dict[str, Any] = {
         "unsigned": {},
-        "stale": _signed(body, at_s=-61),
-        "future": _signed(body, at_s=61),
-        "tampered": _signed(body.replace(b"remote_hangup", b"local_hangup")),
-        "wrong secret": _signed(body, secret="whsec_other"),
+        "stale": _signed(body, at_s=-61, path=EVENTS),
+        "future": _signed(body, at_s=61, path=EVENTS),
+        "tampered": _signed(body.replace(b"remote_hangup", b"local_hangup"), path=EVENTS),
+        "wrong secret": _signed(body, secret="whsec_other", path=EVENTS),
     }[case]
     items = stored_items(aws)
 
@@ -155,7 +163,9 @@ def test_webhooks_refuse_everything_when_no_secret_is_configured(
     api: Api, sales: str, services: Services
 ) -> None:
     services.settings = dataclasses.replace(services.settings, webhook_secret="")
-    signed_with_an_empty_key = signing.sign("", int(START.timestamp()), BODY)
+    signed_with_an_empty_key = signing.sign(
+        "", int(START.timestamp()), BODY, method="POST", path=INVITE
+    )
 
     reply = _post(
         api, INVITE, BODY, {"Content-Type": "application/json"} | signed_with_an_empty_key

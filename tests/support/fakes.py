@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import signing
+from chalicelib.api_keys import parse_api_keys
 from chalicelib.commands import CommandSender, MemoryCommandSender
 from chalicelib.config import Settings
 from chalicelib.crypto import FernetCipher
@@ -20,8 +21,10 @@ from chalicelib.store.repository import Store
 from chalicelib.store.table import Table
 
 START = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
-API_KEY = "sk_test_1"
-OTHER_API_KEY = "sk_test_other"
+API_KEY = "sk_test_iWErCHfgL_SJ7iscWH1ZXtRm1OgRL7QABDHVgPvK"
+"""The ``default`` account's key, id ``test`` (made with ``chalicelib.api_keys.new_key``)."""
+OTHER_API_KEY = "sk_test_p8SFYXJd2PDrdrlfo4DjQ2DJPQ17cCEjJ2Uia9JT"
+"""The ``other`` account's key, id ``other``."""
 WEBHOOK_SECRET = "whsec_test"
 PASSWORD_KEY = "m2b3oZ0Kp6Zt4q8q2Zx8HFWQx2Zb0wXcZq1jS4yR6uE="
 
@@ -55,7 +58,7 @@ class FakeFallback:
 
 def test_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "api_keys": {API_KEY: "default", OTHER_API_KEY: "other"},
+        "api_keys": parse_api_keys(f"test:default:{API_KEY},other:other:{OTHER_API_KEY}"),
         "webhook_secret": WEBHOOK_SECRET,
         "password_key": PASSWORD_KEY,
         "sip_domain": "sip.example.test",
@@ -85,9 +88,15 @@ def make_services(
 
 
 def signed_headers(
-    body: bytes, *, at: datetime = START, secret: str = WEBHOOK_SECRET
+    body: bytes,
+    *,
+    path: str,
+    method: str = "POST",
+    at: datetime = START,
+    secret: str = WEBHOOK_SECRET,
 ) -> dict[str, str]:
-    headers = signing.sign(secret, int(at.timestamp()), body)
+    """The edge's headers for a webhook request to ``path`` (signature ``v2``, docs/webhooks.md)."""
+    headers = signing.sign(secret, int(at.timestamp()), body, method=method, path=path)
     return {"Content-Type": "application/json", **headers}
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +11,7 @@ from chalicelib.contracts import CallEventBatch
 from chalicelib.errors import InvalidInput
 from chalicelib.models import AgentFields, RegistrationFields
 from chalicelib.services import Services
-
-VECTORS = Path(__file__).parents[2] / "vectors" / "events"
+from tests.support.event_vectors import vector_events
 
 
 def outgoing_call(services: Services) -> str:
@@ -32,10 +29,7 @@ def outgoing_call(services: Services) -> str:
 
 
 def vector(name: str, call_id: str) -> CallEventBatch:
-    raw = json.loads((VECTORS / f"{name}.json").read_text())
-    for event in raw["events"]:
-        event["callId"] = call_id
-    return CallEventBatch.model_validate(raw)
+    return CallEventBatch.model_validate({"events": vector_events(name, call_id)})
 
 
 def test_answered_outgoing_call_is_billed_from_its_invite(services: Services) -> None:

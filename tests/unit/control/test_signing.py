@@ -1,78 +1,141 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
+from typing import Any
+
 import pytest
 
-from chalicelib.signing import SignatureError, sign, signature, verify
+from chalicelib.signing import (
+    SignatureError,
+    body_signature,
+    sign,
+    sign_body,
+    signature,
+    verify,
+)
 
 BODY = b'{"events": []}'
 NOW = 1_795_000_000
+POST = {"method": "POST", "path": "/webhooks/sip/events"}
+
+
+def _verify(
+    headers: dict[str, str], body: bytes = BODY, secrets: tuple[str, ...] = ("s3cret",), **kw: Any
+) -> None:
+    options: dict[str, Any] = {"now": NOW, "window_s": 60} | POST | kw
+    verify(secrets, headers, body, **options)
 
 
 def test_signed_request_verifies() -> None:
-    verify(["s3cret"], sign("s3cret", NOW, BODY), BODY, now=NOW + 5, window_s=60)
+    _verify(sign("s3cret", NOW, BODY, **POST), now=NOW + 5)
 
 
-def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
-    # Known answer computed with: printf '1795000000.{"events": []}' | openssl dgst -sha256 -hmac s3cret
-    import hashlib
-    import hmac
+def test_signature_is_hmac_sha256_over_timestamp_method_path_and_body() -> None:
+    # docs/webhooks.md: the HMAC of "<timestamp>\n<METHOD>\n<path>\n<body>", computed with
+    # printf '1795000000\nPOST\n/webhooks/sip/events\n{"events": []}' | openssl dgst -sha256 -hmac s3cret
+    expected = "32fd474b10a3c9c8b3ad4fb77f7a569901ec805a359bf54c58f36ffe40a1abd6"
+    message = b'1795000000\nPOST\n/webhooks/sip/events\n{"events": []}'
+    assert hmac.new(b"s3cret", message, hashlib.sha256).hexdigest() == expected
+    assert signature("s3cret", NOW, BODY, **POST) == expected
+    assert sign("s3cret", NOW, BODY, **POST)["X-Sipline-Signature"] == f"v2={expected}"
 
+
+def test_fallback_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    # docs/routing.md: the fallback handler's v1 signature, "<timestamp>.<body>".
     expected = hmac.new(b"s3cret", b"1795000000." + BODY, hashlib.sha256).hexdigest()
-    assert signature("s3cret", NOW, BODY) == expected
+    assert body_signature("s3cret", NOW, BODY) == expected
+    assert sign_body("s3cret", NOW, BODY)["X-Sipline-Signature"] == f"v1={expected}"
 
 
 def test_rotation_accepts_any_configured_secret() -> None:
-    verify(["new", "old"], sign("old", NOW, BODY), BODY, now=NOW, window_s=60)
+    _verify(sign("old", NOW, BODY, **POST), secrets=("new", "old"))
 
 
 @pytest.mark.parametrize(
-    ("headers", "body", "now", "message"),
+    ("headers", "body", "overrides", "message"),
     [
-        ({}, BODY, NOW, "missing X-Sipline-Timestamp or X-Sipline-Signature"),
-        (sign("s3cret", NOW, BODY), BODY + b" ", NOW, "signature does not match"),
-        (sign("wrong", NOW, BODY), BODY, NOW, "signature does not match"),
+        ({}, BODY, {}, "missing X-Sipline-Timestamp or X-Sipline-Signature"),
+        (sign("s3cret", NOW, BODY, **POST), BODY + b" ", {}, "signature does not match"),
+        (sign("wrong", NOW, BODY, **POST), BODY, {}, "signature does not match"),
         (
-            sign("s3cret", NOW, BODY),
+            sign("s3cret", NOW, BODY, method="POST", path="/webhooks/sip/invite"),
             BODY,
-            NOW + 61,
+            {},
+            "signature does not match",
+        ),
+        (
+            sign("s3cret", NOW, BODY, method="GET", path="/webhooks/sip/events"),
+            BODY,
+            {},
+            "signature does not match",
+        ),
+        (sign_body("s3cret", NOW, BODY), BODY, {}, "signature does not match"),
+        (
+            sign("s3cret", NOW, BODY, **POST),
+            BODY,
+            {"now": NOW + 61},
             "X-Sipline-Timestamp is outside the 60s replay window",
         ),
         (
-            sign("s3cret", NOW, BODY),
+            sign("s3cret", NOW, BODY, **POST),
             BODY,
-            NOW - 61,
+            {"now": NOW - 61},
             "X-Sipline-Timestamp is outside the 60s replay window",
         ),
         (
-            {"X-Sipline-Timestamp": "soon", "X-Sipline-Signature": "v1=00"},
+            {"X-Sipline-Timestamp": "soon", "X-Sipline-Signature": "v2=00"},
             BODY,
-            NOW,
+            {},
             "X-Sipline-Timestamp is not Unix seconds",
         ),
         (
             {
                 "X-Sipline-Timestamp": str(NOW),
-                "X-Sipline-Signature": "v0=" + signature("s3cret", NOW, BODY),
+                "X-Sipline-Signature": "v0=" + signature("s3cret", NOW, BODY, **POST),
             },
             BODY,
-            NOW,
+            {},
+            "signature does not match",
+        ),
+        (
+            {"X-Sipline-Timestamp": str(NOW), "X-Sipline-Signature": "v2=é"},
+            BODY,
+            {},
             "signature does not match",
         ),
     ],
+    ids=[
+        "unsigned",
+        "tampered body",
+        "wrong secret",
+        "signed for another path",
+        "signed for another method",
+        "body-only v1 signature",
+        "stale",
+        "future",
+        "timestamp not a number",
+        "unknown scheme",
+        "non-ascii signature",
+    ],
 )
-def test_unsigned_stale_or_tampered_requests_are_refused(
-    headers: dict[str, str], body: bytes, now: int, message: str
+def test_unsigned_stale_replayed_or_tampered_requests_are_refused(
+    headers: dict[str, str], body: bytes, overrides: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SignatureError) as raised:
-        verify(["s3cret"], headers, body, now=now, window_s=60)
+        _verify(headers, body, **overrides)
     assert str(raised.value) == message
 
 
 def test_no_configured_secret_refuses_everything() -> None:
     with pytest.raises(SignatureError, match="webhook secret is not configured"):
-        verify([""], sign("", NOW, BODY), BODY, now=NOW, window_s=60)
+        _verify(sign("", NOW, BODY, **POST), secrets=("",))
 
 
 def test_header_names_are_case_insensitive() -> None:
-    headers = {k.lower(): v for k, v in sign("s3cret", NOW, BODY).items()}
-    verify(["s3cret"], headers, BODY, now=NOW, window_s=60)
+    headers = {k.lower(): v for k, v in sign("s3cret", NOW, BODY, **POST).items()}
+    _verify(headers)
+
+
+def test_method_is_compared_case_insensitively() -> None:
+    _verify(sign("s3cret", NOW, BODY, method="post", path="/webhooks/sip/events"))

@@ -102,7 +102,15 @@ class FakeControlPlane:
                     status=reply.status, body=reply.body, headers=reply.headers
                 )
         try:
-            verify([self.secret], dict(request.headers), body, now=time.time(), window_s=60)
+            verify(
+                [self.secret],
+                dict(request.headers),
+                body,
+                method=request.method,
+                path=request.path,
+                now=time.time(),
+                window_s=60,
+            )
         except SignatureError as error:
             return body, web.json_response(
                 {"code": "unauthorized", "detail": str(error)}, status=401

@@ -1,0 +1,13 @@
+"""The security tests attack the same app the route tests drive: reuse their fixtures (a fresh
+moto table and queue, the fixed clock, services on DynamoDB, the JSON client, log capture)."""
+
+from tests.integration.conftest import (  # noqa: F401 (fixtures, found by pytest by name)
+    api,
+    aws,
+    boto_clients,
+    clock,
+    fallback_server,
+    log_output,
+    queue,
+    services,
+)
