@@ -58,7 +58,10 @@ def _error_response(error: DomainError) -> Response:
     body: dict[str, Any] = {"code": error.code, "detail": error.message}
     if isinstance(error, InvalidInput):
         body["field"] = error.field
-    return Response(body=body, status_code=error.http_status)
+    headers: dict[str, str | list[str]] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    return Response(body=body, status_code=error.http_status, headers=headers)
 
 
 def _request() -> Request:
@@ -383,7 +386,10 @@ def invite_webhook(body: bytes) -> dict[str, Any]:
         accepted = invites.decide_invite(services(), invite)
     except DomainError as error:
         rejected = InviteRejected(
-            sip_status=error.sip_status, reason=error.code, message=error.message
+            sip_status=error.sip_status,
+            reason=error.code,
+            message=error.message,
+            retry_after_s=error.retry_after_s,
         )
         logger.info("invite rejected", extra={"reason": error.code, "detail": error.message})
         count("InviteRejected", reason=error.code)

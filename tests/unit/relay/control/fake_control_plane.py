@@ -30,7 +30,7 @@ ACCEPT = {
     "codecPreference": ["PCMU/8000"],
 }
 REJECT = {"action": "reject", "sipStatus": 403, "reason": "source_ip_not_allowed"}
-ALLOWLIST = {"allowedCidrRanges": ["203.0.113.0/24"], "version": 3, "hasRegistrations": False}
+ALLOWLIST = {"allowedCidrRanges": ["203.0.113.0/24"], "version": 3}
 
 Script = Callable[[str], "Reply | None"]
 """Given the path, return the reply to give instead of the normal one (None: normal)."""
@@ -59,6 +59,7 @@ class FakeControlPlane:
     port: int = field(default_factory=free_port)
     secret: str = SECRET
     decision: dict[str, Any] = field(default_factory=lambda: dict(ACCEPT))
+    allowlist: dict[str, Any] = field(default_factory=lambda: dict(ALLOWLIST))
     script: Script = lambda path: None
     invites: list[InviteWebhook] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
@@ -135,4 +136,4 @@ class FakeControlPlane:
         if early is not None:
             return early
         assert body == b""
-        return web.json_response(ALLOWLIST)
+        return web.json_response(self.allowlist)
