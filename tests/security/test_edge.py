@@ -18,12 +18,17 @@ import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from chalicelib.contracts import AllowlistSnapshot
+from chalicelib.call_models import Call
+from chalicelib.contracts import AllowlistSnapshot, MediaEndpoint
+from chalicelib.errors import TooManyActiveCalls
 from chalicelib.services import Services
+from chalicelib.store.dynamodb import DynamoTable
+from chalicelib.store.repository import Store
 from relay.admission import InviteAdmission
 from relay.config import RelaySettings
 from relay.control.webhooks import AllowlistCache
@@ -33,10 +38,10 @@ from relay.sip.address import Address
 from relay.sip.message import Request, Response
 from relay.sip.parser import parse_message
 from tests.integration import conftest as route_tests
-from tests.integration.harness import Api, apply, load_vector
+from tests.integration.harness import TABLE, Api, Aws, apply, load_vector
 from tests.integration.relay.transport.fake_core import UdpClient, until
 from tests.interop.stack import free_port_range, free_sip_port
-from tests.support.fakes import signed_headers
+from tests.support.fakes import START, signed_headers
 from tests.unit.relay.control.fake_control_plane import SECRET, FakeControlPlane
 
 # The route tests' fixtures (moto table and queue, services, the Chalice client), as they are.
@@ -312,3 +317,46 @@ def test_a_call_ended_twice_frees_its_slot_once(api: Api, services: Services) ->
     assert services.store.active_calls("default") == 1
     dial(api, agent_id)
     assert api.dial(agent_id).status == 429
+
+
+def test_a_dial_the_edge_never_receives_frees_its_slot(
+    api: Api, services: Services, aws: Aws
+) -> None:
+    """An outgoing call whose command cannot be queued is recorded as ended at once: it must not
+    keep a slot, or an SQS outage would lock the account out for good."""
+    limited(services, 1)
+    agent_id = routed_agent(api)
+    aws.sqs.delete_queue(QueueUrl=aws.queue_url)
+    assert api.dial(agent_id).status == 503  # command_not_sent
+    aws.sqs.create_queue(QueueName=aws.queue_url.rsplit("/", 1)[1])
+
+    assert api.dial(agent_id).status == 201
+
+
+def test_control_plane_instances_racing_for_the_last_slots_never_pass_the_limit(aws: Aws) -> None:
+    """Concurrent Lambdas each take a slot with one conditional transaction (no read, then
+    write), so however they interleave exactly the limit gets through."""
+    instances = [Store(DynamoTable(aws.dynamodb, TABLE)) for _ in range(12)]
+
+    def place(n: int) -> bool:
+        new = Call(
+            call_id=f"race-{n}",
+            account_id="default",
+            created=START,
+            direction="outgoing",
+            caller="+1",
+            callee="+2",
+            media_endpoint=MediaEndpoint(url="ws://127.0.0.1:9000/agent"),
+            holds_slot=True,
+        )
+        try:
+            instances[n].create_call(new, slot_limit=LIMIT)
+        except TooManyActiveCalls:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=len(instances)) as pool:
+        placed = list(pool.map(place, range(len(instances))))
+
+    assert placed.count(True) == LIMIT
+    assert instances[0].active_calls("default") == LIMIT
