@@ -530,7 +530,7 @@ def relay_environment(control_url: str, sip_port: int, workdir: Path) -> dict[st
 RELAY_VARIANTS = {
     # label: (decision server mode, allowlist, scenario, expected status, description)
     "guard": ("reject", "10.0.0.0/8", "reject.xml", 403,
-              "IP guard refuses 127.0.0.1 with 403: no webhook (SIP path only)"),
+              "IP guard refuses 127.0.0.1 with one stateless 403: no 100, no webhook"),
     "reject": ("reject", "127.0.0.0/8", "reject.xml", 404,
                "webhook answers InviteRejected 404 at once (SIP + one webhook)"),
     "accept": ("accept", "127.0.0.0/8", "accept.xml", None,

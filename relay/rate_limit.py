@@ -42,7 +42,7 @@ class RateLimit:
     rate_per_s: float = 5.0
     burst: int = 20
     max_sources: int = 10_000
-    """Buckets kept at most (about 100 bytes each)."""
+    """Buckets kept at most (about 200 bytes each)."""
 
     def __post_init__(self) -> None:
         if not (self.rate_per_s > 0 and self.burst >= 1 and self.max_sources >= 1):
