@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
@@ -227,3 +230,23 @@ def test_other_requests_are_never_put_to_the_admission() -> None:
 
     assert statuses(core.datagrams_to_send()) == [200]
     assert admission.asked == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.booleans())
+def test_a_mutated_invite_is_answered_at_most_once_per_datagram_and_never_raises(
+    data: st.DataObject, refused: bool
+) -> None:
+    wire = bytearray(invite(to_tag=data.draw(st.sampled_from(["", "gone"]))))
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(wire) - 1))
+        wire[position] = data.draw(st.sampled_from(b';:,<>"\r\n =@0a\x00\xff'))
+    core = endpoint(admission_refusing(VICTIM.host) if refused else admission_refusing())
+
+    core.receive_datagram(bytes(wire), VICTIM, now=0.0)
+    answered = core.datagrams_to_send()
+    kinds = [type(e) for e in events(core)]
+
+    assert len(answered) <= 1
+    if InviteRefused in kinds:  # refused statelessly: nothing armed, nothing more to send
+        assert core.get_timer() is None and run_out_the_clock(core) == []
