@@ -294,6 +294,32 @@ def test_incoming_invites_beyond_the_accounts_limit_get_503_with_retry_after(
     assert retried["action"] == "accept"  # gets the decision it got before
 
 
+def test_the_relay_answers_an_account_at_its_limit_with_the_decisions_retry_after(
+    tmp_path: Path,
+) -> None:
+    """The caller of an account at its limit gets the control plane's 503 with its Retry-After
+    (10 s), not the relay's own 5 s for a control plane that is down."""
+
+    async def scenario() -> None:
+        control = FakeControlPlane()
+        control.allowlist = {"allowedCidrRanges": [f"{LOOPBACK}/32"], "version": 1}
+        control.decision = {
+            "action": "reject",
+            "sipStatus": 503,
+            "reason": "too_many_active_calls",
+            "retryAfterS": 10,
+        }
+        async with relay(control, tmp_path) as port, sip_client() as (transport, client, mine):
+            transport.sendto(invite(mine, 1), (LOOPBACK, port))
+            replies = await collect(client, 1.0)
+
+            final = [r for r in replies if r.status >= 200]
+            assert final and final[0].status == 503
+            assert final[0].headers.get("Retry-After") == "10"
+
+    run(scenario)
+
+
 def test_incoming_and_outgoing_calls_share_the_accounts_limit(api: Api, services: Services) -> None:
     limited(services)
     agent_id = routed_agent(api)
