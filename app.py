@@ -395,7 +395,10 @@ def invite_webhook(body: bytes) -> dict[str, Any]:
         accepted = invites.decide_invite(services(), invite)
     except DomainError as error:
         rejected = InviteRejected(
-            sip_status=error.sip_status, reason=error.code, message=error.message
+            sip_status=error.sip_status,
+            reason=error.code,
+            message=error.message,
+            retry_after_s=error.retry_after_s,
         )
         logger.info("invite rejected", extra={"reason": error.code, "detail": error.message})
         count("InviteRejected", reason=error.code)

@@ -46,9 +46,7 @@ def build_app(
     rejected = json.dumps(
         {"action": "reject", "sipStatus": status, "reason": REJECT_REASON, "message": ""}
     ).encode()
-    allowlist = json.dumps(
-        {"allowedCidrRanges": allow, "version": 1, "hasRegistrations": False}
-    ).encode()
+    allowlist = json.dumps({"allowedCidrRanges": allow, "version": 1}).encode()
 
     async def invite(request: web.Request) -> web.Response:
         await request.read()

@@ -74,7 +74,7 @@ from typing import Any
 from bench.latency_probe import Latency, summarize
 from bench.machine import banner
 from bench.pyspy import record_profile
-from bench.sip_load import cpu_seconds, http_json, relay_environment, wait_until
+from bench.sip_load import UNLIMITED, cpu_seconds, http_json, relay_environment, wait_until
 from bench.sip_load import free_sip_port as free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,6 +301,7 @@ class Bench:
     def start_stack(self) -> None:
         from scripts.localstack import Credentials, LocalStack
 
+        os.environ.update(UNLIMITED)  # the stack's processes inherit this process's environment
         self.stack = LocalStack(
             Credentials.load_or_create(self.workdir / "credentials.json"),
             moto_port=free_port(),

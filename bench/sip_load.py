@@ -500,8 +500,18 @@ def climb(
             break
 
 
+UNLIMITED = {
+    "SIPLINE_INVITE_RATE_PER_S": "1000000",
+    "SIPLINE_INVITE_BURST": "1000000",
+    "SIPLINE_MAX_CONCURRENT_CALLS": "1000000",
+}
+"""The edge's abuse limits lifted (docs/relay.md, rate limit; docs/api.md, concurrent calls): SIPp
+is one source and the stack one account, so the defaults would cap every ladder at 5 calls/s."""
+
+
 def relay_environment(control_url: str, sip_port: int, workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIPLINE_")}
+    env.update(UNLIMITED)
     low = 30000 + (os.getpid() % 20) * 1000
     env.update(
         {
@@ -520,7 +530,7 @@ def relay_environment(control_url: str, sip_port: int, workdir: Path) -> dict[st
 RELAY_VARIANTS = {
     # label: (decision server mode, allowlist, scenario, expected status, description)
     "guard": ("reject", "10.0.0.0/8", "reject.xml", 403,
-              "IP guard refuses 127.0.0.1 with 403: no webhook (SIP path only)"),
+              "IP guard refuses 127.0.0.1 with one stateless 403: no 100, no webhook"),
     "reject": ("reject", "127.0.0.0/8", "reject.xml", 404,
                "webhook answers InviteRejected 404 at once (SIP + one webhook)"),
     "accept": ("accept", "127.0.0.0/8", "accept.xml", None,
@@ -603,6 +613,7 @@ def through_stack(rates: tuple[int, ...], step_s: float, workdir: Path) -> list[
         Ladder("stack-accept", "To: sales, routed by ^sales$: call record, 6 events, agent WS",
                processes=["relay", "chalice", "moto"]),
     ]  # fmt: skip
+    os.environ.update(UNLIMITED)  # the stack's processes inherit this process's environment
     with processes(base / "logs") as procs:
         agent_port = free_sip_port()
         procs.spawn("agent", [PYTHON, "-m", "bench.decision_server", "--port", str(agent_port)])

@@ -116,6 +116,11 @@ class Call(ApiModel):
     billed_call_seconds: int = 0
     billed_sip_seconds: int = 0
     events_applied: int = 0
+    holds_slot: bool = Field(
+        default=False,
+        description="Whether the call counts toward its account's concurrent-call limit: from its"
+        " creation until it ends, when the store frees the slot (docs/storage.md).",
+    )
 
     def agent_session(self) -> dict[str, Any]:
         """What the edge needs to bridge this call to its agent (decisions and dial commands)."""

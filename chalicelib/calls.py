@@ -97,8 +97,9 @@ def _place(
         call_template=template.for_agent(),
         join_timeout=template.join_timeout,
         max_duration=template.max_duration,
+        holds_slot=True,
     )
-    services.store.create_call(call)
+    services.store.create_call(call, slot_limit=services.settings.max_concurrent_calls)
     _send_dial(services, call)
     return call
 

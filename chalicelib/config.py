@@ -35,6 +35,8 @@ class Settings:
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
     fallback_timeout_s: float = 2.5
     """Below the edge's decision timeout (4 s), so a slow fallback handler still gets an answer."""
+    max_concurrent_calls: int = 50
+    """Calls an account may have going on at once, incoming and outgoing (docs/api.md)."""
 
     @property
     def accounts(self) -> list[str]:
@@ -97,4 +99,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else DEFAULT_CODEC_PREFERENCE
         ),
         fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "2.5")),
+        max_concurrent_calls=_positive_int(env, "SIPLINE_MAX_CONCURRENT_CALLS", 50),
     )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """Return ``env[name]`` as a whole number from 1, ``default`` when unset; else fail loudly."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number from 1 (got {raw!r})")
+    return int(raw)

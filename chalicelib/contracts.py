@@ -129,6 +129,14 @@ class InviteRejected(Contract):
     sip_status: int = Field(alias="sipStatus", ge=400, le=699)
     reason: str = Field(description="The rule that refused the call, e.g. 'source_ip_not_allowed'.")
     message: str = ""
+    retry_after_s: int | None = Field(
+        default=None,
+        alias="retryAfterS",
+        ge=0,
+        le=86400,
+        description="Seconds the caller should wait before trying again: the SIP response's"
+        " Retry-After (e.g. 503 too_many_active_calls).",
+    )
 
 
 InviteDecision = Annotated[InviteAccepted | InviteRejected, Field(discriminator="action")]
@@ -234,11 +242,6 @@ class AllowlistSnapshot(Contract):
         description="Union of the allowedCidrRanges of the accounts this deployment serves.",
     )
     version: int = Field(description="Opaque; equal versions mean equal content.")
-    has_registrations: bool = Field(
-        alias="hasRegistrations",
-        description="True when some account has a SIP registration (INVITEs over it are admitted"
-        " whatever their source, so the edge must not guard those).",
-    )
 
 
 # --- 3. Commands ---------------------------------------------------------------------------------

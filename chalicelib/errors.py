@@ -128,3 +128,28 @@ class AgentUnavailable(DomainError):
     http_status = 409
     sip_status = 480
     code = "agent_unavailable"
+
+
+CONCURRENT_CALLS_RETRY_AFTER_S = 10
+"""Retry-After of a call refused by the concurrent-call limit (docs/api.md, docs/routing.md)."""
+
+
+class TooManyActiveCalls(DomainError):
+    """The account has as many calls going on as its limit allows (HTTP 429, SIP 503).
+
+    429 rather than 503 for the API: the account is over its own quota while the service is up
+    for everybody else (RFC 6585 §4), and 503 already means "the edge's queue is down" there.
+    A SIP caller gets 503, the status SIP has for "not now" (RFC 3261 §21.5.4).
+    """
+
+    http_status = 429
+    sip_status = 503
+    code = "too_many_active_calls"
+    retry_after_s = CONCURRENT_CALLS_RETRY_AFTER_S
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the account has {limit} calls going on, its limit (SIPLINE_MAX_CONCURRENT_CALLS);"
+            f" retry when one has ended"
+        )
+        self.limit = limit

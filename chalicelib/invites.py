@@ -10,7 +10,9 @@ The order is the spec's:
 3. **Context** (``context.py``): ``X-`` headers and the reserved SIP keys, filtered by the agent's
    ``contextSchema``; the system prompt is rendered with it.
 4. **The call record** (``medium.sip.incoming``) is created with the INVITE's idempotency key in one
-   transaction, so a retried webhook gets the same call back and never creates a second one.
+   transaction, so a retried webhook gets the same call back and never creates a second one. The
+   same transaction takes one of the account's concurrent-call slots; with none left the INVITE
+   gets 503 with Retry-After (``too_many_active_calls``).
 
 Every rejection is a :class:`~chalicelib.errors.DomainError` whose ``code`` names the rule.
 """
@@ -104,7 +106,9 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
     agent = _agent(services, account_id, agent_id)
     call = _incoming_call(services, account_id, invite, agent, extra_context)
     try:
-        services.store.create_call(call, invite_key=invite_key)
+        services.store.create_call(
+            call, invite_key=invite_key, slot_limit=services.settings.max_concurrent_calls
+        )
     except AlreadyExists:  # a retried webhook (or a concurrent retry) decided this INVITE before
         if (decided := _decided(services, account_id, invite_key)) is None:
             raise
@@ -227,6 +231,7 @@ def _incoming_call(
         join_timeout=template.join_timeout,
         max_duration=template.max_duration,
         metadata=dict(template.metadata or {}),
+        holds_slot=True,
     )
 
 

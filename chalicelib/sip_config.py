@@ -17,7 +17,6 @@ from chalicelib.models import (
 )
 from chalicelib.routing import check_pattern
 from chalicelib.services import Services, retry_on_conflict
-from chalicelib.store.repository import PageRequest
 
 _NOT_NULL = {
     "allowed_cidr_ranges": "allowedCidrRanges",
@@ -48,22 +47,16 @@ def _check_allowed_agents(services: Services, account_id: str, allowed: list[All
 def edge_allowlist(services: Services) -> AllowlistSnapshot:
     """Return the union of every account's ``allowedCidrRanges``, for the edge's IP guard.
 
-    The accounts are those the deployment's API keys name.
+    The accounts are those the deployment's API keys name. Registrations add nothing: until
+    the edge registers, no INVITE arrives over one (docs/relay.md, the IP guard).
     """
     accounts = services.settings.accounts
     ranges: set[str] = set()
-    registrations = False
     for account_id in accounts:
         ranges.update(services.store.get_sip_config(account_id).value.allowed_cidr_ranges)
-        first = services.store.list_registrations(account_id, PageRequest(page_size=1))
-        registrations = registrations or bool(first.results)
     ordered = sorted(ranges)
-    digest = hashlib.sha256(json.dumps([ordered, registrations]).encode()).digest()
-    return AllowlistSnapshot(
-        allowed_cidr_ranges=ordered,
-        version=int.from_bytes(digest[:6], "big"),
-        has_registrations=registrations,
-    )
+    digest = hashlib.sha256(json.dumps(ordered).encode()).digest()
+    return AllowlistSnapshot(allowed_cidr_ranges=ordered, version=int.from_bytes(digest[:6], "big"))
 
 
 def _handler(

@@ -27,6 +27,8 @@ SIPLINE_SPOOL_DIR               durable spool of undelivered events    .dev/rela
 SIPLINE_SPOOL_MAX_BYTES         spool size cap                         67108864 (64 MiB)
 SIPLINE_ALLOWLIST_REFRESH_S     allowlist poll period                  15
 SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
+SIPLINE_INVITE_RATE_PER_S       INVITEs per second per source          5
+SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
 =============================== ====================================== ===========================
 """
@@ -68,6 +70,8 @@ class RelaySettings:
     spool_max_bytes: int = 64 * 1024 * 1024
     allowlist_refresh_s: float = 15.0
     allowlist_max_age_s: float = 120.0
+    invite_rate_per_s: float = 5.0
+    invite_burst: int = 20
     edge_id: str = "local-edge"
 
     @property
@@ -115,6 +119,8 @@ class RelaySettings:
             spool_max_bytes=int(reader.positive("SIPLINE_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
             allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
             allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
+            invite_rate_per_s=reader.positive("SIPLINE_INVITE_RATE_PER_S", cls.invite_rate_per_s),
+            invite_burst=reader.whole("SIPLINE_INVITE_BURST", cls.invite_burst),
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
         )
 
@@ -147,6 +153,14 @@ class _Reader:
         if not value > 0:
             raise RelayConfigError(f"{name} must be positive (got {raw!r})")
         return value
+
+    def whole(self, name: str, default: int) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or int(raw) < 1:
+            raise RelayConfigError(f"{name} must be a whole number from 1 (got {raw!r})")
+        return int(raw)
 
     def port(self, name: str, default: int) -> int:
         raw = self.optional(name)

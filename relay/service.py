@@ -18,12 +18,14 @@ import logging
 from typing import Any
 
 from chalicelib.contracts import HangUpCommand
+from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls import CallDeps, IncomingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
 from relay.ids import SecureIdSource
+from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import (
@@ -32,6 +34,7 @@ from relay.sip.events import (
     Event,
     IncomingCallReceived,
     InfoReceived,
+    InviteRefused,
     MediaUpdated,
 )
 from relay.sip.invite_session import IncomingCall
@@ -42,7 +45,6 @@ from relay.transport.tls import client_context, server_context
 
 logger = logging.getLogger("sipline.relay")
 USER_AGENT = "sipline"
-FORBIDDEN = 403
 SHUTDOWN_GRACE_S = 5.0
 GUARD_REFRESH_MIN_S = 1.0
 """At most one on-demand allowlist fetch per this many seconds, however many INVITEs the guard
@@ -59,8 +61,11 @@ class RelayService:
         self.allowlist = AllowlistCache(
             refresh_interval_s=settings.allowlist_refresh_s, max_age_s=settings.allowlist_max_age_s
         )
+        rate = RateLimit(rate_per_s=settings.invite_rate_per_s, burst=settings.invite_burst)
+        self.admission = InviteAdmission(self.allowlist, SourceRateLimiter(rate))
         self.flows: dict[IncomingCall, IncomingCallFlow] = {}
-        self.calls_refused_by_guard = 0
+        self.invites_refused: dict[str, int] = {}
+        """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._deps: CallDeps | None = None
@@ -93,7 +98,11 @@ class RelayService:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.core = SipEndpoint(
-            self._local_addresses(), user_agent=USER_AGENT, timers=Timers(), ids=self.ids
+            self._local_addresses(),
+            user_agent=USER_AGENT,
+            timers=Timers(),
+            ids=self.ids,
+            admission=self.admission,
         )
         self.transport = TransportEndpoint(
             self.core, self._transport_config(), after_each_call=self._drain
@@ -180,18 +189,21 @@ class RelayService:
             case InfoReceived(call=call, content_type=content_type, body=body):
                 if (flow := self.flows.get(call)) and flow.session is not None:
                     flow.info_dtmf(content_type, body)
+            case InviteRefused(refusal=refusal):
+                self._refused(refusal.rule)
             case _:
                 logger.debug("endpoint event %s", type(event).__name__)
 
+    def _refused(self, rule: str) -> None:
+        """Count a stateless refusal; after the guard's, look at the ranges again (bounded)."""
+        self.invites_refused[rule] = self.invites_refused.get(rule, 0) + 1
+        now = asyncio.get_running_loop().time()
+        if rule == NOT_ALLOWED.rule and now - self._guard_refresh_at >= GUARD_REFRESH_MIN_S:
+            self._guard_refresh_at = now
+            self._refresher.refresh_soon()  # the ranges may have just changed: look again
+
     def _incoming(self, event: IncomingCallReceived) -> None:
         call, now = event.call, asyncio.get_running_loop().time()
-        if self.allowlist.allowed(call.source.host, now) is False:  # None: unknown, ask
-            self.calls_refused_by_guard += 1
-            call.reject(FORBIDDEN, now=now)
-            if now - self._guard_refresh_at >= GUARD_REFRESH_MIN_S:
-                self._guard_refresh_at = now
-                self._refresher.refresh_soon()  # the ranges may have just changed: look again
-            return
         if self._deps is None or not self.ready.is_set():
             call.reject(503, now=now, headers=(("Retry-After", "1"),))
             return

@@ -36,6 +36,7 @@ from chalicelib.store.table import (
     INDEX_KEYS,
     Condition,
     ConditionFailed,
+    Increment,
     Item,
     Key,
     Match,
@@ -162,12 +163,30 @@ class DynamoTable:
             **_condition(condition),
         )
 
-    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None:
+    def transact_put(
+        self,
+        writes: Sequence[tuple[Item, Condition | None]],
+        increments: Sequence[Increment] = (),
+    ) -> None:
         actions = [
             {"Put": {"TableName": self._name, "Item": _to_wire(item), **_condition(condition)}}
             for item, condition in writes
         ]
+        actions += [{"Update": self._increment(up)} for up in increments]
         self._call(self._client.transact_write_items, TransactItems=actions)
+
+    def _increment(self, up: Increment) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "TableName": self._name,
+            "Key": _to_wire({"pk": up.pk, "sk": up.sk}),
+            "UpdateExpression": "ADD #n :by",
+            "ExpressionAttributeNames": {"#n": up.attribute},
+            "ExpressionAttributeValues": {":by": {"N": str(up.by)}},
+        }
+        if up.at_most is not None:  # the number stays <= at_most once increased
+            update["ConditionExpression"] = "attribute_not_exists(#n) OR #n <= :room"
+            update["ExpressionAttributeValues"][":room"] = {"N": str(up.at_most - up.by)}
+        return update
 
     def query(
         self,
@@ -267,7 +286,9 @@ class DynamoTable:
             except ClientError as error:
                 failure = classify(error.response)
                 if failure is Failure.CONDITION_FAILED:
-                    raise ConditionFailed(_describe(error.response)) from error
+                    raise ConditionFailed(
+                        _describe(error.response), failed=_failed_writes(error)
+                    ) from error
                 if failure is not Failure.TRANSIENT or attempt == MAX_WRITE_ATTEMPTS:
                     busy = _busy(error, attempts=attempt)
                     if busy is None:
@@ -294,3 +315,13 @@ def _raise_if_busy(error: ClientError) -> None:
     busy = _busy(error)
     if busy is not None:
         raise busy from error
+
+
+def _failed_writes(error: ClientError) -> frozenset[int]:
+    """The positions of a cancelled transaction's writes whose condition failed."""
+    reasons = error.response.get("CancellationReasons") or []
+    return frozenset(
+        index
+        for index, reason in enumerate(reasons)
+        if reason.get("Code") == "ConditionalCheckFailed"
+    )

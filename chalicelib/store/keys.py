@@ -8,6 +8,7 @@ pk                                    sk                         what
 ``ACCOUNT#<account>``                 ``SIPCONFIG``              the account's SIP configuration
 ``ACCOUNT#<account>``                 ``AGENT#<agentId>``        an agent (ids are UUIDv7: by creation)
 ``ACCOUNT#<account>``                 ``INVITE#<digest>``        idempotency key of an INVITE decision
+``ACCOUNT#<account>``                 ``ACTIVECALLS``            how many of its calls hold a slot
 ``REGISTRATION#<registrationId>``     ``REGISTRATION``           a registration (GSI1: per account)
 ``REGISTRATION#<registrationId>``     ``EVENT#<eventId>``        a registration event, once
 ``CALL#<callId>``                     ``CALL``                   a call (GSI1: per account by time)
@@ -22,6 +23,9 @@ import hashlib
 SIP_CONFIG_SK = "SIPCONFIG"
 CALL_SK = "CALL"
 REGISTRATION_SK = "REGISTRATION"
+ACTIVE_CALLS_SK = "ACTIVECALLS"
+ACTIVE_CALLS_ATTRIBUTE = "active"
+"""The counter's number attribute on the ``ACTIVECALLS`` item (docs/storage.md)."""
 GSI1 = "gsi1"
 
 

@@ -10,6 +10,7 @@ from chalicelib.store.table import (
     INDEX_KEYS,
     Condition,
     ConditionFailed,
+    Increment,
     Item,
     Key,
     Match,
@@ -37,12 +38,36 @@ class MemoryTable:
             self._check(self._items.get((pk, sk)), condition)
             self._items.pop((pk, sk), None)
 
-    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None:
+    def transact_put(
+        self,
+        writes: Sequence[tuple[Item, Condition | None]],
+        increments: Sequence[Increment] = (),
+    ) -> None:
         with self._lock:
-            for item, condition in writes:
-                self._check(self._items.get((item["pk"], item["sk"])), condition)
+            failed = {
+                i for i, (item, condition) in enumerate(writes) if not self._holds(item, condition)
+            }
+            failed |= {len(writes) + i for i, up in enumerate(increments) if not self._room(up)}
+            if failed:
+                raise ConditionFailed("transaction cancelled", failed=frozenset(failed))
             for item, _ in writes:
                 self._items[(item["pk"], item["sk"])] = copy.deepcopy(item)
+            for up in increments:
+                counter = self._items.setdefault((up.pk, up.sk), {"pk": up.pk, "sk": up.sk})
+                counter[up.attribute] = counter.get(up.attribute, 0) + up.by
+
+    def _holds(self, item: Item, condition: Condition | None) -> bool:
+        try:
+            self._check(self._items.get((item["pk"], item["sk"])), condition)
+        except ConditionFailed:
+            return False
+        return True
+
+    def _room(self, increment: Increment) -> bool:
+        if increment.at_most is None:
+            return True
+        counter = self._items.get((increment.pk, increment.sk)) or {}
+        return int(counter.get(increment.attribute, 0)) + increment.by <= increment.at_most
 
     def query(
         self,

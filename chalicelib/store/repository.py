@@ -24,7 +24,13 @@ from pydantic import BaseModel
 
 from chalicelib.call_models import Call
 from chalicelib.contracts import CallEvent
-from chalicelib.errors import AlreadyExists, InvalidInput, NotFound, StaleVersion
+from chalicelib.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    StaleVersion,
+    TooManyActiveCalls,
+)
 from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.readable import readable
@@ -33,6 +39,7 @@ from chalicelib.store.table import (
     MAX_MATCH_VALUES,
     Condition,
     ConditionFailed,
+    Increment,
     Item,
     Key,
     Match,
@@ -218,20 +225,41 @@ class Store:
 
     # --- calls -----------------------------------------------------------------------------------
 
-    def create_call(self, call: Call, *, invite_key: str | None = None) -> None:
+    def create_call(
+        self, call: Call, *, invite_key: str | None = None, slot_limit: int | None = None
+    ) -> None:
         """Store a new call; with ``invite_key``, atomically with the INVITE's idempotency record.
 
-        Raises AlreadyExists when the INVITE was decided before (a retried webhook).
+        A call that ``holds_slot`` takes one of its account's slots in the same transaction: the
+        account's counter of active calls goes up by one, and with ``slot_limit`` only while it
+        stays within it (docs/storage.md, active calls). :meth:`save_call` frees the slot.
+
+        Raises:
+            AlreadyExists: the INVITE was decided before (a retried webhook).
+            TooManyActiveCalls: the account's calls already hold ``slot_limit`` slots.
         """
         writes: list[tuple[Item, Condition | None]] = [(self._call_item(call, 1), ABSENT)]
         if invite_key is not None:
             marker = {"pk": keys.account_pk(call.account_id), "sk": invite_key}
             expires = int(call.created.timestamp()) + INVITE_KEY_TTL_S
             writes.append(({**marker, "version": 1, "data": call.call_id, "ttl": expires}, ABSENT))
+        slots = [self._slots(call.account_id, +1, slot_limit)] if call.holds_slot else []
         try:
-            self.table.transact_put(writes)
-        except ConditionFailed:
+            self.table.transact_put(writes, slots)
+        except ConditionFailed as failed:
+            if slot_limit is not None and failed.failed == {len(writes)}:  # only the counter
+                raise TooManyActiveCalls(slot_limit) from None
             raise AlreadyExists(f"call {call.call_id!r} or its INVITE exists") from None
+
+    def active_calls(self, account_id: str) -> int:
+        """Return how many of the account's calls hold a slot (docs/storage.md, active calls)."""
+        item = self.table.get(keys.account_pk(account_id), keys.ACTIVE_CALLS_SK)
+        return int(item.get(keys.ACTIVE_CALLS_ATTRIBUTE, 0)) if item else 0
+
+    @staticmethod
+    def _slots(account_id: str, by: int, at_most: int | None = None) -> Increment:
+        pk, sk = keys.account_pk(account_id), keys.ACTIVE_CALLS_SK
+        return Increment(pk, sk, keys.ACTIVE_CALLS_ATTRIBUTE, by, at_most)
 
     def find_invite_call(self, account_id: str, invite_key: str) -> str | None:
         """Return the call id an INVITE was already decided into, if any."""
@@ -246,8 +274,25 @@ class Store:
         return _load(Call, item)
 
     def save_call(self, call: Call, read_version: int) -> None:
-        """Write a call read at ``read_version``."""
-        self._write(self._call_item(call, read_version + 1), read_version)
+        """Write a call read at ``read_version`` (and derived from what was read then).
+
+        The one place a call's slot is freed: a call that holds one and has ended is written
+        without it, and the account's counter goes down by one in the same transaction. The
+        version condition makes that happen once, however many writers end the call, by
+        whatever path (events, the API, a reaper): the losers re-read a call without a slot.
+        """
+        if not (call.holds_slot and call.ended is not None):
+            self._write(self._call_item(call, read_version + 1), read_version)
+            return
+        freed = call.model_copy(update={"holds_slot": False})
+        item = self._call_item(freed, read_version + 1)
+        condition = ABSENT if read_version == 0 else Condition.at_version(read_version)
+        try:
+            self.table.transact_put([(item, condition)], [self._slots(call.account_id, -1)])
+        except ConditionFailed:
+            raise StaleVersion(
+                f"call {call.call_id!r} changed since version {read_version}"
+            ) from None
 
     def list_calls(
         self,

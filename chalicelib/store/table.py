@@ -43,6 +43,23 @@ class Match:
 
 MAX_MATCH_VALUES = 100
 """DynamoDB's ``IN`` takes at most 100 values."""
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """Add ``by`` to the number ``attribute`` of the item at ``(pk, sk)`` (0 when missing).
+
+    With ``at_most``, the write's condition is that the number stays at most ``at_most`` (a
+    capped counter: a transaction that would pass the cap fails whole).
+    """
+
+    pk: str
+    sk: str
+    attribute: str
+    by: int
+    at_most: int | None = None
+
+
 ABSENT = Condition.must_be_absent()
 INDEX_KEYS: dict[str | None, tuple[str, str]] = {None: ("pk", "sk"), "gsi1": ("gsi1pk", "gsi1sk")}
 """The key attributes of the table (``None``) and of each index."""
@@ -58,7 +75,15 @@ def key_of(item: Item, index: str | None) -> Key:
 
 
 class ConditionFailed(Exception):
-    """A conditional write found the table in another state (translated by the repository)."""
+    """A conditional write found the table in another state (translated by the repository).
+
+    ``failed`` holds the positions, in a transaction's writes then its increments, of those whose
+    condition failed (empty when unknown).
+    """
+
+    def __init__(self, message: str, *, failed: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +103,11 @@ class Table(Protocol):
 
     def delete(self, pk: str, sk: str, condition: Condition | None = None) -> None: ...
 
-    def transact_put(self, writes: Sequence[tuple[Item, Condition | None]]) -> None: ...
+    def transact_put(
+        self,
+        writes: Sequence[tuple[Item, Condition | None]],
+        increments: Sequence[Increment] = (),
+    ) -> None: ...
 
     def query(
         self,

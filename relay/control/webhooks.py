@@ -261,11 +261,10 @@ class AllowlistCache:
     def allowed(self, ip: str, now: float) -> bool | None:
         """Return whether ``ip`` may send INVITEs, or None when the cache cannot tell (fail open).
 
-        While some account has a registration (``hasRegistrations``), nothing is guarded: the
-        control plane admits an INVITE over a registration whatever its source, and the edge
-        cannot tell those INVITEs apart before asking.
+        Registrations open nothing: until the relay registers (a later issue), no INVITE arrives
+        over one, and a registration must not weaken the guard for the whole deployment.
         """
-        if self._snapshot is None or self._fetched_at is None or self._snapshot.has_registrations:
+        if self._snapshot is None or self._fetched_at is None:
             return None
         if now - self._fetched_at > self.max_age_s:
             return None

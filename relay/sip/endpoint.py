@@ -7,7 +7,11 @@ Theory of operation
    input is dropped and counted; a parseable request that breaks the rules (CSeq method
    mismatch, a bad Via, an unsupported ``Require``...) gets a stateless error response with
    the reason (``message.error_response``), counted too (STYLE rule 20).
-2. Everything else goes to the transaction layer first, then, by the events it returns,
+2. An INVITE that would start a call, or that names a dialog that does not exist, is first
+   put to the application's :class:`~relay.sip.stateless.Admission` (the IP guard, the rate
+   limit); a refusal, and the 481 for the missing dialog, is sent statelessly, one response
+   per request received, no transaction (``stateless.py``, RFC 3261 §8.2.7), and counted.
+   Everything else goes to the transaction layer first, then, by the events it returns,
    to dialogs and usages (STYLE rule 4):
 
    - an ACK without a transaction goes to the call whose dialog it names;
@@ -65,7 +69,13 @@ from relay.sip.address import Address, SipCore, Transport
 from relay.sip.deadlines import Deadlines
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.errors import RemoteProtocolError, SipParseError
-from relay.sip.events import BadRequestRejected, Event, IncomingCallReceived, ParseErrorDropped
+from relay.sip.events import (
+    BadRequestRejected,
+    Event,
+    IncomingCallReceived,
+    InviteRefused,
+    ParseErrorDropped,
+)
 from relay.sip.invite_session import IncomingCall
 from relay.sip.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
 from relay.sip.message import Request, Response, error_response, make_response
@@ -73,6 +83,7 @@ from relay.sip.parser import is_keepalive, parse_message, validate_request, vali
 from relay.sip.sdp import SessionDescription
 from relay.sip.sdp_fields import SdpParseError
 from relay.sip.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
+from relay.sip.stateless import Admission, invite_refusal, stateless_reply
 from relay.sip.timers import Timers
 from relay.sip.transaction_layer import (
     RequestArrived,
@@ -104,6 +115,8 @@ class EndpointCounters:
     """Responses that failed the UAC checks (RFC 3261 §8.1.3.3)."""
     keepalives: int = 0
     """CRLF keep-alive datagrams, ignored."""
+    invites_refused: int = 0
+    """INVITEs refused statelessly before any call existed (rule 2)."""
     calls_received: int = 0
 
 
@@ -116,6 +129,7 @@ class SipEndpoint:
         timers: T1, T2, T4.
         ids: tags, branches, sequence numbers.
         session_timer: RFC 4028 settings.
+        admission: who may start a call (``None``: everybody); asked before any transaction.
     """
 
     def __init__(
@@ -126,8 +140,10 @@ class SipEndpoint:
         timers: Timers,
         ids: IdSource,
         session_timer: SessionTimerPolicy | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.counters = EndpointCounters()
+        self._admission = admission
         self._local = dict(local_addresses)
         self._timers = timers
         self._ids = ids
@@ -167,6 +183,8 @@ class SipEndpoint:
                 self._layer.receive_response(message, source, now)
             else:
                 validate_request(message, supported=frozenset(self._settings.supported))
+                if self._refused(message, source, now):
+                    return
                 self._layer.receive_request(message, source, now)
         except SipParseError as err:
             if isinstance(message, Response):
@@ -192,6 +210,20 @@ class SipEndpoint:
         self._layer.send_stateless(reply, destination)
         self.counters.stateless_errors_sent += 1
         self._outputs.events.append(BadRequestRejected(source, reply.status, reply.reason))
+
+    def _refused(self, request: Request, source: Address, now: float) -> bool:
+        """Refuse statelessly an INVITE that would start a call or names no dialog (rule 2)."""
+        if request.method != "INVITE" or self._layer.has_server_transaction(request):
+            return False  # not an INVITE, or a retransmission its transaction absorbs
+        known = request.to.tag is not None and DialogId.of_request(request) in self._calls
+        refusal = invite_refusal(request, source, now, self._admission, dialog_exists=known)
+        if refusal is None:
+            return False
+        reply, destination = stateless_reply(request, source, refusal, self._settings.user_agent)
+        self._layer.send_stateless(reply, destination)
+        self.counters.invites_refused += 1
+        self._outputs.events.append(InviteRefused(source, refusal))
+        return True
 
     def connection_lost(self, connection_id: int, now: float) -> None:
         """Forget a closed stream: later messages go by address (RFC 3261 §18.2.2)."""

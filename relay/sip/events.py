@@ -16,6 +16,7 @@ from relay.sip.address import Address
 from relay.sip.message import Request
 from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.sdp import SessionDescription
+from relay.sip.stateless import Refusal
 
 if TYPE_CHECKING:
     from relay.sip.invite_session import IncomingCall
@@ -29,6 +30,7 @@ __all__ = [
     "Event",
     "IncomingCallReceived",
     "InfoReceived",
+    "InviteRefused",
     "MediaUpdated",
     "ParseErrorDropped",
     "ReInviteReceived",
@@ -145,6 +147,18 @@ class BadRequestRejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class InviteRefused:
+    """An INVITE was refused before any call existed, with one stateless response (and counted).
+
+    The admission's refusal (the IP guard's 403, the rate limit's 503) or 481 for an INVITE
+    naming a dialog that does not exist (``stateless.py``).
+    """
+
+    source: Address
+    refusal: Refusal
+
+
 Event: TypeAlias = (
     IncomingCallReceived
     | CallAnswered
@@ -155,4 +169,5 @@ Event: TypeAlias = (
     | InfoReceived
     | ParseErrorDropped
     | BadRequestRejected
+    | InviteRefused
 )

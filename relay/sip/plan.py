@@ -92,8 +92,9 @@ def plan_incoming_invite(
         warning_agent: the ``warn-agent`` of a 488's Warning (our host or name).
     """
     if isinstance(decision, InviteRejected):
-        status = decision.sip_status
-        return RejectPlan(status, REASON_PHRASES.get(status, "Rejected"))
+        status, wait_s = decision.sip_status, decision.retry_after_s
+        headers = () if wait_s is None else (("Retry-After", str(wait_s)),)  # RFC 3261 §20.33
+        return RejectPlan(status, REASON_PHRASES.get(status, "Rejected"), headers)
     preference = codec_names(decision.codec_preference) or codec_names(DEFAULT_CODEC_PREFERENCE)
     if not request.body:
         offer = build_offer(

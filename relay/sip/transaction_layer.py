@@ -238,6 +238,10 @@ class TransactionLayer:
         tx.machine.send_response(response, response.status, now=now)
         self._drive(tx, now)
 
+    def has_server_transaction(self, request: Request) -> bool:
+        """Return whether ``request`` matches a server transaction that exists (§17.2.3)."""
+        return server_key(request) in self._server
+
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """Return the INVITE transaction a CANCEL targets (RFC 3261 §9.2), if it still exists."""
         key = server_key(cancel)

@@ -11,7 +11,13 @@ from moto import mock_aws
 
 from chalicelib.call_models import Call
 from chalicelib.contracts import CallEvent, MediaEndpoint
-from chalicelib.errors import AlreadyExists, InvalidInput, NotFound, StaleVersion
+from chalicelib.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    StaleVersion,
+    TooManyActiveCalls,
+)
 from chalicelib.models import Agent, CallTemplate, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.dynamodb import DynamoTable
@@ -144,3 +150,72 @@ def test_events_are_stored_once_by_id(store: Store) -> None:
     assert store.add_event(keys.call_pk("c"), event) is True
     assert store.add_event(keys.call_pk("c"), event) is False
     assert store.list_events(keys.call_pk("c")) == [event]
+
+
+# --- active calls: the account's concurrent-call slots (docs/storage.md) --------------------
+
+
+def slotted(n: int, *, account: str = "default") -> Call:
+    return call(n, account=account).model_copy(update={"holds_slot": True})
+
+
+def ended(stored: Call) -> Call:
+    return stored.model_copy(update={"ended": START + timedelta(minutes=1)})
+
+
+def test_a_call_that_holds_a_slot_counts_until_the_limit_refuses_the_next(store: Store) -> None:
+    store.create_call(slotted(1), slot_limit=2)
+    store.create_call(slotted(2), slot_limit=2)
+
+    with pytest.raises(TooManyActiveCalls) as refused:
+        store.create_call(slotted(3), slot_limit=2)
+
+    assert refused.value.limit == 2 and refused.value.retry_after_s == 10
+    assert store.active_calls("default") == 2
+    with pytest.raises(NotFound):
+        store.get_call("call-003")  # the refused transaction wrote nothing
+    store.create_call(slotted(4, account="other"), slot_limit=2)  # accounts count apart
+    assert store.active_calls("other") == 1
+
+
+def test_a_call_that_ends_frees_its_slot_exactly_once(store: Store) -> None:
+    store.create_call(slotted(1), slot_limit=1)
+    stored = store.get_call("call-001")
+
+    store.save_call(ended(stored.value), stored.version)
+
+    again = store.get_call("call-001")
+    assert again.value.holds_slot is False and again.value.ended is not None
+    assert store.active_calls("default") == 0
+    store.save_call(ended(again.value), again.version)  # saved ended again: nothing to free
+    assert store.active_calls("default") == 0
+    store.create_call(slotted(2), slot_limit=1)
+    assert store.active_calls("default") == 1
+
+
+def test_a_writer_that_lost_the_race_frees_nothing(store: Store) -> None:
+    store.create_call(slotted(1), slot_limit=5)
+    read_by_both = store.get_call("call-001")
+    store.save_call(ended(read_by_both.value), read_by_both.version)
+
+    with pytest.raises(StaleVersion):
+        store.save_call(ended(read_by_both.value), read_by_both.version)
+
+    assert store.active_calls("default") == 0
+
+
+def test_a_call_that_holds_no_slot_never_touches_the_count(store: Store) -> None:
+    store.create_call(call(1), slot_limit=1)  # e.g. stored before slots existed
+    stored = store.get_call("call-001")
+    store.save_call(ended(stored.value), stored.version)
+
+    assert store.active_calls("default") == 0
+    store.create_call(slotted(2), slot_limit=1)
+
+
+def test_a_retried_invite_at_the_limit_is_already_decided_not_refused(store: Store) -> None:
+    key = keys.invite_sk("sip-call", "tag", "203.0.113.10")
+    store.create_call(slotted(1), invite_key=key, slot_limit=1)
+
+    with pytest.raises(AlreadyExists):  # its own call holds the last slot
+        store.create_call(slotted(2), invite_key=key, slot_limit=1)

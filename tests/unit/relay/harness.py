@@ -28,6 +28,7 @@ from relay.sip.offer_answer import NegotiatedMedia, NoCommonCodec, build_offer, 
 from relay.sip.parser import parse_message
 from relay.sip.sdp import SessionDescription
 from relay.sip.session_timer import SessionTimerPolicy
+from relay.sip.stateless import Admission
 from relay.sip.timers import Timers
 from relay.sip.transaction_layer import (
     ClientTransaction,
@@ -358,6 +359,8 @@ class UacUasPair:
     now: float = 0.0
     policy: Callable[[Datagram], Action] | None = None
     """Decides each datagram's fate; ``None`` delivers everything."""
+    admission: Admission | None = None
+    """Who may start a call at the UAS (the IP guard, the rate limit); ``None``: everybody."""
 
     def __post_init__(self) -> None:
         uas_local = Address(UAS_HOST, UAS_PORT, self.transport)
@@ -368,6 +371,7 @@ class UacUasPair:
             timers=self.timers,
             ids=SeededIdSource(self.seed),
             session_timer=self.session_timer,
+            admission=self.admission,
         )
         self.uac = Uac(self.uac_local, uas_local, timers=self.timers, seed=self.seed + 1)
         self.uas_local = uas_local

@@ -30,7 +30,7 @@ ACCEPT = {
     "codecPreference": ["PCMU/8000"],
 }
 REJECT = {"action": "reject", "sipStatus": 403, "reason": "source_ip_not_allowed"}
-ALLOWLIST = {"allowedCidrRanges": ["203.0.113.0/24"], "version": 3, "hasRegistrations": False}
+ALLOWLIST = {"allowedCidrRanges": ["203.0.113.0/24"], "version": 3}
 
 Script = Callable[[str], "Reply | None"]
 """Given the path, return the reply to give instead of the normal one (None: normal)."""

@@ -8,10 +8,8 @@ from chalicelib.contracts import AllowlistSnapshot
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneUnavailable
 
 
-def snapshot(*cidrs: str, version: int = 1, registrations: bool = False) -> AllowlistSnapshot:
-    return AllowlistSnapshot(
-        allowed_cidr_ranges=list(cidrs), version=version, has_registrations=registrations
-    )
+def snapshot(*cidrs: str, version: int = 1) -> AllowlistSnapshot:
+    return AllowlistSnapshot(allowed_cidr_ranges=list(cidrs), version=version)
 
 
 def test_an_empty_cache_cannot_tell_so_the_guard_lets_the_invite_through() -> None:
@@ -31,14 +29,6 @@ def test_a_fetched_empty_list_admits_nobody_like_the_control_plane() -> None:
     cache = AllowlistCache()
     cache.update(snapshot(), now=0.0)
     assert cache.allowed("203.0.113.10", now=1.0) is False
-
-
-def test_with_a_registration_somewhere_the_guard_leaves_admission_to_the_webhook() -> None:
-    cache = AllowlistCache()
-    cache.update(snapshot("203.0.113.0/24", registrations=True), now=0.0)
-    assert cache.allowed("198.51.100.7", now=1.0) is None  # may be a provider we registered with
-    cache.update(snapshot("203.0.113.0/24", version=2), now=2.0)
-    assert cache.allowed("198.51.100.7", now=3.0) is False
 
 
 def test_a_stale_cache_cannot_tell_any_more() -> None:

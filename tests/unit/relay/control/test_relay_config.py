@@ -16,6 +16,7 @@ def test_an_empty_environment_runs_next_to_make_dev() -> None:
     assert (settings.sip_host, settings.sip_port, settings.tls_port) == ("127.0.0.1", 5060, 5061)
     assert (settings.rtp_port_min, settings.rtp_port_max) == (20000, 20999)
     assert settings.decision_timeout_s == 4.0
+    assert (settings.invite_burst, settings.invite_rate_per_s) == (20, 5.0)  # docs/relay.md
     assert settings.spool_dir == Path(".dev/relay-spool")
     assert settings.advertised_address == "127.0.0.1"
     assert not settings.tls_enabled
@@ -44,6 +45,8 @@ def test_every_variable_is_read() -> None:
             "SIPLINE_SPOOL_MAX_BYTES": "1048576",
             "SIPLINE_ALLOWLIST_REFRESH_S": "30",
             "SIPLINE_ALLOWLIST_MAX_AGE_S": "600",
+            "SIPLINE_INVITE_RATE_PER_S": "50",
+            "SIPLINE_INVITE_BURST": "200",
             "SIPLINE_EDGE_ID": "edge-7",
         }
     )
@@ -69,6 +72,8 @@ def test_every_variable_is_read() -> None:
         spool_max_bytes=1048576,
         allowlist_refresh_s=30.0,
         allowlist_max_age_s=600.0,
+        invite_rate_per_s=50.0,
+        invite_burst=200,
         edge_id="edge-7",
     )
     assert settings.advertised_address == "198.51.100.20"
@@ -93,6 +98,11 @@ def test_every_variable_is_read() -> None:
         ({"SIPLINE_RTP_PORTS": "21000-20000"}, "SIPLINE_RTP_PORTS must go from low to high"),
         ({"SIPLINE_DECISION_TIMEOUT_S": "soon"}, "SIPLINE_DECISION_TIMEOUT_S must be a number"),
         ({"SIPLINE_DECISION_TIMEOUT_S": "0"}, "SIPLINE_DECISION_TIMEOUT_S must be positive"),
+        ({"SIPLINE_INVITE_RATE_PER_S": "0"}, "SIPLINE_INVITE_RATE_PER_S must be positive"),
+        (
+            {"SIPLINE_INVITE_BURST": "2.5"},
+            "SIPLINE_INVITE_BURST must be a whole number from 1 (got '2.5')",
+        ),
         (
             {"SIPLINE_TLS_CERT": "/c.pem"},
             "SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together",

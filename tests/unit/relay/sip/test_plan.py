@@ -109,6 +109,13 @@ def test_a_rejection_uses_its_status_with_the_standard_reason_phrase() -> None:
     assert plan(invite(), decision) == RejectPlan(403, "Forbidden")
 
 
+def test_a_rejection_passes_its_retry_after_on_to_the_caller() -> None:
+    decision = InviteRejected(sipStatus=503, reason="too_many_active_calls", retryAfterS=10)
+    assert plan(invite(), decision) == RejectPlan(
+        503, "Service Unavailable", (("Retry-After", "10"),)
+    )
+
+
 def test_unavailable_is_503_with_retry_after() -> None:
     assert plan_unavailable(30) == RejectPlan(503, "Service Unavailable", (("Retry-After", "30"),))
 
