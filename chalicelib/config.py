@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
+
 DEFAULT_ACCOUNT = "default"
 DEFAULT_CODEC_PREFERENCE = ("opus/48000/2", "G722/8000", "PCMU/8000", "PCMA/8000")
 
@@ -33,6 +35,9 @@ class Settings:
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
     fallback_timeout_s: float = 2.5
     """Below the edge's decision timeout (4 s), so a slow fallback handler still gets an answer."""
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    """Where sipline may connect for users: public addresses, plus the ranges the deployment
+    allows in ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` (``chalicelib/egress.py``)."""
 
     @property
     def webhook_secrets(self) -> list[str]:
@@ -96,4 +101,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else DEFAULT_CODEC_PREFERENCE
         ),
         fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "2.5")),
+        egress=EgressPolicy.from_setting(env.get(ALLOWANCE_VARIABLE, "")),
     )

@@ -40,6 +40,7 @@ from chalicelib.routing import route
 from chalicelib.services import Services
 from chalicelib.sip_uri import parse_sip_uri, user_part
 from chalicelib.store import keys
+from chalicelib.templates import render_system_prompt
 
 _IDENTITY_HEADERS = ("p-asserted-identity", "remote-party-id")
 
@@ -218,7 +219,7 @@ def _incoming_call(
         source=f"{invite.source_ip}:{invite.source_port}",
         transport=invite.transport.value,
         template_context=context,
-        system_prompt=ctx.render(template.system_prompt, context),
+        system_prompt=render_system_prompt(template.system_prompt, context),
         media_endpoint=media_endpoint(services, template.media_endpoint),
         call_template=template.for_agent(),
         edge_id=invite.edge_id or None,

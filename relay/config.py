@@ -28,6 +28,8 @@ SIPLINE_SPOOL_MAX_BYTES         spool size cap                         67108864 
 SIPLINE_ALLOWLIST_REFRESH_S     allowlist poll period                  15
 SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
+                                public (chalicelib/egress.py)
 =============================== ====================================== ===========================
 """
 
@@ -35,8 +37,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 
 
 class RelayConfigError(ValueError):
@@ -69,6 +73,7 @@ class RelaySettings:
     allowlist_refresh_s: float = 15.0
     allowlist_max_age_s: float = 120.0
     edge_id: str = "local-edge"
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @property
     def advertised_address(self) -> str:
@@ -116,6 +121,7 @@ class RelaySettings:
             allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
             allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
+            egress=reader.egress(ALLOWANCE_VARIABLE),
         )
 
 
@@ -147,6 +153,12 @@ class _Reader:
         if not value > 0:
             raise RelayConfigError(f"{name} must be positive (got {raw!r})")
         return value
+
+    def egress(self, name: str) -> EgressPolicy:
+        try:
+            return EgressPolicy.from_setting(self.optional(name) or "")
+        except ValueError as error:
+            raise RelayConfigError(str(error)) from None
 
     def port(self, name: str, default: int) -> int:
         raw = self.optional(name)
