@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -194,7 +195,14 @@ class FallbackServer:
     INVITE falls back to 480), as a careful handler would.
     """
 
-    def __init__(self, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.secret = secret
         self.status = 200
         self.answer: bytes = b"{}"
@@ -205,6 +213,9 @@ class FallbackServer:
         """The Host header of each request."""
         self.location: str | None = None
         self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._scheme = "http" if tls is None else "https"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -215,7 +226,7 @@ class FallbackServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}/sip/fallback"
+        return f"{self._scheme}://{self._server.server_address[0]}:{self.port}/sip/fallback"
 
     def redirect_to(self, url: str) -> None:
         """Answer every request with ``302 Found`` to ``url`` from now on."""

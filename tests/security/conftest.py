@@ -2,20 +2,14 @@
 
 The route-test fixtures (``tests/integration/conftest.py``) are reused, except ``services``: here
 it has the deployment default, ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` unset, and resolves names with
-:class:`FakeDns` (names it does not know go to the system's resolver, which answers ``localhost``
-and numeric forms such as ``2130706433`` itself).
+``tests.support.fakes.FakeDns``.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 import pytest
 
 from chalicelib.commands import SqsCommandSender
-from chalicelib.egress import system_resolver
 from chalicelib.fallback import HttpFallbackClient
 from chalicelib.services import Services
 from chalicelib.store.dynamodb import DynamoTable
@@ -29,30 +23,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures pytest finds by
     queue,
 )
 from tests.integration.harness import TABLE, Aws
-from tests.support.fakes import FixedClock, make_services
-
-PUBLIC_ADDRESS = "93.184.215.14"
-"""A globally reachable address (no test connects to it)."""
-
-
-@dataclass
-class FakeDns:
-    """Answers from ``zone`` (a list per name: later lookups take the next answer, the last one
-    repeating, as a rebinding DNS server would); counts the lookups of each name."""
-
-    zone: dict[str, list[list[str]]] = field(default_factory=dict)
-    lookups: dict[str, int] = field(default_factory=dict)
-
-    def __call__(self, host: str, port: int) -> Sequence[str]:
-        answers = self.zone.get(host)
-        if answers is None:
-            return system_resolver(host, port)
-        count = self.lookups.get(host, 0)
-        self.lookups[host] = count + 1
-        answer = answers[min(count, len(answers) - 1)]
-        if not answer:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return answer
+from tests.support.fakes import PUBLIC_ADDRESS, FakeDns, FixedClock, make_services
 
 
 @pytest.fixture

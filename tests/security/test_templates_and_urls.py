@@ -12,16 +12,43 @@ connection goes to the address that was checked and redirects are not followed.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from http import HTTPStatus
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
-from chalicelib.models import Agent, CallTemplate
+from chalicelib.config import load_settings
+from chalicelib.contracts import MediaEndpoint
+from chalicelib.egress import EgressPolicy
+from chalicelib.fallback import HttpFallbackClient
+from chalicelib.models import Agent, CallTemplate, FallbackHandler
 from chalicelib.services import Services
-from tests.integration.harness import Api, FallbackServer
-from tests.support.fakes import START
+from relay.bridge.agent_ws import AgentBridge, AgentUnreachable, BridgeSettings
+from relay.config import RelayConfigError, RelaySettings
+from relay.transport.tls import ensure_self_signed, server_context
+from tests.integration.harness import FALLBACK_SECRET, Api, FallbackServer
+from tests.integration.relay.bridge.harness import (
+    CALL,
+    FAST,
+    IDENTITY,
+    FakeMediaPort,
+    agent_server,
+    run,
+)
+from tests.integration.relay.bridge.harness import (
+    Agent as ScriptedAgent,
+)
+from tests.support.fakes import PUBLIC_ADDRESS, START, FakeDns
 
 CARRIER = "203.0.113.0/24"
 MEDIA_URL = "wss://agent.example.com/media"
@@ -275,25 +302,467 @@ def test_an_outgoing_call_to_a_host_inside_the_network_is_refused(
     assert api.get("/api/calls").body["total"] == 0
 
 
-# --- user-supplied targets: connect time ---------------------------------------------------------
+def test_a_name_that_resolves_inside_the_network_is_refused_when_saved(api: Api) -> None:
+    """``pbx.corp.example`` is 10.20.30.40: a name is no way around the address policy."""
+    reply = api.post(
+        "/api/sip/registrations",
+        {"username": "1001", "password": "s3cret-pw", "proxy": "pbx.corp.example"},
+    )
+
+    _refused(reply, "proxy", "pbx.corp.example resolves to 10.20.30.40", "(private)")
+
+
+def test_a_name_with_one_internal_address_among_public_ones_is_refused(api: Api) -> None:
+    """Every address of the name must pass, or a connection may pick the internal one."""
+    reply = api.patch(
+        "/api/sip", {"fallbackHandler": {"url": "https://mixed.example.com/fallback"}}
+    )
+
+    _refused(reply, "fallbackHandler.url", "169.254.169.254", "(cloud metadata)")
+
+
+def test_a_name_that_does_not_resolve_yet_is_accepted_and_left_to_the_connect_time_check(
+    api: Api, dns: FakeDns
+) -> None:
+    """A PBX's name may resolve only inside its VPC; every connection checks it again."""
+    dns.zone["pbx.nowhere.example"] = [[]]
+
+    reply = api.post(
+        "/api/sip/registrations",
+        {"username": "1001", "password": "s3cret-pw", "proxy": "pbx.nowhere.example:5060"},
+    )
+
+    assert reply.status == 201, reply.body
+
+
+def test_public_targets_are_accepted(api: Api) -> None:
+    """The policy refuses what is inside; an Internet address or name goes through."""
+    agent = api.create_agent(mediaEndpoint={"url": "wss://agent.example.com:8443/media"})
+    sip = api.patch("/api/sip", {"fallbackHandler": {"url": f"https://{PUBLIC_ADDRESS}/fb"}})
+    registration = api.post(
+        "/api/sip/registrations",
+        {"username": "1", "password": "p", "proxy": "[2606:4700:4700::1111]:5061"},
+    )
+    call = api.dial(agent["agentId"], to=f"sip:+15557654321@{PUBLIC_ADDRESS};transport=tls")
+
+    assert (sip.status, registration.status, call.status) == (200, 201, 201)
+
+
+def test_the_deployment_can_allow_its_own_private_range_and_nothing_more(
+    api: Api, services: Services, dns: FakeDns
+) -> None:
+    """A PBX on the VPC (10.20.0.0/16) is allowed; the rest of 10/8 and loopback are not."""
+    _allow(services, dns, "10.20.0.0/16")
+    body = {"username": "1001", "password": "s3cret-pw"}
+
+    inside = api.post("/api/sip/registrations", body | {"proxy": "10.20.30.40:5060"})
+    by_name = api.post("/api/sip/registrations", body | {"proxy": "pbx.corp.example"})
+    beyond = api.post("/api/sip/registrations", body | {"proxy": "10.21.0.1"})
+    loopback = api.post("/api/sip/registrations", body | {"proxy": "127.0.0.1"})
+
+    assert (inside.status, by_name.status) == (201, 201)
+    _refused(beyond, "proxy", "(private)")
+    _refused(loopback, "proxy", "(loopback)")
+
+
+def test_no_allowance_opens_the_metadata_service(
+    api: Api, services: Services, dns: FakeDns
+) -> None:
+    """Even ``0.0.0.0/0`` leaves the credentials endpoints closed (v4, v6, mapped, NAT64)."""
+    _allow(services, dns, "0.0.0.0/0,::/0")
+    for host in ("169.254.169.254", "[fd00:ec2::254]", "[::ffff:a9fe:a9fe]", "169.254.170.2"):
+        reply = api.patch("/api/sip", {"fallbackHandler": {"url": f"http://{host}/latest"}})
+        _refused(reply, "fallbackHandler.url", "(cloud metadata)")
+
+
+# --- user-supplied targets: connect time (the control plane's fallback client) -------------------
+
+
+def _allow(services: Services, dns: FakeDns, cidrs: str) -> None:
+    """Set ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` to ``cidrs`` for the app and the fallback client."""
+    egress = EgressPolicy.from_setting(cidrs)
+    services.settings = replace(services.settings, egress=egress)
+    services.fallback = HttpFallbackClient(timeout_s=5.0, egress=egress, resolve=dns)
+
+
+def _store_fallback(services: Services, url: str) -> None:
+    """Write a fallback handler straight into the store, as one saved before these checks."""
+    stored = services.store.get_sip_config("default")
+    handler = FallbackHandler(
+        url=url, secret_ciphertexts=[services.cipher.encrypt(FALLBACK_SECRET)]
+    )
+    update = {"fallback_handler": handler, "allowed_cidr_ranges": [CARRIER]}
+    services.store.save_sip_config(
+        "default", stored.value.model_copy(update=update), stored.version
+    )
+
+
+def test_a_stored_fallback_handler_on_loopback_is_refused_when_called(
+    api: Api, services: Services, fallback_server: FallbackServer
+) -> None:
+    """A URL saved before the save-time check is checked again before every request."""
+    _store_fallback(services, fallback_server.url)
+
+    decision = _decision(api.invite(**UNROUTED))
+
+    assert (decision["sipStatus"], decision["reason"]) == (480, "fallback_failed")
+    assert "refused" in decision["message"] and "(loopback)" in decision["message"]
+    assert fallback_server.hits == 0
+
+
+def test_a_fallback_name_that_resolves_to_loopback_after_it_was_saved_is_refused_when_called(
+    api: Api, fallback_server: FallbackServer, dns: FakeDns
+) -> None:
+    """``rebind.example.com`` was public when saved and is 127.0.0.1 when the INVITE comes."""
+    url = f"http://rebind.example.com:{fallback_server.port}/sip/fallback"
+    api.patch_sip(
+        allowedCidrRanges=[CARRIER], fallbackHandler={"url": url, "secrets": [FALLBACK_SECRET]}
+    )
+
+    decision = _decision(api.invite(**UNROUTED))
+
+    assert (decision["sipStatus"], decision["reason"]) == (480, "fallback_failed")
+    assert "rebind.example.com resolves to 127.0.0.1" in decision["message"]
+    assert fallback_server.hits == 0
+    assert dns.lookups["rebind.example.com"] == 2  # once when saved, once when called
+
+
+def test_the_fallback_request_goes_to_the_address_that_was_checked(
+    api: Api, services: Services, dns: FakeDns
+) -> None:
+    """DNS rebinding: the name answers 127.0.0.1 once, then 127.0.0.2. Only one lookup is made
+    and the request goes to its answer, with the name still in ``Host``; a client that looked
+    the name up again (or let a library do it) would reach the second server."""
+    _allow(services, dns, "127.0.0.0/8")  # both would pass: what protects is the single lookup
+    with _servers_on_one_port() as (checked, other):
+        agent_id = api.create_agent(mediaEndpoint={"url": MEDIA_URL})["agentId"]
+        checked.answer_with({"startAgentCall": {"agentId": agent_id}})
+        dns.zone["fallback.rebind.test"] = [["127.0.0.1"], ["127.0.0.2"]]
+        url = f"http://fallback.rebind.test:{checked.port}/sip/fallback"
+        _store_fallback(services, url)
+
+        decision = _decision(api.invite(**UNROUTED))
+
+        assert decision["action"] == "accept", decision
+        assert dns.lookups["fallback.rebind.test"] == 1
+        assert checked.hosts == [f"fallback.rebind.test:{checked.port}"]
+        assert other.hits == 0
 
 
 def test_a_fallback_handler_redirect_is_not_followed(
-    api: Api, services: Services, fallback_server: FallbackServer
+    api: Api, services: Services, dns: FakeDns, fallback_server: FallbackServer
 ) -> None:
-    """A handler answering 302 to an internal address must not make sipline request it."""
+    """A handler answering 302 to an internal address must not make sipline request it
+    (``urlopen`` followed it, turning the POST into a GET of the internal URL)."""
+    _allow(services, dns, "127.0.0.0/8")  # make dev's loopback allowance: both are reachable
     inside = FallbackServer("unused").start()
     try:
         fallback_server.redirect_to(inside.url)
-        agent_id = api.create_agent(mediaEndpoint={"url": MEDIA_URL})["agentId"]
         api.patch_sip(allowedCidrRanges=[CARRIER], fallbackHandler={"url": fallback_server.url})
 
         decision = _decision(api.invite(**UNROUTED))
 
-        assert inside.hits == 0
         assert len(fallback_server.calls) == 1
+        assert inside.hits == 0
         assert (decision["sipStatus"], decision["reason"]) == (480, "fallback_failed")
-        assert "302" in decision["message"]
-        assert agent_id
+        assert "HTTP 302 (redirects are not followed)" in decision["message"]
     finally:
         inside.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "fallback.pem", tmp_path / "fallback.key"
+    ensure_self_signed(cert, key, ["fallback.tls.test"])
+    return cert, key
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"), [("fallback.tls.test", True), ("other.tls.test", False)]
+)
+def test_https_to_a_checked_address_still_checks_the_certificate_against_the_name(
+    api: Api,
+    services: Services,
+    dns: FakeDns,
+    tls_files: tuple[Path, Path],
+    name: str,
+    accepted: bool,
+) -> None:
+    """Connecting to the address does not weaken TLS: SNI and the certificate check use the
+    URL's name (the certificate names ``fallback.tls.test`` only, not 127.0.0.1)."""
+    cert, key = tls_files
+    _allow(services, dns, "127.0.0.0/8")
+    services.fallback = HttpFallbackClient(
+        timeout_s=5.0,
+        egress=services.settings.egress,
+        resolve=dns,
+        tls=ssl.create_default_context(cafile=str(cert)),
+    )
+    server = FallbackServer(FALLBACK_SECRET, tls=server_context(cert, key)).start()
+    try:
+        agent_id = api.create_agent(mediaEndpoint={"url": MEDIA_URL})["agentId"]
+        server.answer_with({"startAgentCall": {"agentId": agent_id}})
+        dns.zone[name] = [["127.0.0.1"]]
+        _store_fallback(services, f"https://{name}:{server.port}/sip/fallback")
+
+        decision = _decision(api.invite(**UNROUTED))
+    finally:
+        server.stop()
+
+    if accepted:
+        assert decision["action"] == "accept", decision
+        assert server.hosts == [f"fallback.tls.test:{server.port}"]
+    else:
+        assert (decision["sipStatus"], decision["reason"]) == (480, "fallback_failed")
+        assert "certificate verify failed" in decision["message"]
+        assert server.hits == 0
+
+
+class _servers_on_one_port:  # noqa: N801 (used as a context manager, like a function)
+    """Two fallback servers on the same port: the checked one on 127.0.0.1 and another on
+    127.0.0.2 (Linux routes all of 127/8 to loopback)."""
+
+    def __enter__(self) -> tuple[FallbackServer, FallbackServer]:
+        for _ in range(20):
+            other = FallbackServer(FALLBACK_SECRET, "127.0.0.2").start()
+            try:
+                checked = FallbackServer(FALLBACK_SECRET, "127.0.0.1", other.port).start()
+            except OSError:  # that port is taken on 127.0.0.1: try another
+                other.stop()
+                continue
+            self.servers = (checked, other)
+            return self.servers
+        raise RuntimeError("no port free on both 127.0.0.1 and 127.0.0.2")
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+# --- user-supplied targets: connect time (the relay's agent WebSocket) ---------------------------
+
+
+def _bridge(url: str, settings: BridgeSettings, resolve: Any = None) -> AgentBridge:
+    extra = {} if resolve is None else {"resolve": resolve}
+    return AgentBridge(
+        MediaEndpoint(url=url),
+        FakeMediaPort(),
+        identity=IDENTITY,
+        call=CALL,
+        settings=settings,
+        **extra,
+    )
+
+
+STRICT = replace(FAST, egress=EgressPolicy())
+"""The harness's bounds with the deployment default: no private target allowed."""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_the_relay_refuses_an_agent_on_loopback_when_it_connects(host: str) -> None:
+    """A media endpoint stored before the save-time check (or the deployment's default one)
+    is checked again for every call: the relay never opens the socket."""
+
+    async def scenario() -> None:
+        agent = ScriptedAgent()
+        async with agent_server(agent) as url:
+            port = url.rsplit(":", 1)[1].split("/")[0]
+            outcome = await _bridge(f"ws://{host}:{port}/agent", STRICT).run()
+        assert isinstance(outcome, AgentUnreachable)
+        assert outcome.attempts == 1  # refused at once, not retried
+        assert "refused" in outcome.error and "(loopback)" in outcome.error
+        assert not agent.connected.is_set()
+
+    run(scenario)
+
+
+def test_the_relay_refuses_an_agent_name_that_resolves_to_the_metadata_service() -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["169.254.169.254"]
+
+    async def scenario() -> None:
+        outcome = await _bridge("wss://agent.evil.example/media", STRICT, resolve).run()
+        assert isinstance(outcome, AgentUnreachable)
+        assert "agent.evil.example resolves to 169.254.169.254" in outcome.error
+        assert "(cloud metadata)" in outcome.error
+
+    run(scenario)
+
+
+@asynccontextmanager
+async def _agents_on_one_port() -> AsyncIterator[tuple[int, ScriptedAgent, ScriptedAgent]]:
+    """Two agents on the same port: the checked one on 127.0.0.1, another on 127.0.0.2."""
+    for _ in range(20):
+        checked, other = ScriptedAgent(), ScriptedAgent()
+        async with serve(other.handle, "127.0.0.2", 0) as other_server:
+            port = other_server.sockets[0].getsockname()[1]
+            try:
+                checked_server = await serve(checked.handle, "127.0.0.1", port)
+            except OSError:
+                continue
+            async with checked_server:
+                yield port, checked, other
+                return
+    raise RuntimeError("no port free on both 127.0.0.1 and 127.0.0.2")
+
+
+def test_the_agent_socket_goes_to_the_address_that_was_checked() -> None:
+    """DNS rebinding: the name answers 127.0.0.1 once, then 127.0.0.2. The relay looks it up
+    once per attempt and connects to that answer, with the name in ``Host``."""
+    lookups: list[str] = []
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"] if len(lookups) == 1 else ["127.0.0.2"]
+
+    async def scenario() -> None:
+        async with _agents_on_one_port() as (port, checked, other):
+            under_test = _bridge(f"ws://agent.rebind.test:{port}/agent", FAST, rebinding)
+            task = asyncio.create_task(under_test.run())
+            assert await under_test.connected()
+            under_test.stop()
+            await task
+        assert lookups == ["agent.rebind.test"]
+        assert checked.connection is not None and checked.connection.request is not None
+        assert checked.connection.request.headers["Host"] == f"agent.rebind.test:{port}"
+        assert not other.connected.is_set()
+
+    run(scenario)
+
+
+def test_an_agent_redirect_is_not_followed() -> None:
+    """An agent endpoint answering the upgrade with 302 to an internal address: the relay
+    gives up (websockets would follow it to a host the policy never checked)."""
+
+    async def scenario() -> None:
+        inside = ScriptedAgent()
+        async with agent_server(inside) as inside_url:
+
+            def redirect(connection: ServerConnection, request: Request) -> Response:
+                response = connection.respond(HTTPStatus.FOUND, "")
+                response.headers["Location"] = inside_url
+                return response
+
+            async with serve(
+                ScriptedAgent().handle, "127.0.0.1", 0, process_request=redirect
+            ) as server:
+                port = server.sockets[0].getsockname()[1]
+                outcome = await _bridge(f"ws://127.0.0.1:{port}/agent", FAST).run()
+        assert isinstance(outcome, AgentUnreachable)
+        assert outcome.error == "HTTP 302 (not followed)"
+        assert outcome.attempts == 1
+        assert not inside.connected.is_set()
+
+    run(scenario)
+
+
+# --- the address policy itself -------------------------------------------------------------------
+
+REGISTRY = [
+    # One address per block of the IANA IPv4 and IPv6 Special-Purpose Address Registries
+    # (RFC 6890 §2.2.2-2.2.3 and later entries) that is not globally reachable, multicast
+    # (RFC 5771, RFC 4291 §2.7), and the block's name in the registry. Boundaries are the first
+    # and last addresses of the prefix the RFC defines.
+    ("0.0.0.0", "unspecified"),
+    ("0.255.255.255", "unspecified"),
+    ("10.0.0.0", "private"),
+    ("10.255.255.255", "private"),
+    ("100.64.0.0", "shared address space"),
+    ("100.127.255.255", "shared address space"),
+    ("127.0.0.1", "loopback"),
+    ("127.255.255.254", "loopback"),
+    ("169.254.0.1", "link-local"),
+    ("169.254.255.254", "link-local"),
+    ("172.16.0.0", "private"),
+    ("172.31.255.255", "private"),
+    ("192.0.0.8", "IETF protocol assignment"),
+    ("192.0.2.1", "documentation"),
+    ("192.88.99.1", "reserved"),
+    ("192.168.0.1", "private"),
+    ("192.168.255.255", "private"),
+    ("198.18.0.0", "benchmarking"),
+    ("198.19.255.255", "benchmarking"),
+    ("198.51.100.7", "documentation"),
+    ("203.0.113.255", "documentation"),
+    ("224.0.0.251", "multicast"),
+    ("239.255.255.250", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("255.255.255.255", "broadcast"),
+    ("::", "unspecified"),
+    ("::1", "loopback"),
+    ("::7f00:1", "IPv4-compatible"),
+    ("64:ff9b:1::1", "NAT64 local use"),
+    ("100::1", "discard-only"),
+    ("2001::1", "IETF protocol assignment"),  # Teredo
+    ("2001:2::1", "IETF protocol assignment"),  # benchmarking
+    ("2001:db8::1", "documentation"),
+    ("3fff::1", "documentation"),
+    ("fc00::1", "private"),
+    ("fdff:ffff::1", "private"),
+    ("fe80::1", "link-local"),
+    ("febf:ffff::1", "link-local"),
+    ("fec0::1", "site-local"),
+    ("ff02::1", "multicast"),
+    ("ff0e::fb", "multicast"),
+    ("4000::1", "reserved"),  # outside global unicast 2000::/3 (RFC 4291 §2.4)
+    # The metadata and credentials services (AWS EC2, ECS, EKS).
+    ("169.254.169.254", "cloud metadata"),
+    ("fd00:ec2::254", "cloud metadata"),
+    ("169.254.170.2", "cloud metadata"),
+    # IPv6 spellings of refused IPv4 addresses: mapped (RFC 4291 §2.5.5.2), NAT64 (RFC 6052),
+    # 6to4 (RFC 3056).
+    ("::ffff:127.0.0.1", "loopback"),
+    ("::ffff:10.1.1.1", "private"),
+    ("::ffff:169.254.169.254", "cloud metadata"),
+    ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+    ("2002:a00:1::1", "private"),
+]
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "100.63.255.255",  # just below 100.64.0.0/10
+    "100.128.0.0",  # just above it
+    "172.15.255.255",  # around 172.16.0.0/12
+    "172.32.0.0",
+    "192.167.255.255",  # around 192.168.0.0/16
+    "192.169.0.0",
+    "198.17.255.255",  # around 198.18.0.0/15
+    "198.20.0.0",
+    "223.255.255.255",  # the last unicast address before multicast
+    "2606:4700:4700::1111",
+    "2a00:1450:4001::1",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+    "2002:808:808::1",  # 6to4 of 8.8.8.8
+]
+
+
+@pytest.mark.parametrize(("address", "kind"), REGISTRY)
+def test_every_special_purpose_block_is_refused_by_default(address: str, kind: str) -> None:
+    refusal = EgressPolicy().refusal(ip_address(address))
+
+    assert refusal is not None and kind in refusal
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_globally_reachable_addresses_are_allowed(address: str) -> None:
+    assert EgressPolicy().refusal(ip_address(address)) is None
+
+
+def test_a_malformed_allowance_stops_both_components_at_start_naming_the_variable() -> None:
+    env = {"SIPLINE_ALLOWED_PRIVATE_TARGETS": "10.0.0.0/16, 10.1.0.1/16"}
+
+    with pytest.raises(ValueError, match=r"SIPLINE_ALLOWED_PRIVATE_TARGETS: '10.1.0.1/16'"):
+        load_settings(env)
+    with pytest.raises(RelayConfigError, match=r"SIPLINE_ALLOWED_PRIVATE_TARGETS: '10.1.0.1/16'"):
+        RelaySettings.from_env(env)
+
+
+def test_both_components_read_the_same_allowance() -> None:
+    env = {"SIPLINE_ALLOWED_PRIVATE_TARGETS": "10.20.0.0/16, fd00:1::/64"}
+    expected = (ip_network("10.20.0.0/16"), ip_network("fd00:1::/64"))
+
+    assert load_settings(env).egress.allowed == expected
+    assert RelaySettings.from_env(env).egress.allowed == expected
+    assert load_settings({}).egress == RelaySettings.from_env({}).egress == EgressPolicy()
