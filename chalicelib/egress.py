@@ -164,7 +164,7 @@ class EgressPolicy:
         if isinstance(address, ipaddress.IPv6Address):
             embedded = _embedded_ipv4(address)
             if embedded is not None and (inner := self.refusal(embedded)) is not None:
-                return f"{inner} (embedded in {address})"
+                return f"{inner}, as {embedded}"
         for block in SPECIAL_PURPOSE:
             if address in block.network:
                 return block.kind
@@ -174,11 +174,12 @@ class EgressPolicy:
 
     def check(self, address: IpAddress, *, name: str | None = None) -> IpAddress:
         """Return the address to connect to (IPv4-mapped ones as IPv4), or raise TargetRefused."""
+        address = normalize(address)
         kind = self.refusal(address)
         if kind is not None:
             subject = f"{name} resolves to {address}, which" if name else str(address)
             raise TargetRefused(f"{subject} is not a public address ({kind})")
-        return normalize(address)
+        return address
 
     def check_all(self, name: str, addresses: Iterable[str]) -> list[IpAddress]:
         """Check every address ``name`` resolved to; return them in order, without repeats.
