@@ -59,8 +59,14 @@ class _PinnedConnection(http.client.HTTPConnection):
         else:
             raise error
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = self._tls
-        self.sock = sock if tls is None else tls.wrap_socket(sock, server_hostname=self.host)
+        if self._tls is None:
+            self.sock = sock
+            return
+        try:
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:  # a failed handshake must not leave the socket to the GC
+            sock.close()
+            raise
 
 
 def post(
@@ -98,7 +104,7 @@ def post(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("POST", target, body=body, headers=headers)
-        response = connection.getresponse()
-        return HttpAnswer(response.status, response.read(max_bytes + 1))
+        with connection.getresponse() as response:  # its file holds the socket open: close both
+            return HttpAnswer(response.status, response.read(max_bytes + 1))
     finally:
         connection.close()
