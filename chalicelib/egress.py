@@ -189,12 +189,19 @@ class EgressPolicy:
         """
         checked: list[IpAddress] = []
         for text in addresses:
-            address = self.check(ipaddress.ip_address(text), name=name)
+            address = self.check(_answer(name, text), name=name)
             if address not in checked:
                 checked.append(address)
         if not checked:
             raise TargetRefused(f"{name} resolves to no address")
         return checked
+
+
+def _answer(name: str, text: str) -> IpAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise TargetRefused(f"{name} resolves to {text!r}, which is not an IP address") from None
 
 
 def literal_address(host: str) -> IpAddress | None:

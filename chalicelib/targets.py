@@ -28,11 +28,11 @@ def _check(services: Services, field: str, text: str, host: str, port: int) -> N
 
 def check_url(services: Services, field: str, url: str) -> None:
     """Refuse an http(s) or ws(s) URL whose host is not a public address."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError as error:
-        raise InvalidInput(field, f"{url!r} has a bad port ({error})") from None
+    except ValueError as error:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise InvalidInput(field, f"{url!r} is not a valid URL ({error})") from None
     if not parts.hostname:
         raise InvalidInput(field, f"{url!r} names no host")
     _check(services, field, url, parts.hostname, port or _DEFAULT_PORTS.get(parts.scheme, 443))
@@ -48,6 +48,10 @@ def check_host_port(services: Services, field: str, text: str) -> None:
 
 
 def check_sip_uri(services: Services, field: str, uri: str) -> None:
-    """Refuse a SIP URI (an outgoing call's ``to``) whose host is not public."""
+    """Refuse a SIP URI (an outgoing call's ``to``) whose host, or ``maddr`` (which overrides
+    where the request is sent, RFC 3261 §19.1.1), is not public."""
     address = parse_sip_uri(uri)  # already validated by the request model
-    _check(services, field, uri, address.host.strip("[]"), address.port or SIP_PORT)
+    port = address.port or SIP_PORT
+    _check(services, field, uri, address.host.strip("[]"), port)
+    if "maddr" in address.params:
+        _check(services, field, uri, address.params["maddr"].strip("[]"), port)

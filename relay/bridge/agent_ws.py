@@ -419,7 +419,10 @@ class AgentBridge:
         did not open) and never resolves the host again.
         """
         settings = self.settings
-        uri = parse_uri(self.endpoint.url)
+        try:
+            uri = parse_uri(self.endpoint.url)
+        except ValueError as error:  # urllib's own, e.g. "Invalid IPv6 URL"
+            raise InvalidURI(self.endpoint.url, str(error)) from None
         async with asyncio.timeout(timeout_s):
             addresses = await resolve_checked(settings.egress, uri.host, uri.port, self._resolve)
             sock = None if settings.use_env_proxy else await connect_checked(addresses, uri.port)

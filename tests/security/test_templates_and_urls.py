@@ -302,6 +302,35 @@ def test_an_outgoing_call_to_a_host_inside_the_network_is_refused(
     assert api.get("/api/calls").body["total"] == 0
 
 
+def test_an_outgoing_call_cannot_be_redirected_inside_the_network_with_maddr(api: Api) -> None:
+    """``maddr`` overrides where a SIP request is sent (RFC 3261 §19.1.1): it is a target too."""
+    agent = api.create_agent(mediaEndpoint={"url": MEDIA_URL})
+
+    reply = api.dial(agent["agentId"], to=f"sip:+15557654321@{PUBLIC_ADDRESS};maddr=127.0.0.1")
+
+    _refused(reply, "medium.sip.outgoing.to", "127.0.0.1 is not a public address (loopback)")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/sip", {"fallbackHandler": {"url": "http://[::1/fb"}}, "fallbackHandler.url"),
+        (
+            "/api/agents",
+            {"name": "a", "callTemplate": {"mediaEndpoint": {"url": "wss://[fd00::1/media"}}},
+            "callTemplate.mediaEndpoint.url",
+        ),
+    ],
+)
+def test_a_url_whose_host_cannot_be_read_is_refused_not_stored(
+    api: Api, path: str, body: dict[str, Any], field: str
+) -> None:
+    """A URL the address check cannot read must not be stored for a connection to read later."""
+    reply = api.request("PATCH" if path == "/api/sip" else "POST", path, body)
+
+    _refused(reply, field, "is not a valid URL (Invalid IPv6 URL)")
+
+
 def test_a_name_that_resolves_inside_the_network_is_refused_when_saved(api: Api) -> None:
     """``pbx.corp.example`` is 10.20.30.40: a name is no way around the address policy."""
     reply = api.post(
@@ -572,6 +601,17 @@ def test_the_relay_refuses_an_agent_on_loopback_when_it_connects(host: str) -> N
         assert outcome.attempts == 1  # refused at once, not retried
         assert "refused" in outcome.error and "(loopback)" in outcome.error
         assert not agent.connected.is_set()
+
+    run(scenario)
+
+
+def test_a_media_endpoint_url_the_relay_cannot_read_ends_as_unreachable_not_as_a_bug() -> None:
+    """Such a URL, stored before the save-time check, is refused without a traceback."""
+
+    async def scenario() -> None:
+        outcome = await _bridge("ws://[::1/agent", STRICT).run()
+        assert isinstance(outcome, AgentUnreachable)
+        assert "Invalid IPv6 URL" in outcome.error
 
     run(scenario)
 
