@@ -285,12 +285,6 @@ def _is_permanent(status: int) -> bool:
     return 300 <= status < 500 and status not in (408, 429)
 
 
-def _refused_upgrade(error: ValueError) -> InvalidStatus | None:
-    """The 3xx behind websockets' refusal to follow a redirect on a socket we connected."""
-    cause = error.__cause__
-    return cause if isinstance(cause, InvalidStatus) else None
-
-
 class AgentBridge:
     """One call's WebSocket to its agent; run it in the call's ``TaskGroup``."""
 
@@ -394,13 +388,8 @@ class AgentBridge:
             except TargetRefused as refused:
                 logger.warning("agent %s refused: %s", self.endpoint.url, refused)
                 return AgentUnreachable(self.counters.connect_attempts, f"refused: {refused}")
-            except (InvalidStatus, ValueError) as failure:
-                refused_status = (
-                    failure if isinstance(failure, InvalidStatus) else _refused_upgrade(failure)
-                )
-                if refused_status is None:
-                    raise
-                status = refused_status.response.status_code
+            except InvalidStatus as refused:
+                status = refused.response.status_code
                 error = f"HTTP {status}" + (" (not followed)" if 300 <= status < 400 else "")
                 if _is_permanent(status):
                     return AgentUnreachable(self.counters.connect_attempts, error)
@@ -440,6 +429,12 @@ class AgentBridge:
                     user_agent_header=USER_AGENT,
                     create_connection=_AgentConnection,
                 )
+            except ValueError as error:  # websockets will not follow a redirect on our socket
+                if sock is not None:
+                    sock.close()
+                if isinstance(error.__cause__, InvalidStatus):
+                    raise error.__cause__ from None
+                raise
             except BaseException:
                 if sock is not None:
                     sock.close()  # websockets closes what it wrapped; this covers the rest
