@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import banner
+from scripts.localstack import LOCAL_PRIVATE_TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -522,6 +523,7 @@ def relay_environment(control_url: str, sip_port: int, workdir: Path) -> dict[st
             "SIPLINE_TLS_PORT": str(free_sip_port()),
             "SIPLINE_RTP_PORTS": f"{low}-{low + 999}",
             "SIPLINE_SPOOL_DIR": str(workdir / "spool"),
+            "SIPLINE_ALLOWED_PRIVATE_TARGETS": LOCAL_PRIVATE_TARGETS,  # agents on 127.0.0.1
         }
     )
     return env

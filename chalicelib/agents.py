@@ -11,24 +11,37 @@ from chalicelib.errors import Conflict, InvalidInput
 from chalicelib.models import Agent, AgentFields, AgentPatch, CallTemplate
 from chalicelib.services import Services, retry_on_conflict
 from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.targets import check_url
+from chalicelib.templates import TemplateError, check_template
 from chalicelib.validation import invalid_input
 
 
-def _check_template(services: Services, template: CallTemplate) -> None:
+def check_call_template(
+    services: Services, template: CallTemplate, prefix: str = "callTemplate."
+) -> None:
+    """Check what the model cannot: the prompt parses, the schema is a schema, and the media
+    endpoint is set (or defaulted) and public. Fields are named ``prefix`` + camelCase name."""
+    if template.system_prompt is not None:
+        try:
+            check_template(template.system_prompt)
+        except TemplateError as error:
+            raise InvalidInput(f"{prefix}systemPrompt", str(error)) from None
     if template.context_schema is not None:
         try:
             check_schema(template.context_schema)
         except ValueError as error:
-            raise InvalidInput("callTemplate.contextSchema", str(error)) from None
-    if template.media_endpoint is None and not services.settings.default_media_endpoint:
+            raise InvalidInput(f"{prefix}contextSchema", str(error)) from None
+    if template.media_endpoint is not None:
+        check_url(services, f"{prefix}mediaEndpoint.url", template.media_endpoint.url)
+    elif not services.settings.default_media_endpoint:
         raise InvalidInput(
-            "callTemplate.mediaEndpoint", "required: no default media endpoint is configured"
+            f"{prefix}mediaEndpoint", "required: no default media endpoint is configured"
         )
 
 
 def create_agent(services: Services, account_id: str, fields: AgentFields) -> Agent:
     """Create an agent."""
-    _check_template(services, fields.call_template)
+    check_call_template(services, fields.call_template)
     agent = Agent(
         agent_id=services.new_id(),
         name=fields.name,
@@ -62,7 +75,7 @@ def patch_agent(services: Services, account_id: str, agent_id: str, patch: Agent
                 template = CallTemplate.model_validate(merged)
             except ValidationError as error:
                 raise invalid_input(error, prefix="callTemplate") from None
-            _check_template(services, template)
+            check_call_template(services, template)
             agent = agent.model_copy(update={"call_template": template})
         if patch.name is not None:
             agent = agent.model_copy(update={"name": patch.name})

@@ -8,6 +8,7 @@ from typing import Any
 
 from chalicelib import context as ctx
 from chalicelib import twilio_compat
+from chalicelib.agents import check_call_template
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand, HangUpCommand
@@ -17,6 +18,8 @@ from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
 from chalicelib.sip_uri import user_part
 from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.targets import check_sip_uri
+from chalicelib.templates import render_system_prompt
 from chalicelib.validation import shown
 
 DEFAULT_USAGE_DAYS = 30
@@ -54,13 +57,7 @@ def create_call(services: Services, account_id: str, body: CallCreate) -> Call:
     fields = {name: getattr(body, name) for name in CallTemplate.model_fields}
     fields.pop("medium")
     template = CallTemplate(**fields)
-    if template.context_schema is not None:
-        try:
-            ctx.check_schema(template.context_schema)
-        except ValueError as error:
-            raise InvalidInput("contextSchema", str(error)) from None
-    if template.media_endpoint is None and not services.settings.default_media_endpoint:
-        raise InvalidInput("mediaEndpoint", "required: no default media endpoint is configured")
+    check_call_template(services, template, prefix="")
     outgoing = body.medium.sip.outgoing
     return _place(
         services, account_id, None, template, outgoing, body.template_context, body.metadata
@@ -76,7 +73,9 @@ def _place(
     template_context: dict[str, Any],
     metadata: dict[str, str],
 ) -> Call:
+    check_sip_uri(services, "medium.sip.outgoing.to", outgoing.to)
     ctx.validate_context(template_context, template.context_schema)
+    system_prompt = render_system_prompt(template.system_prompt, template_context)
     ciphertext = services.cipher.encrypt(outgoing.password) if outgoing.password else None
     call = Call(
         call_id=services.new_id(),
@@ -92,7 +91,7 @@ def _place(
         password_ciphertext=ciphertext,
         metadata=metadata,
         template_context=template_context,
-        system_prompt=ctx.render(template.system_prompt, template_context),
+        system_prompt=system_prompt,
         media_endpoint=media_endpoint(services, template.media_endpoint),
         call_template=template.for_agent(),
         join_timeout=template.join_timeout,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.api_keys import ApiKey, parse_api_keys
+from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 
 DEFAULT_ACCOUNT = "default"
 DEFAULT_CODEC_PREFERENCE = ("opus/48000/2", "G722/8000", "PCMU/8000", "PCMA/8000")
@@ -24,12 +25,12 @@ class Settings:
     command_queue_url: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
     """The configured API keys: id, account and SHA-256 of each, never a key (api_keys.py)."""
-    webhook_secret: str = ""
-    """Shared with the edge; several may be given, comma-separated, while rotating."""
+    webhook_secret: str = field(default="", repr=False)
+    """Never in a repr (a traceback prints locals). Shared with the edge; several may be given, comma-separated, while rotating."""
     replay_window_s: int = 60
     sip_domain: str = "sip.localhost"
-    password_key: str | None = None
-    """Fernet key (urlsafe base64, 32 bytes) that encrypts passwords when KMS is not used."""
+    password_key: str | None = field(default=None, repr=False)
+    """Never in a repr. Fernet key (urlsafe base64, 32 bytes) that encrypts passwords when KMS is not used."""
     kms_key_id: str | None = None
     default_media_endpoint: str | None = None
     codec_preference: tuple[str, ...] = DEFAULT_CODEC_PREFERENCE
@@ -37,6 +38,9 @@ class Settings:
     """Below the edge's decision timeout (4 s), so a slow fallback handler still gets an answer."""
     max_concurrent_calls: int = 50
     """Calls an account may have going on at once, incoming and outgoing (docs/api.md)."""
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    """Where sipline may connect for users: public addresses, plus the ranges the deployment
+    allows in ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` (``chalicelib/egress.py``)."""
 
     @property
     def accounts(self) -> list[str]:
@@ -100,6 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "2.5")),
         max_concurrent_calls=_positive_int(env, "SIPLINE_MAX_CONCURRENT_CALLS", 50),
+        egress=EgressPolicy.from_setting(env.get(ALLOWANCE_VARIABLE, "")),
     )
 
 

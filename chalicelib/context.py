@@ -1,4 +1,4 @@
-"""Template context from SIP headers, the context schema, and template rendering (pure).
+"""Template context from SIP headers and the context schema (pure; rendering: templates.py).
 
 1. Every ``X-`` header becomes a snake_case key (``X-Customer-Name`` -> ``customer_name``); its value
    is parsed as JSON, else kept as the string. The first header of a name wins.
@@ -9,18 +9,15 @@
    reserved: a header cannot set it.
 4. With a ``contextSchema``, a key is kept only if the schema allows it (``context_schema.py``,
    linear in the number of keys). Dropped keys are reported, never silently lost.
-5. ``systemPrompt`` is a Mustache template (``{{customer_name}}``, dotted paths such as
-   ``{{sipline.sip.caller_id}}``); values are inserted as they are (no HTML escaping) and missing
-   names render empty.
+5. ``systemPrompt`` is a Mustache template rendered with this context (``{{customer_name}}``,
+   dotted paths such as ``{{sipline.sip.caller_id}}``): ``chalicelib/templates.py``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from chalicelib.context_limits import (
@@ -131,42 +128,3 @@ def validate_context(context: Mapping[str, Any], schema: Mapping[str, Any] | Non
         path, message = found[0]
         where = "templateContext" + path[1:]
         raise InvalidInput(where, message)
-
-
-@lru_cache(maxsize=1)
-def _renderer() -> Any:
-    import pystache
-
-    return pystache.Renderer(escape=lambda text: text, missing_tags="ignore")
-
-
-class _JsonDict(dict[str, Any]):
-    """A context object that renders as JSON when a template names it whole."""
-
-    def __str__(self) -> str:
-        return json.dumps(self, separators=(", ", ": "))
-
-
-class _JsonList(list[Any]):
-    """A context list that renders as JSON when a template names it whole."""
-
-    def __str__(self) -> str:
-        return json.dumps(self, separators=(", ", ": "))
-
-
-def _renderable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _JsonDict({k: _renderable(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return _JsonList(_renderable(v) for v in value)
-    return value
-
-
-def render(template: str | None, context: Mapping[str, Any]) -> str | None:
-    """Render a Mustache template with ``context`` (None stays None).
-
-    Objects and lists named whole render as JSON (``{"subkey": "value"}``), not Python's repr.
-    """
-    if template is None:
-        return None
-    return str(_renderer().render(template, _renderable(context)))

@@ -2,21 +2,23 @@
 
 sipline POSTs a signed JSON body (``docs/webhooks.md`` shows it; the model is
 :class:`FallbackRequest`) and expects either ``{"startAgentCall": {"agentId", "templateContext"}}``
-or ``{"reject": {"sipRejectCode", "message"}}``. Anything else, a non-2xx status or a timeout is a
-failure, and the caller is rejected with 480.
+or ``{"reject": {"sipRejectCode", "message"}}``. Anything else, a non-2xx status (a redirect is
+not followed), a timeout, or a URL whose host is not a public address (``chalicelib/egress.py``)
+is a failure, and the caller is rejected with 480.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chalicelib import signing
+from chalicelib import pinned_http, signing
+from chalicelib.egress import EgressPolicy, Resolver, TargetRefused, system_resolver
 from chalicelib.errors import FallbackFailed
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -75,10 +77,25 @@ class FallbackClient(Protocol):
 
 
 class HttpFallbackClient:
-    """Asks over HTTP(S) with a signed POST and a bounded timeout."""
+    """Asks over HTTP(S) with a signed POST and a bounded timeout, to a checked address only."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(
+        self,
+        timeout_s: float,
+        *,
+        egress: EgressPolicy,
+        resolve: Resolver = system_resolver,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Args:
+        egress: where the handler may be (the deployment's ``Settings.egress``).
+        resolve: DNS (tests inject one).
+        tls: the TLS context of https handlers (default: the system's trust store).
+        """
         self._timeout_s = timeout_s
+        self._egress = egress
+        self._resolve = resolve
+        self._tls = tls
 
     def ask(self, url: str, secrets: list[str], request: FallbackRequest) -> FallbackAnswer:
         body = json.dumps(request.model_dump(mode="json", by_alias=True)).encode()
@@ -90,12 +107,25 @@ class HttpFallbackClient:
             headers[signing.SIGNATURE_HEADER] = ",".join(
                 h[signing.SIGNATURE_HEADER] for h in signed
             )
-        http_request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(http_request, timeout=self._timeout_s) as response:
-                raw = response.read(MAX_RESPONSE_BYTES + 1)
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            answer = pinned_http.post(
+                url,
+                body,
+                headers,
+                timeout_s=self._timeout_s,
+                egress=self._egress,
+                max_bytes=MAX_RESPONSE_BYTES,
+                resolve=self._resolve,
+                tls=self._tls,
+            )
+        except TargetRefused as refused:
+            raise FallbackFailed(f"fallback handler refused: {refused}") from None
+        except (OSError, http.client.HTTPException, ValueError) as error:
             raise FallbackFailed(f"fallback handler unreachable: {error}") from None
+        if not 200 <= answer.status < 300:
+            redirect = " (redirects are not followed)" if 300 <= answer.status < 400 else ""
+            raise FallbackFailed(f"fallback handler answered HTTP {answer.status}{redirect}")
+        raw = answer.body
         if len(raw) > MAX_RESPONSE_BYTES:
             raise FallbackFailed("fallback handler answer is too large")
         try:

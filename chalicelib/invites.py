@@ -42,6 +42,7 @@ from chalicelib.routing import route
 from chalicelib.services import Services
 from chalicelib.sip_uri import parse_sip_uri, user_part
 from chalicelib.store import keys
+from chalicelib.templates import render_system_prompt
 
 _IDENTITY_HEADERS = ("p-asserted-identity", "remote-party-id")
 
@@ -224,7 +225,7 @@ def _incoming_call(
         transport=invite.transport.value,
         template_context=context,
         dropped_context=dropped,
-        system_prompt=ctx.render(template.system_prompt, context),
+        system_prompt=render_system_prompt(template.system_prompt, context),
         media_endpoint=media_endpoint(services, template.media_endpoint),
         call_template=template.for_agent(),
         edge_id=invite.edge_id or None,

@@ -13,6 +13,17 @@ from chalicelib.errors import CommandNotSent, InvalidInput, NotFound
 from chalicelib.models import Registration, RegistrationFields, RegistrationPatch
 from chalicelib.services import Services, retry_on_conflict, send_command
 from chalicelib.store.repository import PageRequest, PageResult, Versioned
+from chalicelib.targets import check_host_port
+
+_SERVERS = {"proxy": "proxy", "outbound_proxy": "outboundProxy"}
+"""The fields naming a SIP server the relay will connect to, and their API names."""
+
+
+def _check_servers(services: Services, fields: RegistrationFields | RegistrationPatch) -> None:
+    for name, field in _SERVERS.items():
+        value = getattr(fields, name)
+        if value:
+            check_host_port(services, field, value)
 
 
 def _register_command(registration: Registration) -> RegisterCommand:
@@ -30,6 +41,7 @@ def create_registration(
     services: Services, account_id: str, fields: RegistrationFields
 ) -> Registration:
     """Create a registration and ask the edge to register."""
+    _check_servers(services, fields)
     registration = Registration(
         registration_id=services.new_id(),
         created=services.clock(),
@@ -74,6 +86,7 @@ def patch_registration(
     for name in ("username", "password", "proxy"):
         if name in patch.model_fields_set and getattr(patch, name) is None:
             raise InvalidInput(name, "cannot be null")
+    _check_servers(services, patch)
     changes = {n: getattr(patch, n) for n in patch.model_fields_set if n != "password"}
     if patch.password is not None:
         changes["password_ciphertext"] = services.cipher.encrypt(patch.password)

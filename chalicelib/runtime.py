@@ -48,7 +48,7 @@ def _from_environment() -> Services:
         store=Store(DynamoTable(boto3.client("dynamodb"), settings.table_name)),
         cipher=_cipher(settings),
         commands=_commands(settings),
-        fallback=HttpFallbackClient(settings.fallback_timeout_s),
+        fallback=HttpFallbackClient(settings.fallback_timeout_s, egress=settings.egress),
         new_id=id_factory(utc_now),
     )
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 from chalicelib.commands import Command, CommandSender
 from chalicelib.config import Settings
 from chalicelib.crypto import Cipher
+from chalicelib.egress import Resolver, system_resolver
 from chalicelib.errors import CommandNotSent, StaleVersion
 from chalicelib.fallback import FallbackClient
 from chalicelib.ids import IdFactory
@@ -40,6 +41,8 @@ class Services:
     new_id: IdFactory
     clock: Callable[[], datetime] = utc_now
     epoch_seconds: Callable[[], float] = field(default=time.time)
+    resolve: Resolver = system_resolver
+    """DNS, for checking the hosts users give (``chalicelib/targets.py``) when they are saved."""
 
 
 def send_command(services: Services, command: Command) -> None:

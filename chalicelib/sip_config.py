@@ -17,6 +17,7 @@ from chalicelib.models import (
 )
 from chalicelib.routing import check_pattern
 from chalicelib.services import Services, retry_on_conflict
+from chalicelib.targets import check_url
 
 _NOT_NULL = {
     "allowed_cidr_ranges": "allowedCidrRanges",
@@ -80,6 +81,8 @@ def patch_sip_config(services: Services, account_id: str, patch: SipConfigPatch)
     if patch.allowed_agents is not None:
         _check_allowed_agents(services, account_id, patch.allowed_agents)
     given = patch.fallback_handler
+    if given is not None:
+        check_url(services, "fallbackHandler.url", given.url)
     new_secrets = None
     if given is not None and "secrets" in given.model_fields_set:
         new_secrets = [services.cipher.encrypt(s) for s in given.secrets]

@@ -60,6 +60,27 @@ def parse_sip_uri(text: str) -> SipAddress:
     )
 
 
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-_]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """Read a SIP server address as a registration gives it: ``host``, ``host:port``,
+    ``[v6]:port``, a bare IPv6 address, or a SIP URI; raise ValueError if it is none of these."""
+    candidate = text.strip()
+    if candidate.lower().startswith(("sip:", "sips:", "<sip:", "<sips:")):
+        address = parse_sip_uri(candidate)
+        return address.host.strip("[]"), address.port
+    if candidate.count(":") > 1 and not candidate.startswith("["):
+        candidate = f"[{candidate}]"  # a bare IPv6 address has no port
+    match = _HOST_PORT.match(candidate)
+    if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
+        raise ValueError(f"{text!r} is not a host name or IP address with an optional :port")
+    port = int(match["port"]) if match["port"] else None
+    return match["v6"] or match["host"], port
+
+
 def validate_target(text: str) -> str:
     """Check an outgoing call's target: a SIP URI whose transport is udp, tcp or tls."""
     address = parse_sip_uri(text)

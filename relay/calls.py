@@ -41,6 +41,7 @@ from chalicelib.contracts import (
     LegRole,
     Transport,
 )
+from chalicelib.egress import EgressPolicy
 from relay.bridge.agent_ws import AgentBridge, AgentLeft, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
@@ -111,6 +112,8 @@ class CallDeps:
     edge_id: str
     webhook_secret: str
     retry_after_s: int
+    egress: EgressPolicy
+    """Where agents may be: the deployment's ``SIPLINE_ALLOWED_PRIVATE_TARGETS``."""
 
 
 def invite_webhook(call: IncomingCall, request: Request, edge_id: str) -> InviteWebhook:
@@ -287,7 +290,7 @@ class IncomingCallFlow:
             call_template=decision.call_template,
             auth_token=twilio_compat.auth_token(self.deps.webhook_secret, call_sid),
         )
-        settings = BridgeSettings()
+        settings = BridgeSettings(egress=self.deps.egress)
         if decision.join_timeout_s is not None:  # the template's joinTimeout bounds the ringing
             settings = replace(settings, connect_timeout_s=decision.join_timeout_s)
         return AgentBridge(

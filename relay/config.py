@@ -30,6 +30,8 @@ SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_INVITE_RATE_PER_S       INVITEs per second per source          5
 SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
+                                public (chalicelib/egress.py)
 =============================== ====================================== ===========================
 """
 
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 
 
 class RelayConfigError(ValueError):
@@ -73,6 +77,7 @@ class RelaySettings:
     invite_rate_per_s: float = 5.0
     invite_burst: int = 20
     edge_id: str = "local-edge"
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @property
     def advertised_address(self) -> str:
@@ -122,6 +127,7 @@ class RelaySettings:
             invite_rate_per_s=reader.positive("SIPLINE_INVITE_RATE_PER_S", cls.invite_rate_per_s),
             invite_burst=reader.whole("SIPLINE_INVITE_BURST", cls.invite_burst),
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
+            egress=reader.egress(ALLOWANCE_VARIABLE),
         )
 
 
@@ -161,6 +167,12 @@ class _Reader:
         if not raw.isdigit() or int(raw) < 1:
             raise RelayConfigError(f"{name} must be a whole number from 1 (got {raw!r})")
         return int(raw)
+
+    def egress(self, name: str) -> EgressPolicy:
+        try:
+            return EgressPolicy.from_setting(self.optional(name) or "")
+        except ValueError as error:
+            raise RelayConfigError(str(error)) from None
 
     def port(self, name: str, default: int) -> int:
         raw = self.optional(name)

@@ -129,6 +129,7 @@ class RelayService:
                 edge_id=s.edge_id,
                 webhook_secret=s.webhook_secret,
                 retry_after_s=s.retry_after_s,
+                egress=s.egress,
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)

@@ -28,6 +28,9 @@ TABLE = "sipline"
 QUEUE = "sipline-commands"
 LOCAL_KEY_ID = "local"
 """The id of the local stack's API key, as the control plane's log lines name it."""
+LOCAL_PRIVATE_TARGETS = "127.0.0.0/8,::1/128"
+"""``SIPLINE_ALLOWED_PRIVATE_TARGETS`` of the local stack: its agents, fallback handlers and PBXs
+listen on loopback, and nothing else inside the network is opened (docs/local.md)."""
 
 
 def free_port() -> int:
@@ -186,6 +189,7 @@ class LocalStack:
             "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
             "SIPLINE_DEFAULT_MEDIA_ENDPOINT": self.media_endpoint,
+            "SIPLINE_ALLOWED_PRIVATE_TARGETS": LOCAL_PRIVATE_TARGETS,
             "POWERTOOLS_TRACE_DISABLED": "1",
             "POWERTOOLS_METRICS_NAMESPACE": "sipline",
         }
@@ -251,6 +255,7 @@ class LocalStack:
             "SIPLINE_RTP_PORTS": f"{self.rtp_ports[0]}-{self.rtp_ports[1]}",
             "SIPLINE_SPOOL_DIR": str(self.state_dir / "relay-spool"),
             "SIPLINE_ALLOWLIST_REFRESH_S": "1",
+            "SIPLINE_ALLOWED_PRIVATE_TARGETS": LOCAL_PRIVATE_TARGETS,
         }
 
     def start_relay(self) -> None:

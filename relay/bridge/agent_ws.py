@@ -5,8 +5,13 @@ Theory of operation:
 1. **Connect.** :meth:`AgentBridge.run` dials the agent's media endpoint with bounded retries
    (``BridgeSettings``: at most ``max_attempts`` attempts, each bounded by
    ``attempt_timeout_s``, all within ``connect_timeout_s``) while the caller hears ringing.
-   The call's glue awaits :meth:`AgentBridge.connected` and answers the caller once it is
-   ``True``; ``False`` means the agent could not be reached (or the call was stopped first).
+   Each attempt resolves the URL's host once, checks every address against the deployment's
+   egress policy (``chalicelib/egress.py``: no loopback, private, link-local or metadata
+   address unless allowed) and connects the socket to a checked address; the ``Host`` header
+   and TLS still name the host. A refused address or a redirect (3xx, never followed) ends the
+   attempts at once. The call's glue awaits :meth:`AgentBridge.connected` and answers the
+   caller once it is ``True``; ``False`` means the agent could not be reached (or the call
+   was stopped first).
 2. **Open.** The bridge sends ``connected`` and ``start`` (call id, caller, callee and the
    template context in ``customParameters``), then listens to the media core
    (:meth:`MediaPort.listen`): each 20 ms frame of caller audio, each played mark and each
@@ -56,8 +61,10 @@ from websockets.asyncio.connection import broadcast
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
+from websockets.uri import parse_uri
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
+from chalicelib.egress import EgressPolicy, TargetRefused
 from relay.bridge.hd_framing import HdFraming
 from relay.bridge.twilio_framing import (
     AgentCommand,
@@ -69,6 +76,7 @@ from relay.bridge.twilio_framing import (
     TwilioFraming,
     custom_parameters,
 )
+from relay.transport.egress import AsyncResolver, connect_checked, loop_resolver, resolve_checked
 
 logger = logging.getLogger("sipline.relay.bridge")
 
@@ -139,7 +147,10 @@ class BridgeSettings:
     outbox_media_frames: int = 50
     """Caller audio (1 s of frames) that may wait unsent for a slow agent; beyond it, dropped."""
     use_env_proxy: bool = False
-    """Honour HTTP(S)_PROXY for the agent connection (off: agents are dialled directly)."""
+    """Honour HTTP(S)_PROXY for the agent connection (off: agents are dialled directly). The
+    host's addresses are still checked, but the proxy connects by name: its egress rules apply."""
+    egress: EgressPolicy = EgressPolicy()
+    """Where agents may be (``SIPLINE_ALLOWED_PRIVATE_TARGETS``); the default: public only."""
 
 
 @dataclass(slots=True)
@@ -270,8 +281,8 @@ _DATA = (Opcode.TEXT, Opcode.BINARY)
 
 
 def _is_permanent(status: int) -> bool:
-    """Tell whether an HTTP refusal of the upgrade is worth no retry (4xx but 408 and 429)."""
-    return 400 <= status < 500 and status not in (408, 429)
+    """Tell whether an HTTP refusal of the upgrade is worth no retry (3xx; 4xx but 408 and 429)."""
+    return 300 <= status < 500 and status not in (408, 429)
 
 
 class AgentBridge:
@@ -285,6 +296,7 @@ class AgentBridge:
         identity: StreamIdentity,
         call: CallInfo,
         settings: BridgeSettings | None = None,
+        resolve: AsyncResolver = loop_resolver,
     ) -> None:
         """Prepare the bridge; nothing happens until :meth:`run`.
 
@@ -295,8 +307,10 @@ class AgentBridge:
                 REST hang-up names).
             call: what ``start.customParameters`` tells the agent.
             settings: bounds; the defaults suit production.
+            resolve: DNS for the endpoint's host (tests inject one).
         """
         self.endpoint = endpoint
+        self._resolve = resolve
         self.settings = settings or BridgeSettings()
         self.framing = framing_for(endpoint.framing, identity)
         self.counters = BridgeCounters()
@@ -371,9 +385,13 @@ class AgentBridge:
                 return await self._open(min(settings.attempt_timeout_s, remaining))
             except InvalidURI as invalid:
                 return AgentUnreachable(self.counters.connect_attempts, str(invalid))
+            except TargetRefused as refused:
+                logger.warning("agent %s refused: %s", self.endpoint.url, refused)
+                return AgentUnreachable(self.counters.connect_attempts, f"refused: {refused}")
             except InvalidStatus as refused:
-                error = f"HTTP {refused.response.status_code}"
-                if _is_permanent(refused.response.status_code):
+                status = refused.response.status_code
+                error = f"HTTP {status}" + (" (not followed)" if 300 <= status < 400 else "")
+                if _is_permanent(status):
                     return AgentUnreachable(self.counters.connect_attempts, error)
                 logger.info("agent %s refused the upgrade (%s)", self.endpoint.url, error)
             except (OSError, TimeoutError, InvalidHandshake) as failure:
@@ -383,20 +401,44 @@ class AgentBridge:
             await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
         return AgentUnreachable(self.counters.connect_attempts, error)
 
-    def _open(self, timeout_s: float) -> Awaitable[ClientConnection]:
+    async def _open(self, timeout_s: float) -> ClientConnection:
+        """One attempt: resolve and check, connect to a checked address, then the upgrade.
+
+        The socket is ours, so websockets cannot follow a redirect (it refuses, on a socket it
+        did not open) and never resolves the host again.
+        """
         settings = self.settings
-        return connect(
-            self.endpoint.url,
-            open_timeout=timeout_s,
-            ping_interval=settings.ping_interval_s,
-            ping_timeout=settings.ping_timeout_s,
-            close_timeout=settings.close_timeout_s,
-            max_size=settings.max_message_bytes,
-            compression=None,  # audio does not compress; deflate would only cost CPU
-            proxy=True if settings.use_env_proxy else None,
-            user_agent_header=USER_AGENT,
-            create_connection=_AgentConnection,
-        )
+        try:
+            uri = parse_uri(self.endpoint.url)
+        except ValueError as error:  # urllib's own, e.g. "Invalid IPv6 URL"
+            raise InvalidURI(self.endpoint.url, str(error)) from None
+        async with asyncio.timeout(timeout_s):
+            addresses = await resolve_checked(settings.egress, uri.host, uri.port, self._resolve)
+            sock = None if settings.use_env_proxy else await connect_checked(addresses, uri.port)
+            try:
+                return await connect(
+                    self.endpoint.url,
+                    sock=sock,
+                    open_timeout=None,  # bounded with the lookup and TCP by the timeout above
+                    ping_interval=settings.ping_interval_s,
+                    ping_timeout=settings.ping_timeout_s,
+                    close_timeout=settings.close_timeout_s,
+                    max_size=settings.max_message_bytes,
+                    compression=None,  # audio does not compress; deflate would only cost CPU
+                    proxy=True if settings.use_env_proxy else None,
+                    user_agent_header=USER_AGENT,
+                    create_connection=_AgentConnection,
+                )
+            except ValueError as error:  # websockets will not follow a redirect on our socket
+                if sock is not None:
+                    sock.close()
+                if isinstance(error.__cause__, InvalidStatus):
+                    raise error.__cause__ from None
+                raise
+            except BaseException:
+                if sock is not None:
+                    sock.close()  # websockets closes what it wrapped; this covers the rest
+                raise
 
     async def _session(self, connection: ClientConnection) -> BridgeOutcome:
         # The agent's messages are applied from the first (an agent that speaks as soon as it

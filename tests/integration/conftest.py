@@ -4,6 +4,8 @@ Each test gets a fresh table and command queue inside ``moto.mock_aws()``, servi
 ``tests.support.fakes.make_services`` but on the real DynamoDB store, the SQS command sender and
 the HTTP fallback client, and the fixed clock of ``tests.support.fakes`` (the webhook replay window
 is checked against it). Commands are read back from the queue exactly as the edge reads them.
+Like ``make dev``, the services allow loopback targets (agents and fallback handlers on
+127.0.0.1); ``tests/security`` checks the deployment default, which refuses them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from moto import mock_aws
 
 import app
 from chalicelib.commands import SqsCommandSender
+from chalicelib.egress import EgressPolicy
 from chalicelib.fallback import HttpFallbackClient
 from chalicelib.observability import logger
 from chalicelib.runtime import install
@@ -27,6 +30,7 @@ from chalicelib.services import Services
 from chalicelib.store.dynamodb import DynamoTable
 from chalicelib.store.repository import Store
 from chalicelib.store.schema import create_table
+from scripts.localstack import LOCAL_PRIVATE_TARGETS
 from tests.integration.harness import (
     FALLBACK_SECRET,
     REGION,
@@ -86,10 +90,13 @@ def services(aws: Aws, clock: FixedClock) -> Services:
     A test changes its configuration with ``services.settings = dataclasses.replace(...)``.
     """
     built = make_services(
-        commands=SqsCommandSender(aws.sqs, aws.queue_url), clock=clock, table_name=TABLE
+        commands=SqsCommandSender(aws.sqs, aws.queue_url),
+        clock=clock,
+        table_name=TABLE,
+        egress=EgressPolicy.from_setting(LOCAL_PRIVATE_TARGETS),
     )
     built.store = Store(DynamoTable(aws.dynamodb, TABLE))
-    built.fallback = HttpFallbackClient(timeout_s=5.0)
+    built.fallback = HttpFallbackClient(timeout_s=5.0, egress=built.settings.egress)
     return built
 
 

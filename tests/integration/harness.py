@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -201,19 +202,42 @@ class FallbackServer:
     INVITE falls back to 480), as a careful handler would.
     """
 
-    def __init__(self, secret: str) -> None:
+    def __init__(
+        self,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.secret = secret
         self.status = 200
         self.answer: bytes = b"{}"
         self.calls: list[FallbackCall] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.hits = 0
+        """Requests of any method, redirected or not."""
+        self.hosts: list[str] = []
+        """The Host header of each request."""
+        self.location: str | None = None
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._scheme = "http" if tls is None else "https"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/sip/fallback"
+        return f"{self._scheme}://{self._server.server_address[0]}:{self.port}/sip/fallback"
+
+    def redirect_to(self, url: str) -> None:
+        """Answer every request with ``302 Found`` to ``url`` from now on."""
+        self.location = url
 
     def answer_with(self, body: Any, status: int = 200) -> None:
         self.status = status
@@ -243,8 +267,24 @@ class FallbackServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.hits += 1
+                server.hosts.append(self.headers.get("Host", ""))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                server.hits += 1
+                server.hosts.append(self.headers.get("Host", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if server.location is not None:
+                    server.calls.append(FallbackCall(json.loads(body), {}, False))
+                    self.send_response(302)
+                    self.send_header("Location", server.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 headers = dict(self.headers.items())
                 ok = server.signature_ok(headers, body)
                 server.calls.append(FallbackCall(json.loads(body), headers, ok))

@@ -246,7 +246,7 @@ def test_target_that_is_not_a_usable_sip_uri_is_refused(
     "to",
     [
         "sip:sales@pbx.example.test",
-        "sip:+15557654321@203.0.113.9:5080",
+        "sip:+15557654321@93.184.215.14:5080",  # public: documentation ranges are refused
         "sip:sales@pbx.example.test:5060;transport=tcp",
         "sip:sales@pbx.example.test:5061;transport=tls",
         "sips:sales@pbx.example.test",

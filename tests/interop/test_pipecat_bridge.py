@@ -26,7 +26,7 @@ from chalicelib.contracts import MediaEndpoint
 from relay.bridge.agent_ws import AgentBridge, AgentLeft, AgentLeftReason, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity
 from relay.media.codecs.g711 import ulaw_decode, ulaw_encode
-from tests.integration.relay.bridge.harness import FakeMediaPort, run, until
+from tests.integration.relay.bridge.harness import LOCAL_EGRESS, FakeMediaPort, run, until
 from tests.interop.pipecat_bot import (
     PIPELINE_RATE_HZ,
     Bot,
@@ -137,7 +137,9 @@ def test_a_pipecat_twilio_bot_hears_the_caller_echoes_takes_dtmf_and_hangs_up(
             port,
             identity=IDENTITY,
             call=CALL,
-            settings=BridgeSettings(connect_timeout_s=5.0, close_timeout_s=2.0),
+            settings=BridgeSettings(
+                connect_timeout_s=5.0, close_timeout_s=2.0, egress=LOCAL_EGRESS
+            ),
         )
         async with asyncio.TaskGroup() as group:
             run_bridge = group.create_task(bridge.run())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +14,7 @@ from chalicelib.api_keys import parse_api_keys
 from chalicelib.commands import CommandSender, MemoryCommandSender
 from chalicelib.config import Settings
 from chalicelib.crypto import FernetCipher
+from chalicelib.egress import system_resolver
 from chalicelib.errors import FallbackFailed
 from chalicelib.fallback import FallbackAnswer, FallbackRequest
 from chalicelib.ids import counting_id_factory
@@ -120,3 +123,32 @@ def invite_body(**overrides: Any) -> dict[str, Any]:
 
 def as_json(body: Any) -> bytes:
     return json.dumps(body).encode()
+
+
+PUBLIC_ADDRESS = "93.184.215.14"
+"""A globally reachable address (no test connects to it)."""
+
+
+@dataclass
+class FakeDns:
+    """A DNS for the egress checks (``chalicelib/egress.py``).
+
+    Answers from ``zone``: a list of answers per name, later lookups taking the next one, the last
+    one repeating (as a rebinding DNS server would); an empty answer is NXDOMAIN. Counts the
+    lookups of each name. Names it does not know go to the system's resolver, which answers
+    ``localhost`` and numeric forms such as ``2130706433`` itself.
+    """
+
+    zone: dict[str, list[list[str]]] = field(default_factory=dict)
+    lookups: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        answers = self.zone.get(host)
+        if answers is None:
+            return system_resolver(host, port)
+        count = self.lookups.get(host, 0)
+        self.lookups[host] = count + 1
+        answer = answers[min(count, len(answers) - 1)]
+        if not answer:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return answer

@@ -7,10 +7,10 @@ from chalicelib.context import (
     context_from_headers,
     header_key,
     incoming_context,
-    render,
     validate_context,
 )
 from chalicelib.errors import InvalidInput
+from chalicelib.templates import render
 
 CALLER = CallerInfo("+15551234567", "Alice", "sip:+15551234567@carrier.example")
 

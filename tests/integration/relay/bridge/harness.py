@@ -18,8 +18,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
+from chalicelib.egress import EgressPolicy
 from relay.bridge.agent_ws import AgentBridge, BridgeSettings, MediaListener
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity
+from scripts.localstack import LOCAL_PRIVATE_TARGETS
 
 SCENARIO_TIMEOUT_S = 20.0
 FRAME_S = 0.02
@@ -36,7 +38,10 @@ CALL = CallInfo(
     template_context={"customer_name": "Bob", "account": {"tier": "gold", "open_tickets": 2}},
     agent_id="agent_1",
 )
+LOCAL_EGRESS = EgressPolicy.from_setting(LOCAL_PRIVATE_TARGETS)
+"""Agents in these tests listen on 127.0.0.1: allowed as ``make dev`` allows them."""
 FAST = BridgeSettings(
+    egress=LOCAL_EGRESS,
     connect_timeout_s=2.0,
     attempt_timeout_s=0.5,
     max_attempts=4,

@@ -281,8 +281,8 @@ async def black_hole() -> AsyncIterator[str]:
 
 def test_an_agent_that_never_answers_the_upgrade_fails_within_the_total_bound() -> None:
     async def scenario() -> None:
-        settings = BridgeSettings(
-            connect_timeout_s=1.0, attempt_timeout_s=0.3, max_attempts=10, retry_delays_s=(0.05,)
+        settings = replace(
+            FAST, connect_timeout_s=1.0, attempt_timeout_s=0.3, max_attempts=10
         )
         async with black_hole() as url:
             under_test = bridge(url, FakeMediaPort(), settings=settings)
@@ -396,7 +396,11 @@ async def silent_agent() -> AsyncIterator[str]:
 def test_an_agent_that_stops_answering_pings_ends_the_bridge_with_keepalive_timeout() -> None:
     async def scenario() -> None:
         settings = BridgeSettings(
-            ping_interval_s=0.1, ping_timeout_s=0.2, close_timeout_s=0.3, retry_delays_s=(0.05,)
+            ping_interval_s=0.1,
+            ping_timeout_s=0.2,
+            close_timeout_s=0.3,
+            retry_delays_s=(0.05,),
+            egress=FAST.egress,
         )
         async with silent_agent() as url:
             under_test = bridge(url, FakeMediaPort(), settings=settings)
