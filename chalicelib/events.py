@@ -1,7 +1,7 @@
 """Applying the edge's event batches (contract 2), idempotently.
 
 1. The batch is checked whole before anything is written: an event must name a call or a
-   registration.
+   registration, and the edge may not send ``call_closed`` (the control plane's own event).
 2. Each event is stored once under its call or registration, keyed by ``eventId`` with a
    conditional put: a retried batch finds every id taken and changes nothing. Events naming a call
    or registration that does not exist are stored too (nothing is lost) and counted as unknown.
@@ -32,6 +32,9 @@ _STATUS_EVENTS = {
 }
 
 
+_CONTROL_PLANE_EVENTS = {CallEventType.CALL_CLOSED}
+"""Written only by the control plane (``chalicelib/reaper.py``); the edge may not send them."""
+
 _LEG_EVENTS = {
     CallEventType.INVITE_RECEIVED,
     CallEventType.INVITE_SENT,
@@ -41,8 +44,10 @@ _LEG_EVENTS = {
 }
 
 
-def _check(batch: CallEventBatch) -> None:
+def _check(batch: CallEventBatch, *, from_edge: bool) -> None:
     for index, event in enumerate(batch.events):
+        if from_edge and event.type in _CONTROL_PLANE_EVENTS:
+            raise InvalidInput(f"events[{index}].type", f"{event.type} is the control plane's own")
         if event.type in _STATUS_EVENTS and not event.registration_id:
             raise InvalidInput(f"events[{index}].registrationId", f"required for {event.type}")
         if event.type not in _STATUS_EVENTS and not event.call_id:
@@ -51,9 +56,14 @@ def _check(batch: CallEventBatch) -> None:
             raise InvalidInput(f"events[{index}].legId", f"required for {event.type}")
 
 
-def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResult:
-    """Store the batch's new events and bring the calls and registrations they name up to date."""
-    _check(batch)
+def apply_batch(
+    services: Services, batch: CallEventBatch, *, from_edge: bool = True
+) -> CallEventBatchResult:
+    """Store the batch's new events and bring the calls and registrations they name up to date.
+
+    ``from_edge=False`` is the control plane's own path (the reaper): it may write ``CALL_CLOSED``.
+    """
+    _check(batch, from_edge=from_edge)
     applied = duplicates = unknown = 0
     calls: set[str] = set()
     registrations: set[str] = set()
