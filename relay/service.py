@@ -50,6 +50,23 @@ refuses: a scanner must not turn into one control-plane request per INVITE (benc
 measured 1,207 fetches for 1,500 refused INVITEs without this bound)."""
 
 
+def command_consumer(
+    settings: RelaySettings, handlers: CommandHandlers, sqs: Any, **options: Any
+) -> CommandConsumer:
+    """The consumer of ``SIPLINE_COMMAND_QUEUE_URL``, dead-lettering to ``SIPLINE_COMMAND_DLQ_URL``.
+
+    ``options`` are :class:`CommandConsumer`'s own (tests shorten its bounds).
+    """
+    assert settings.command_queue_url is not None
+    return CommandConsumer(
+        sqs,
+        settings.command_queue_url,
+        handlers,
+        dead_letter_queue_url=settings.command_dead_letter_queue_url,
+        **options,
+    )
+
+
 class RelayService:
     """One relay process (see the module docstring)."""
 
@@ -126,7 +143,7 @@ class RelayService:
             background = [loop.create_task(self._refresher.run())]
             if s.command_queue_url:
                 handlers = CommandHandlers(hangup=self._hang_up_command)
-                consumer = CommandConsumer(sqs_client(), s.command_queue_url, handlers)
+                consumer = command_consumer(s, handlers, sqs_client())
                 background.append(loop.create_task(consumer.run()))
             logger.info(
                 "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",

@@ -1,0 +1,320 @@
+"""Calls that never end, events that get lost: each test is a failure a relay, a queue or a
+control plane can suffer, and what sipline does so that no call stays open forever and no event or
+hang-up is lost silently.
+
+The control-plane tests run the Chalice app on DynamoDB and SQS mocked by moto, with a clock the
+test moves (``tests/integration/conftest.py``); the reaper is the scheduled Lambda's own handler.
+Expected figures come from ``docs/billing.md`` ("Calls no relay will end") and its bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import app
+from chalicelib.contracts import HangUpCommand
+from relay.control.commands import CommandHandlers, CommandNotHere
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    api,
+    aws,
+    boto_clients,
+    clock,
+    queue,
+    services,
+)
+from tests.integration.harness import Api, Queue
+from tests.support.fakes import FixedClock
+from tests.unit.relay.control.test_commands import (  # noqa: F401 - fixtures
+    Queues,
+    consume_until,
+    consumer_for,
+    hangup,
+    moto_url,
+    queues,
+)
+
+CARRIER = "203.0.113.0/24"
+HEARTBEAT_STALE_S = 120  # docs/billing.md: a relay silent this long is dead
+LISTING_GRACE_S = 60  # docs/billing.md: a heartbeat this long after creation must list the call
+DELIVERY_MARGIN_S = 120  # docs/billing.md: joinTimeout + this, for agent_joined to arrive
+DEFAULT_JOIN_TIMEOUT_S = 30  # docs/billing.md: the reaper's joinTimeout when none is set
+DEFAULT_MAX_DURATION_S = 3600  # docs/api.md: maxDuration when none is set
+CEILING_MARGIN_S = 300  # docs/billing.md
+
+
+@pytest.fixture
+def agent_id(api: Api) -> str:
+    agent_id = str(api.create_agent("sales")["agentId"])
+    api.patch_sip(
+        allowedCidrRanges=[CARRIER],
+        allowedAgents=[{"agentId": agent_id, "toUserPattern": "^sales$"}],
+    )
+    return agent_id
+
+
+def _incoming_call(api: Api, edge_id: str, sip_call_id: str = "in-1@carrier.example") -> str:
+    decision = api.invite(sipCallId=sip_call_id, edgeId=edge_id).body
+    assert decision["action"] == "accept", decision
+    return str(decision["callId"])
+
+
+def _event(call_id: str, n: int, kind: str, at_s: float, clock: FixedClock, **f: Any) -> dict[str, Any]:
+    at = clock.now + timedelta(seconds=at_s)
+    return {
+        "eventId": f"{call_id}:leg1:{n}",
+        "type": kind,
+        "occurredAt": at.isoformat(),
+        "callId": call_id,
+        "legId": "leg1",
+        "legRole": "caller",
+        **f,
+    }
+
+
+def _answered_and_joined(api: Api, call_id: str, clock: FixedClock) -> None:
+    """The relay reports: INVITE at +0, agent joined at +1 s, answered at +1 s (then dies)."""
+    reply = api.events(
+        [
+            _event(call_id, 1, "invite_received", 0, clock),
+            _event(call_id, 2, "agent_joined", 1, clock),
+            _event(call_id, 3, "answered", 1, clock, sipStatus=200),
+        ]
+    )
+    assert reply.status == 200, reply.body
+
+
+def _reap() -> dict[str, Any]:
+    """Run the scheduled Lambda's handler, as EventBridge invokes it."""
+    result: dict[str, Any] = app.reap_calls(
+        {"detail-type": "Scheduled Event", "source": "aws.events", "time": "", "resources": [],
+         "region": "us-east-1", "account": "123456789012", "id": "1", "version": "0",
+         "detail": {}},
+        None,
+    )
+    return result
+
+
+def _call(api: Api, call_id: str) -> dict[str, Any]:
+    reply = api.get(f"/api/calls/{call_id}")
+    assert reply.status == 200, reply.body
+    return dict(reply.body)
+
+
+def test_a_dead_relays_call_is_closed_as_system_error_and_billed_to_its_last_heartbeat(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """A relay dies mid-call: its call must not stay open (and unbilled) forever."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    clock.advance(31)
+    api.heartbeat("edge-a", [call_id])  # the last sign of life: the call was up at +31 s
+    api.heartbeat("edge-b", [])
+    for _ in range(4):  # edge-a is gone; edge-b keeps beating, so heartbeats do reach us
+        clock.advance(40)
+        api.heartbeat("edge-b", [])
+        _reap()
+        if _call(api, call_id)["ended"] is not None:
+            break
+
+    call = _call(api, call_id)
+    assert call["ended"] == "2026-11-25T12:00:31Z"
+    assert call["endReason"] == "system_error"
+    assert call["sipDetails"]["terminationReason"] == "SIP_TERMINATION_ERROR"
+    # answered +1 s .. closed +31 s = 30 s on both clocks: 5 whole deciminutes (docs/billing.md)
+    assert call["billedDuration"] == "30s"
+    assert call["sipDetails"]["billedDuration"] == "30s"
+    assert call["billingStatus"] == "BILLING_STATUS_BILLED"
+
+
+def test_a_call_whose_decision_timed_out_at_the_relay_is_closed_unjoined(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """The control plane accepted an INVITE the relay had given up on (503 to the caller)."""
+    call_id = _incoming_call(api, "edge-a")
+    clock.advance(LISTING_GRACE_S - 1)
+    api.heartbeat("edge-a", [])
+    assert _reap()["closed"] == {}  # too early to tell: the heartbeat may predate the decision
+    clock.advance(2)
+    api.heartbeat("edge-a", [])
+
+    assert _reap()["closed"] == {"relay_does_not_hold_it": 1}
+    call = _call(api, call_id)
+    assert (call["ended"], call["endReason"]) == ("2026-11-25T12:00:00Z", "unjoined")
+    assert (call["billedDuration"], call["sipDetails"]["billedDuration"]) == ("0s", "0s")
+
+
+def test_a_dial_command_nobody_handled_is_closed_unjoined(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """An outgoing call whose dial no relay takes must not stay active forever."""
+    call_id = str(api.dial(agent_id).body["callId"])
+    bound = DEFAULT_JOIN_TIMEOUT_S + DELIVERY_MARGIN_S
+    clock.advance(bound - 1)
+    api.heartbeat("edge-a", [])  # relays are alive, none took the dial
+    assert _reap()["closed"] == {}
+    clock.advance(1)
+
+    assert _reap()["closed"] == {"never_joined": 1}
+    call = _call(api, call_id)
+    assert (call["ended"], call["endReason"]) == ("2026-11-25T12:00:00Z", "unjoined")
+
+
+def test_a_call_its_live_relay_still_holds_is_left_alone(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """The reaper must not close a healthy call, however long it lasts within maxDuration."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    for _ in range(10):
+        clock.advance(300)
+        api.heartbeat("edge-a", [call_id])
+        assert _reap()["closed"] == {}
+    assert _call(api, call_id)["ended"] is None
+
+
+def test_a_call_past_the_default_max_duration_is_closed_even_while_its_relay_lists_it(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """A relay that keeps a call open beyond maxDuration (a bug) cannot bill it forever."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    ceiling = DEFAULT_JOIN_TIMEOUT_S + DEFAULT_MAX_DURATION_S
+    clock.advance(ceiling + CEILING_MARGIN_S - 1)
+    api.heartbeat("edge-a", [call_id])
+    assert _reap()["closed"] == {}
+    clock.advance(1)
+    api.heartbeat("edge-a", [call_id])
+
+    assert _reap()["closed"] == {"max_duration_exceeded": 1}
+    call = _call(api, call_id)
+    assert call["endReason"] == "system_error"
+    # closed at the ceiling, created + 30 s + 3600 s; billed from the answer at +1 s
+    assert call["ended"] == "2026-11-25T13:00:30Z"
+    assert call["sipDetails"]["billedDuration"] == "3630s"
+
+
+def test_relay_events_arriving_after_the_close_change_nothing(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """A relay's spool replayed after the reaper closed its call must not reopen or rebill it."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    api.heartbeat("edge-a", [call_id])
+    start = clock.now
+    clock.advance(HEARTBEAT_STALE_S + 1)
+    api.heartbeat("edge-b", [])
+    assert _reap()["closed"] == {"relay_silent": 1}
+    closed = _call(api, call_id)
+
+    late = [
+        _event(call_id, 4, "agent_left", 500, clock, detail="caller_hung_up"),
+        _event(call_id, 5, "leg_ended", 500, clock, reason="remote_hangup"),
+    ]
+    assert api.events(late).status == 200
+    assert _reap()["closed"] == {}  # and a second run changes nothing either
+
+    assert _call(api, call_id) == closed
+    assert closed["ended"] == (start + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+
+
+def test_the_edge_cannot_close_a_call_with_the_control_planes_own_event(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """``call_closed`` is the control plane's: an edge sending it is refused, naming the field."""
+    call_id = _incoming_call(api, "edge-a")
+    reply = api.events([_event(call_id, 1, "call_closed", 0, clock)])
+
+    assert reply.status == 400
+    assert reply.body["field"] == "events[0].type"
+    assert _call(api, call_id)["ended"] is None
+
+
+def test_no_call_is_closed_when_no_relays_heartbeat_reaches_the_control_plane(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """Heartbeats lost on the way (not dead relays) must not end every live call at once."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    api.heartbeat("edge-a", [call_id])
+    clock.advance(HEARTBEAT_STALE_S + 1)
+
+    assert _reap()["closed"] == {}
+    assert _call(api, call_id)["ended"] is None
+
+
+def test_hanging_up_a_call_no_relay_holds_closes_it_at_once(
+    api: Api, agent_id: str, clock: FixedClock, queue: Queue
+) -> None:
+    """``DELETE`` answered 204 and changed nothing for a call nobody would ever hang up."""
+    call_id = str(api.dial(agent_id).body["callId"])
+    queue.drain()
+
+    reply = api.delete(f"/api/calls/{call_id}")
+
+    assert reply.status == 204
+    call = _call(api, call_id)
+    assert (call["ended"], call["endReason"]) == ("2026-11-25T12:00:00Z", "unjoined")
+    assert queue.drain() == []  # no relay to tell
+    assert api.delete(f"/api/calls/{call_id}").status == 409
+
+
+def test_hanging_up_a_dead_relays_call_closes_it_and_still_tells_the_relay(
+    api: Api, agent_id: str, clock: FixedClock, queue: Queue
+) -> None:
+    """A call whose relay went silent is closed at once by DELETE, not left to the next run."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    api.heartbeat("edge-a", [call_id])
+    clock.advance(HEARTBEAT_STALE_S + 1)
+
+    assert api.delete(f"/api/calls/{call_id}").status == 204
+
+    call = _call(api, call_id)
+    assert call["endReason"] == "system_error"
+    assert [c.type for c in queue.drain()] == ["hangup"]
+
+
+# --- hang-ups between several relays ------------------------------------------------------
+
+
+def test_a_hang_up_bounced_by_relays_that_do_not_hold_the_call_still_reaches_the_one_that_does(
+    queues: Queues,
+) -> None:
+    """With four relays on one queue, three that do not hold a call handed its hang-up back by
+    visibility: each hand-back counted as a receive, and after five it was deleted as poison,
+    after the API had answered 204 (lost with probability (3/4)^5, 24 %)."""
+    held: list[str] = []
+
+    async def not_here(command: HangUpCommand) -> None:
+        raise CommandNotHere(f"{command.call_id} is on another relay")
+
+    async def holds_it(command: HangUpCommand) -> None:
+        held.append(command.call_id)
+
+    others = [
+        consumer_for(queues, CommandHandlers(hangup=not_here), visibility_timeout_s=1)
+        for _ in range(3)
+    ]
+    holder = consumer_for(queues, CommandHandlers(hangup=holds_it))
+    queues.send(hangup("call-1"))
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(other.run()) for other in others]
+        try:  # the wrong relays get it first, more often than the queue's poison limit
+            async with asyncio.timeout(30):
+                while sum(other.stats.not_here for other in others) < 6:
+                    await asyncio.sleep(0.01)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await consume_until(holder, lambda: holder.stats.handled >= 1, timeout_s=30)
+
+    asyncio.run(main())
+    assert set(held) == {"call-1"}  # a relay stopped mid-pass-on may leave a copy: at least once
+    assert sum(other.stats.poison for other in others) == 0
+    assert queues.count(queues.dead_letters) == 0
