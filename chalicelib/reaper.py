@@ -30,7 +30,7 @@ from chalicelib.contracts import (
     LegEndReason,
 )
 from chalicelib.events import apply_batch
-from chalicelib.liveness import Closing, RelayView, ReaperBounds, verdict
+from chalicelib.liveness import Closing, ReaperBounds, RelayView, verdict
 from chalicelib.observability import logger
 from chalicelib.services import Services
 from chalicelib.store import keys

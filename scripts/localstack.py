@@ -40,9 +40,9 @@ def create_command_queues(sqs: Any, name: str = QUEUE) -> tuple[str, str]:
         "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
         "maxReceiveCount": str(MAX_RECEIVE_COUNT),
     }
-    queue = sqs.create_queue(
-        QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)}
-    )["QueueUrl"]
+    queue = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})[
+        "QueueUrl"
+    ]
     return queue, dead_letters
 
 

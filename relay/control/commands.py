@@ -260,7 +260,9 @@ class CommandConsumer:
                 DelaySeconds=0 if hops <= self._fast_hops else self._hop_delay_s,
             )
         except Exception as error:  # the queue refused: hand it back the old way, never lose it
-            logger.warning("command message %s: re-send failed (%s)", message.get("MessageId"), error)
+            logger.warning(
+                "command message %s: re-send failed (%s)", message.get("MessageId"), error
+            )
             await self._retry_or_poison(message, reason)
             return
         await self._call("delete_message", ReceiptHandle=message["ReceiptHandle"])

@@ -10,32 +10,37 @@ Expected figures come from ``docs/billing.md`` ("Calls no relay will end") and i
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import app
-from chalicelib.contracts import HangUpCommand
+from chalicelib.contracts import CallEvent, CallEventType, HangUpCommand
 from relay.control.commands import CommandHandlers, CommandNotHere
-from tests.integration.conftest import (  # noqa: F401 - fixtures
-    api,
-    aws,
-    boto_clients,
-    clock,
-    queue,
-    services,
-)
+from relay.control.outbox import EventOutbox
+from relay.control.spool import DEAD_LETTER_NAME
+from relay.control.webhooks import ControlPlaneClient
+from tests.integration import conftest as integration
 from tests.integration.harness import Api, Queue
 from tests.support.fakes import FixedClock
-from tests.unit.relay.control.test_commands import (  # noqa: F401 - fixtures
-    Queues,
-    consume_until,
-    consumer_for,
-    hangup,
-    moto_url,
-    queues,
+from tests.unit.relay.control import test_commands as commands
+from tests.unit.relay.control.fake_control_plane import SECRET, FakeControlPlane, Reply
+from tests.unit.relay.control.test_commands import Queues, consume_until, consumer_for, hangup
+
+# The fixtures of the route tests (moto's DynamoDB and SQS, the app, a clock the test moves) and
+# of the command consumer's tests (moto server over HTTP), shared rather than copied.
+boto_clients, aws, clock, services = (
+    integration.boto_clients,
+    integration.aws,
+    integration.clock,
+    integration.services,
 )
+api, queue = integration.api, integration.queue
+moto_url, queues = commands.moto_url, commands.queues
 
 CARRIER = "203.0.113.0/24"
 HEARTBEAT_STALE_S = 120  # docs/billing.md: a relay silent this long is dead
@@ -62,7 +67,9 @@ def _incoming_call(api: Api, edge_id: str, sip_call_id: str = "in-1@carrier.exam
     return str(decision["callId"])
 
 
-def _event(call_id: str, n: int, kind: str, at_s: float, clock: FixedClock, **f: Any) -> dict[str, Any]:
+def _event(
+    call_id: str, n: int, kind: str, at_s: float, clock: FixedClock, **f: Any
+) -> dict[str, Any]:
     at = clock.now + timedelta(seconds=at_s)
     return {
         "eventId": f"{call_id}:leg1:{n}",
@@ -90,9 +97,17 @@ def _answered_and_joined(api: Api, call_id: str, clock: FixedClock) -> None:
 def _reap() -> dict[str, Any]:
     """Run the scheduled Lambda's handler, as EventBridge invokes it."""
     result: dict[str, Any] = app.reap_calls(
-        {"detail-type": "Scheduled Event", "source": "aws.events", "time": "", "resources": [],
-         "region": "us-east-1", "account": "123456789012", "id": "1", "version": "0",
-         "detail": {}},
+        {
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "time": "",
+            "resources": [],
+            "region": "us-east-1",
+            "account": "123456789012",
+            "id": "1",
+            "version": "0",
+            "detail": {},
+        },
         None,
     )
     return result
@@ -318,3 +333,132 @@ def test_a_hang_up_bounced_by_relays_that_do_not_hold_the_call_still_reaches_the
     assert set(held) == {"call-1"}  # a relay stopped mid-pass-on may leave a copy: at least once
     assert sum(other.stats.poison for other in others) == 0
     assert queues.count(queues.dead_letters) == 0
+
+
+# --- the relay's outbox against a control plane that answers errors ------------------------
+
+
+def _ringing(n: int) -> CallEvent:
+    return CallEvent(
+        event_id=f"ev-{n:04d}",
+        type=CallEventType.RINGING,
+        occurred_at=datetime(2026, 11, 25, 10, 0, tzinfo=UTC) + timedelta(milliseconds=n),
+        call_id="call-1",
+        leg_id="leg-1",
+    )
+
+
+def _fast_outbox(client: ControlPlaneClient, spool: Path) -> EventOutbox:
+    return EventOutbox(
+        client,
+        spool,
+        max_batch=10,
+        batch_window_s=0.01,
+        backoff_base_s=0.001,
+        backoff_cap_s=0.01,
+        park_retry_s=0.2,
+    )
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("status", [409, 404, 403, 500])
+def test_events_answered_a_passing_error_are_retried_not_dropped(
+    tmp_path: Path, status: int
+) -> None:
+    """A 409 (a race lost), a 404 (a registration deleted meanwhile) or a 403 (a WAF) was taken
+    as final: the whole batch was split and every event dropped."""
+    failures = iter(range(2))
+
+    def flaky(path: str) -> Reply | None:
+        if path.endswith("/events") and next(failures, None) is not None:
+            return Reply(status, b'{"code": "conflict", "detail": "try again"}')
+        return None
+
+    async def main() -> EventOutbox:
+        plane = FakeControlPlane(script=flaky)
+        await plane.start()
+        async with ControlPlaneClient(plane.url, SECRET) as client:
+            outbox = _fast_outbox(client, tmp_path)
+            outbox.start()
+            for n in range(10):
+                outbox.record(_ringing(n))
+            assert await outbox.drain(20) == 0
+        await plane.stop()
+        assert sorted(plane.applied) == [f"ev-{n:04d}" for n in range(10)]
+        return outbox
+
+    outbox = asyncio.run(main())
+    assert (outbox.stats.refused, outbox.stats.delivered) == (0, 10)
+    assert not (tmp_path / DEAD_LETTER_NAME).exists()
+
+
+@pytest.mark.parametrize("status", [500, 403])
+def test_an_event_that_always_fails_is_isolated_and_the_events_behind_it_flow(
+    tmp_path: Path, status: int
+) -> None:
+    """One event the control plane always fails on (a handler crash, a WAF rule) stalled every
+    event recorded after it, for ever."""
+    healed = False
+
+    def poison(path: str, body: bytes) -> Reply | None:
+        if path.endswith("/events") and b"ev-0003" in body and not healed:
+            return Reply(status, b"Internal Server Error")
+        return None
+
+    async def main() -> None:
+        nonlocal healed
+        plane = FakeControlPlane(body_script=poison)
+        await plane.start()
+        async with ControlPlaneClient(plane.url, SECRET) as client:
+            outbox = _fast_outbox(client, tmp_path)
+            outbox.start()
+            for n in range(25):
+                outbox.record(_ringing(n))
+            await _until(lambda: len(plane.applied) == 24)
+            assert "ev-0003" not in plane.applied
+            assert outbox.stats.parked >= 1 and outbox.undelivered == 1
+            assert list(tmp_path.glob("segment-*.jsonl"))  # still spooled, not dropped
+            healed = True  # the bug is fixed: the parked event goes through on its next turn
+            await _until(lambda: "ev-0003" in plane.applied)
+            assert await outbox.drain(5) == 0
+        await plane.stop()
+        assert not list(tmp_path.glob("segment-*.jsonl"))
+
+    asyncio.run(main())
+
+
+def test_an_event_refused_as_invalid_goes_to_the_dead_letter_file_not_to_nothing(
+    tmp_path: Path,
+) -> None:
+    """A 400 ``invalid_input`` is final, but the refused event was dropped with only a log line."""
+
+    def refuse(path: str, body: bytes) -> Reply | None:
+        if path.endswith("/events") and b"ev-0004" in body:
+            detail = b'{"code": "invalid_input", "field": "events[4].legId", "detail": "required"}'
+            return Reply(400, detail)
+        return None
+
+    async def main() -> EventOutbox:
+        plane = FakeControlPlane(body_script=refuse)
+        await plane.start()
+        async with ControlPlaneClient(plane.url, SECRET) as client:
+            outbox = _fast_outbox(client, tmp_path)
+            outbox.start()
+            for n in range(10):
+                outbox.record(_ringing(n))
+            assert await outbox.drain(20) == 0
+        await plane.stop()
+        assert sorted(plane.applied) == [f"ev-{n:04d}" for n in range(10) if n != 4]
+        return outbox
+
+    outbox = asyncio.run(main())
+    assert outbox.stats.refused == 1
+    [line] = (tmp_path / DEAD_LETTER_NAME).read_text().splitlines()
+    kept = json.loads(line)
+    assert kept["event"]["eventId"] == "ev-0004"
+    assert "invalid_input" in kept["reason"]

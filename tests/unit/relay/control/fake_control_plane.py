@@ -60,6 +60,8 @@ class FakeControlPlane:
     secret: str = SECRET
     decision: dict[str, Any] = field(default_factory=lambda: dict(ACCEPT))
     script: Script = lambda path: None
+    body_script: Callable[[str, bytes], Reply | None] = lambda path, body: None
+    """Like ``script``, given the request's body too (to answer one batch, not another)."""
     invites: list[InviteWebhook] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     """Event ids of every batch posted (signed and valid), duplicates included."""
@@ -93,7 +95,7 @@ class FakeControlPlane:
         if peer:
             self.peers.add((peer[0], peer[1]))
         body = await request.read()
-        reply = self.script(request.path)
+        reply = self.script(request.path) or self.body_script(request.path, body)
         if reply is not None:
             await asyncio.sleep(reply.delay_s)
             if reply.status:

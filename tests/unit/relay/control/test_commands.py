@@ -257,9 +257,9 @@ def test_a_pass_on_is_a_new_message_whose_receives_start_again(queues: Queues) -
     asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 1))
     assert receive_counts == ["1"] * 5
     assert hops == ["0", "1", "2", "3", "4"]
-    moved = queues.sqs.receive_message(
-        QueueUrl=queues.dead_letters, MessageAttributeNames=["All"]
-    )["Messages"]
+    moved = queues.sqs.receive_message(QueueUrl=queues.dead_letters, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
     assert "passed on 4 times" in moved[0]["MessageAttributes"]["reason"]["StringValue"]
 
 
@@ -288,7 +288,9 @@ def test_the_relay_dead_letters_to_sipline_command_dlq_url(queues: Queues) -> No
     settings = RelaySettings.from_env(
         {"SIPLINE_COMMAND_QUEUE_URL": queues.url, "SIPLINE_COMMAND_DLQ_URL": queues.dead_letters}
     )
-    consumer = command_consumer(settings, CommandHandlers(), queues.sqs, wait_time_s=1, max_receives=1)
+    consumer = command_consumer(
+        settings, CommandHandlers(), queues.sqs, wait_time_s=1, max_receives=1
+    )
     queues.send("{not json")
     asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 1))
     [moved] = queues.sqs.receive_message(QueueUrl=queues.dead_letters)["Messages"]

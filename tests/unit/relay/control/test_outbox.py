@@ -150,6 +150,7 @@ def test_backoff_is_exponential_capped_and_jittered(spool: Path) -> None:
             spool,
             backoff_base_s=0.2,
             backoff_cap_s=2.0,
+            max_attempts=10,  # more than the 6 failures: the event is never parked here
             random_source=lambda: next(jitter),
             sleep=record_sleep,
         )
