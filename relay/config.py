@@ -28,6 +28,7 @@ SIPLINE_SPOOL_MAX_BYTES         spool size cap                         67108864 
 SIPLINE_ALLOWLIST_REFRESH_S     allowlist poll period                  15
 SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+SIPLINE_HEARTBEAT_S             heartbeat period                       15
 =============================== ====================================== ===========================
 """
 
@@ -69,6 +70,7 @@ class RelaySettings:
     allowlist_refresh_s: float = 15.0
     allowlist_max_age_s: float = 120.0
     edge_id: str = "local-edge"
+    heartbeat_s: float = 15.0
 
     @property
     def advertised_address(self) -> str:
@@ -116,6 +118,7 @@ class RelaySettings:
             allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
             allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
+            heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
         )
 
 

@@ -2,7 +2,7 @@
 
 It owns, for the life of the process: the transports (UDP, TCP, TLS), the SIP endpoint, the
 control-plane client, the event outbox (durable spool), the allowlist refresher of the IP guard,
-the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
+the heartbeat, the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
 tasks call back into the endpoint and then ``transmit``.
 
@@ -21,6 +21,7 @@ from chalicelib.contracts import HangUpCommand
 from relay.calls import CallDeps, IncomingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
+from relay.control.heartbeat import HeartbeatSender
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
 from relay.ids import SecureIdSource
@@ -79,7 +80,7 @@ class RelayService:
         self.flows: dict[IncomingCall, IncomingCallFlow] = {}
         self.calls_refused_by_guard = 0
         self.ready = asyncio.Event()
-        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
         self._deps: CallDeps | None = None
         self._guard_refresh_at = float("-inf")
 
@@ -140,7 +141,13 @@ class RelayService:
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
-            background = [loop.create_task(self._refresher.run())]
+            beats = HeartbeatSender(
+                control,
+                s.edge_id,
+                lambda: self.held_call_ids() | outbox.undelivered_call_ids(),
+                interval_s=s.heartbeat_s,
+            )
+            background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
             if s.command_queue_url:
                 handlers = CommandHandlers(hangup=self._hang_up_command)
                 consumer = command_consumer(s, handlers, sqs_client())
@@ -174,6 +181,10 @@ class RelayService:
         if undelivered:
             logger.warning("%d events stay spooled for the next start", undelivered)
         await self.transport.close()
+
+    def held_call_ids(self) -> set[str]:
+        """Return the calls whose task is running: they may still record events."""
+        return {flow.call_id for flow in self._call_tasks.values() if flow.call_id is not None}
 
     # --- the endpoint's events (synchronous: never await here) ------------------------------
 
@@ -215,8 +226,8 @@ class RelayService:
         flow = IncomingCallFlow(call, event.request, self._deps)
         self.flows[call] = flow
         task = asyncio.get_running_loop().create_task(flow.run())
-        self._call_tasks.add(task)
-        task.add_done_callback(self._call_tasks.discard)
+        self._call_tasks[task] = flow
+        task.add_done_callback(self._call_tasks.pop)
 
     # --- commands -------------------------------------------------------------------------
 

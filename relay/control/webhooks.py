@@ -1,4 +1,4 @@
-"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5), and the IP guard's cache.
+"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5, and the heartbeat), and the IP guard's cache.
 
 Theory of operation:
 
@@ -43,6 +43,8 @@ from chalicelib.contracts import (
     AllowlistSnapshot,
     CallEventBatch,
     CallEventBatchResult,
+    EdgeHeartbeat,
+    EdgeHeartbeatResult,
     InviteAccepted,
     InviteRejected,
     InviteWebhook,
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 INVITE_PATH = "/webhooks/sip/invite"
 EVENTS_PATH = "/webhooks/sip/events"
+HEARTBEAT_PATH = "/webhooks/sip/heartbeat"
 ALLOWLIST_PATH = "/webhooks/sip/allowlist"
 INVALID_INPUT = "invalid_input"
 """The control plane's code for a request its contract refuses (``chalicelib/errors.py``)."""
@@ -153,6 +156,19 @@ class ControlPlaneClient:
             return CallEventBatchResult.model_validate_json(answer.body)
         except ValidationError as error:
             raise self._unparseable(EVENTS_PATH, error) from None
+
+    async def post_heartbeat(self, heartbeat: EdgeHeartbeat) -> EdgeHeartbeatResult:
+        """Tell the control plane this edge is alive and which calls it holds.
+
+        Raises:
+            ControlPlaneUnavailable: no acknowledgement within ``decision_timeout_s``.
+        """
+        body = heartbeat.model_dump_json(by_alias=True).encode()
+        answer = await self._request("POST", HEARTBEAT_PATH, body, self._decision_timeout_s)
+        try:
+            return EdgeHeartbeatResult.model_validate_json(answer.body)
+        except ValidationError as error:
+            raise self._unparseable(HEARTBEAT_PATH, error) from None
 
     async def fetch_allowlist(self) -> AllowlistSnapshot:
         """Fetch what the IP guard needs (``GET /webhooks/sip/allowlist``, signed empty body).

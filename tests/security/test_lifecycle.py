@@ -293,6 +293,30 @@ def test_hanging_up_a_dead_relays_call_closes_it_and_still_tells_the_relay(
     assert [c.type for c in queue.drain()] == ["hangup"]
 
 
+def test_a_delayed_older_heartbeat_never_replaces_a_newer_one(
+    api: Api, agent_id: str, clock: FixedClock
+) -> None:
+    """A heartbeat sent before a call existed, arriving late, must not make its call look unheld."""
+    call_id = _incoming_call(api, "edge-a")
+    sent_early = clock.now.isoformat()
+    clock.advance(LISTING_GRACE_S + 5)
+    assert api.heartbeat("edge-a", [call_id]).body == {"stored": True}
+    late = api.heartbeat("edge-a", [], sentAt=sent_early)
+
+    assert late.body == {"stored": False}
+    assert _reap()["closed"] == {}
+
+
+def test_a_heartbeat_listing_more_calls_than_the_limit_is_refused_naming_the_field(
+    api: Api,
+) -> None:
+    """A heartbeat's size is bounded (one DynamoDB item holds it): 5,000 call ids at most."""
+    reply = api.heartbeat("edge-a", [f"call-{n}" for n in range(5001)])
+
+    assert reply.status == 400
+    assert reply.body["field"] == "callIds"
+
+
 # --- hang-ups between several relays ------------------------------------------------------
 
 

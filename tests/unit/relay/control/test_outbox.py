@@ -360,3 +360,20 @@ def test_two_live_outboxes_cannot_share_a_spool(spool: Path) -> None:
         await second.close()
 
     bounded(main())
+
+
+def test_the_calls_with_undelivered_events_are_known_until_acknowledged(spool: Path) -> None:
+    """The heartbeat lists them, so the reaper never closes a call whose events are on the way."""
+
+    async def main() -> None:
+        sender = GatedSender()
+        outbox = EventOutbox(sender, spool, batch_window_s=0.01)
+        outbox.start()
+        outbox.record(event(1, "call-a"))
+        outbox.record(event(2, "call-b"))
+        assert outbox.undelivered_call_ids() == {"call-a", "call-b"}
+        sender.gate.set()
+        assert await outbox.drain(5) == 0
+        assert outbox.undelivered_call_ids() == set()
+
+    bounded(main())
