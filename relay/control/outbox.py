@@ -105,7 +105,7 @@ class _Backoff:
 
     def delay(self, attempt: int) -> float:
         """Exponential, capped, with jitter in [50%, 100%] of the step (never a zero wait)."""
-        step = min(self.cap_s, self.base_s * 2.0**attempt)
+        step = min(self.cap_s, self.base_s * 2.0 ** min(attempt, 64))  # 2.0**1024 overflows
         return step * (0.5 + 0.5 * self.random())
 
 

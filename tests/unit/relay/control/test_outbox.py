@@ -377,3 +377,22 @@ def test_the_calls_with_undelivered_events_are_known_until_acknowledged(spool: P
         assert outbox.undelivered_call_ids() == set()
 
     bounded(main())
+
+
+def test_an_outage_of_more_than_a_thousand_failed_posts_does_not_stop_delivery(spool: Path) -> None:
+    """The backoff's 2 ** attempts overflowed a float after 1,024 failures (8.5 h at the 30 s
+    cap) and the outbox task died: no event was delivered again until a restart."""
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        sender = GatedSender(fail_times=1100)
+        sender.gate.set()
+        outbox = EventOutbox(sender, spool, max_attempts=2000, sleep=no_wait)
+        outbox.start()
+        outbox.record(event(1))
+        assert await outbox.drain(10) == 0
+        assert sender.delivered == ["ev-0001"]
+
+    bounded(main())
