@@ -34,6 +34,9 @@ Theory of operation:
    older spooled events are never dropped for newer ones, as they belong to calls already decided.
    The memory queue holds at most ``max_pending_events``: past that, new events are refused
    (counted in ``dropped``, logged as errors).
+
+Size: just over 400 lines: the queue, its delivery, splitting and parking share one state (what
+is pending, in flight and parked, and the spool's acknowledgements); apart, each would take it all.
 """
 
 from __future__ import annotations
