@@ -111,6 +111,10 @@ def reap(
             break
         result.examined += 1
         closing = verdict_now(services, call, relays, bounds)
+        if closing is not None:  # GSI reads are eventually consistent: ask again on the item
+            closing = verdict_now(
+                services, services.store.get_call(call.call_id).value, relays, bounds
+            )
         if closing is not None:
             close_call(services, call.call_id, closing)
             result.closed[str(closing.rule)] += 1

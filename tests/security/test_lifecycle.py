@@ -20,6 +20,9 @@ import pytest
 
 import app
 from chalicelib.contracts import CallEvent, CallEventType, HangUpCommand
+from chalicelib.reaper import closed_event, relay_view, verdict_now
+from chalicelib.services import Services
+from chalicelib.store import keys
 from relay.control.commands import CommandHandlers, CommandNotHere
 from relay.control.outbox import EventOutbox
 from relay.control.spool import DEAD_LETTER_NAME
@@ -234,6 +237,31 @@ def test_relay_events_arriving_after_the_close_change_nothing(
 
     assert _call(api, call_id) == closed
     assert closed["ended"] == (start + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+
+
+def test_a_reaper_run_that_died_after_storing_its_event_is_completed_by_the_next_run(
+    api: Api, agent_id: str, clock: FixedClock, services: Services
+) -> None:
+    """A Lambda killed between storing ``call_closed`` and recomputing the call left it open; the
+    next run must finish the job with the event already stored, not write a second one."""
+    call_id = _incoming_call(api, "edge-a")
+    _answered_and_joined(api, call_id, clock)
+    api.heartbeat("edge-a", [call_id])
+    clock.advance(HEARTBEAT_STALE_S + 1)
+    api.heartbeat("edge-b", [])
+    call = services.store.get_call(call_id).value
+    first = verdict_now(services, call, relay_view(services))
+    assert first is not None
+    services.store.add_event(keys.call_pk(call_id), closed_event(call_id, first))  # then died
+    clock.advance(600)
+    api.heartbeat("edge-b", [])
+
+    assert _reap()["closed"] == {"relay_silent": 1}
+    stored = services.store.list_events(keys.call_pk(call_id))
+    assert [e.event_id for e in stored if e.type is CallEventType.CALL_CLOSED] == [
+        f"{call_id}:closed"
+    ]
+    assert _call(api, call_id)["ended"] == first.at.isoformat().replace("+00:00", "Z")
 
 
 def test_the_edge_cannot_close_a_call_with_the_control_planes_own_event(
