@@ -15,19 +15,21 @@ gc.disable()  # no collections while importing: the objects built now live as lo
 
 import base64
 import functools
+import time
 from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import agents, calls, events, invites, registrations, sip_config
+from chalicelib import agents, calls, events, invites, reaper, registrations, sip_config
 from chalicelib.api_keys import authenticate
 from chalicelib.call_models import AgentCallCreate, CallCreate
 from chalicelib.contracts import (
     CallEventBatch,
+    EdgeHeartbeat,
     InviteRejected,
     InviteWebhook,
     dump,
@@ -48,6 +50,8 @@ from chalicelib.store.repository import MAX_PAGE_SIZE, PageRequest, PageResult
 from chalicelib.validation import invalid_input
 
 app = Chalice(app_name="sipline")
+REAPER_BUDGET_S = 45.0
+"""The reaper stops taking calls after this long (its Lambda times out at 60 s)."""
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[..., Any]
 
@@ -425,6 +429,34 @@ def events_webhook(body: bytes) -> dict[str, Any]:
     count("EventsDuplicated", result.duplicates)
     count("EventsUnknown", result.unknown)
     return dump(result)
+
+
+@app.route("/webhooks/sip/heartbeat", methods=["POST"], content_types=["application/json"])
+@webhook
+def heartbeat_webhook(body: bytes) -> dict[str, Any]:
+    try:
+        heartbeat = EdgeHeartbeat.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+    return dump(reaper.record_heartbeat(services(), heartbeat))
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="reap_calls")
+def reap_calls(event: CloudWatchEvent) -> dict[str, Any]:
+    """Close the calls no relay will end (``chalicelib/reaper.py``), once a minute."""
+    deadline = time.monotonic() + REAPER_BUDGET_S
+    try:
+        result = reaper.reap(services(), time_left=lambda: time.monotonic() < deadline)
+        summary = {
+            "examined": result.examined,
+            "closed": dict(result.closed),
+            "finished": result.finished,
+        }
+        logger.info("reaper ran", extra=summary)
+        count("CallsReaped", sum(result.closed.values()))
+        return summary
+    finally:
+        flush()
 
 
 @app.route("/webhooks/sip/allowlist", methods=["GET"])

@@ -26,6 +26,10 @@ clock stops immediately". From those sentences:
    it bill nothing past it.
 5. **Rounding.** Each total (not each leg) is rounded up separately to whole deciminutes (6 s):
    0 stays 0, 0.001 s bills 6. Durations are exact integer microseconds until the final division.
+6. **A closed call.** The control plane writes ``CALL_CLOSED`` when no relay will report a call's
+   end (its reaper, ``chalicelib/reaper.py``). The timeline stops at the first one: events that
+   occurred after it are kept in storage but count for nothing, so no clock runs past the close
+   and a late relay event can neither reopen the call nor move its end (``docs/billing.md``).
 """
 
 from __future__ import annotations
@@ -70,12 +74,17 @@ def ordered_events(events: Iterable[CallEvent]) -> list[CallEvent]:
     """Return the canonical timeline: deduplicated by ``event_id``, in time order.
 
     The first occurrence of an ``event_id`` wins; ties on ``occurred_at`` are broken by
-    ``event_id``, so the result does not depend on the order or repetition of the input.
+    ``event_id``, so the result does not depend on the order or repetition of the input. Events
+    that occurred after the first ``CALL_CLOSED`` are left out (rule 6).
     """
     unique: dict[str, CallEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
-    return sorted(unique.values(), key=lambda event: (event.occurred_at, event.event_id))
+    timeline = sorted(unique.values(), key=lambda event: (event.occurred_at, event.event_id))
+    closed = next((e for e in timeline if e.type is CallEventType.CALL_CLOSED), None)
+    if closed is None:
+        return timeline
+    return [e for e in timeline if e.occurred_at <= closed.occurred_at]  # rule 6
 
 
 def first_at(timeline: Sequence[CallEvent], kind: CallEventType) -> datetime | None:
@@ -87,11 +96,18 @@ def call_ended_at(timeline: Sequence[CallEvent]) -> datetime | None:
     """Return when the call is over, or ``None`` while it is active.
 
     The call is over at the first ``REFER_SUCCEEDED`` or, failing that, once every started leg
-    (``INVITE_RECEIVED`` or ``INVITE_SENT`` seen) has a ``LEG_ENDED``: at the last of those.
+    (``INVITE_RECEIVED`` or ``INVITE_SENT`` seen) has a ``LEG_ENDED``: at the last of those; or,
+    failing both, at the ``CALL_CLOSED`` the control plane wrote (rule 6).
 
     Args:
         timeline: events as returned by :func:`ordered_events`.
     """
+    reported = reported_end_at(timeline)
+    return reported if reported is not None else first_at(timeline, CallEventType.CALL_CLOSED)
+
+
+def reported_end_at(timeline: Sequence[CallEvent]) -> datetime | None:
+    """Return when the relay's events say the call is over (``CALL_CLOSED`` aside), if they do."""
     referred_at = first_at(timeline, CallEventType.REFER_SUCCEEDED)
     if referred_at is not None:
         return referred_at

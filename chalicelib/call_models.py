@@ -13,6 +13,11 @@ from chalicelib.contracts import MediaEndpoint
 from chalicelib.models import ApiModel, CallTemplate, Duration, duration_seconds, format_seconds
 from chalicelib.sip_uri import validate_target
 
+DEFAULT_MAX_DURATION_S = 3600.0
+"""``maxDuration`` of a call whose template sets none (docs/api.md): the relay ends it then."""
+DEFAULT_JOIN_TIMEOUT_S = 30.0
+"""The reaper's ``joinTimeout`` of a call whose template sets none: above the relay's 8 s agent
+connection bound and an outgoing call's usual ring time (docs/billing.md)."""
 BILLING_PENDING = "BILLING_STATUS_PENDING"
 BILLING_BILLED = "BILLING_STATUS_BILLED"
 
@@ -133,8 +138,20 @@ class Call(ApiModel):
             "template_context": self.template_context,
             "call_template": self.call_template,
             "join_timeout_s": duration_seconds(self.join_timeout),
-            "max_duration_s": duration_seconds(self.max_duration),
+            "max_duration_s": self.max_duration_s,
         }
+
+    @property
+    def max_duration_s(self) -> float:
+        """The call's ``maxDuration`` in seconds, :data:`DEFAULT_MAX_DURATION_S` when unset."""
+        given = duration_seconds(self.max_duration)
+        return DEFAULT_MAX_DURATION_S if given is None else given
+
+    @property
+    def join_timeout_s(self) -> float:
+        """The call's ``joinTimeout`` in seconds, :data:`DEFAULT_JOIN_TIMEOUT_S` when unset."""
+        given = duration_seconds(self.join_timeout)
+        return DEFAULT_JOIN_TIMEOUT_S if given is None else given
 
     @property
     def billing_status(self) -> str:

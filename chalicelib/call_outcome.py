@@ -11,7 +11,9 @@ Theory of operation, over the canonical timeline of :func:`chalicelib.billing.or
    the outgoing call's callee), else the first leg seen. Its ``LEG_ENDED`` explains the ending.
 4. **End reason**, first rule that applies: the agent never joined -> ``unjoined``; a
    ``REFER_SUCCEEDED`` or a ``BRIDGED`` -> ``transferred``; an ``AGENT_LEFT`` with reason
-   ``error`` (the agent's media WebSocket failed) -> ``connection_error``; otherwise the caller
+   ``error`` (the agent's media WebSocket failed) -> ``connection_error``; a call that only the
+   control plane's ``CALL_CLOSED`` ended (no relay reported its end) -> ``system_error``;
+   otherwise the caller
    leg's end reason through :data:`END_REASONS` (``remote_hangup`` -> ``hangup``,
    ``local_hangup`` -> ``agent_hangup``, ...). A caller leg with no ``LEG_ENDED`` (a lost event)
    -> ``system_error``.
@@ -32,7 +34,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from chalicelib.billing import Bill, bill, call_ended_at, first_at, ordered_events
+from chalicelib.billing import (
+    Bill,
+    bill,
+    call_ended_at,
+    first_at,
+    ordered_events,
+    reported_end_at,
+)
 from chalicelib.contracts import CallEvent, CallEventType, LegEndReason, LegRole
 
 
@@ -155,6 +164,8 @@ def _end_reason(timeline: Sequence[CallEvent]) -> EndReason:
     """Return why an ended call ended (rule 4)."""
     if first_at(timeline, CallEventType.AGENT_JOINED) is None:
         return EndReason.UNJOINED
+    if reported_end_at(timeline) is None:  # only the control plane's CALL_CLOSED ended it
+        return EndReason.SYSTEM_ERROR
     if any(e.type in (CallEventType.REFER_SUCCEEDED, CallEventType.BRIDGED) for e in timeline):
         return EndReason.TRANSFERRED
     if any(e.type is CallEventType.AGENT_LEFT and e.reason is LegEndReason.ERROR for e in timeline):

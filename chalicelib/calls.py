@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from chalicelib import context as ctx
-from chalicelib import twilio_compat
+from chalicelib import reaper, twilio_compat
 from chalicelib.agents import check_call_template
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
@@ -148,11 +148,19 @@ def list_calls(
 
 
 def hang_up(services: Services, account_id: str, call_id: str) -> None:
-    """Ask the edge to hang up an active call (409 if it has ended)."""
+    """Ask the edge to hang up an active call (409 if it has ended).
+
+    A call no relay will end (``chalicelib/liveness.py``, with ``hang_up``) is closed at once,
+    through its ``call_closed`` event; its relay, if it has one, still gets the command.
+    """
     call = get_call(services, account_id, call_id)
     if call.ended is not None:
         raise Conflict(f"call {call_id!r} has already ended")
-    send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id))
+    closing = reaper.verdict_now(services, call, reaper.relay_view(services), hang_up=True)
+    if closing is None or call.edge_id is not None:
+        send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id))
+    if closing is not None:
+        reaper.close_call(services, call_id, closing)
 
 
 def hang_up_for_bot(

@@ -7,7 +7,8 @@ Defined once, here, with pydantic and the standard library only: the relay impor
    :class:`InviteWebhook` for every new INVITE and answers the caller with the returned
    :class:`InviteDecision` (an :class:`InviteAccepted` or an :class:`InviteRejected`).
 2. Call events (edge -> control plane), ``POST /webhooks/sip/events``: a :class:`CallEventBatch`
-   of timestamped, uniquely identified :class:`CallEvent` items, delivered at least once.
+   of timestamped, uniquely identified :class:`CallEvent` items, delivered at least once; and
+   ``POST /webhooks/sip/heartbeat``: an :class:`EdgeHeartbeat` naming the calls a relay holds.
 3. Commands (control plane -> edge, over SQS): :class:`DialCommand`, :class:`HangUpCommand`,
    :class:`RegisterCommand`, :class:`UnregisterCommand`, one JSON object per message, told apart
    by ``type``.
@@ -23,6 +24,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+MAX_HEARTBEAT_CALLS = 5000
+"""Call ids one heartbeat may list (about 190 kB of JSON; a DynamoDB item holds 400 kB)."""
 
 
 class Contract(BaseModel):
@@ -168,6 +172,9 @@ class CallEventType(StrEnum):
     """Two legs were connected to each other by the edge (bridged transfer)."""
     REGISTRATION_SUCCEEDED = "registration_succeeded"
     REGISTRATION_FAILED = "registration_failed"
+    CALL_CLOSED = "call_closed"
+    """Written by the control plane only (its reaper, or a hang-up of a call no relay holds):
+    no relay will report this call's end, so it is over at this instant (``docs/billing.md``)."""
 
 
 class LegRole(StrEnum):
@@ -242,6 +249,40 @@ class AllowlistSnapshot(Contract):
         description="Union of the allowedCidrRanges of the accounts this deployment serves.",
     )
     version: int = Field(description="Opaque; equal versions mean equal content.")
+
+
+class EdgeHeartbeat(Contract):
+    """``POST /webhooks/sip/heartbeat``: a relay is alive, and these are the calls it holds.
+
+    Sent every ``SIPLINE_HEARTBEAT_S``; the control plane's reaper closes the calls of a relay
+    whose heartbeat stopped, and the calls a live relay no longer lists (``docs/relay.md``).
+    """
+
+    edge_id: str = Field(alias="edgeId", min_length=1, max_length=128)
+    sent_at: datetime = Field(alias="sentAt", description="Edge time, RFC 3339 UTC.")
+    call_ids: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        alias="callIds",
+        max_length=MAX_HEARTBEAT_CALLS,
+        description="Calls the relay holds, or still has undelivered events for.",
+    )
+    complete: bool = Field(
+        default=True,
+        description="False when the relay holds more calls than ``callIds`` may list.",
+    )
+
+    @field_validator("sent_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (RFC 3339 with Z or an offset)")
+        return value
+
+
+class EdgeHeartbeatResult(Contract):
+    """The control plane's answer to a heartbeat."""
+
+    stored: bool = Field(description="False when a newer heartbeat of this edge was stored.")
 
 
 # --- 3. Commands ---------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 1. The batch is checked whole before anything is written: an event must name a call or a
    registration, and be dated no later than :data:`MAX_CLOCK_SKEW` past the control plane's clock
-   (an edge's clock may run ahead a little; a year 9999 event is refused, 400 naming it).
+   (an edge's clock may run ahead a little; a year 9999 event is refused, 400 naming it); the edge
+   may not send ``call_closed`` (the control plane's own event).
 2. Each event is stored once under its call or registration, keyed by ``eventId`` with a
    conditional put: a retried batch finds every id taken and changes nothing. Events naming a call
    or registration that does not exist are stored too (nothing is lost) and counted as unknown.
@@ -39,6 +40,9 @@ _STATUS_EVENTS = {
 }
 
 
+_CONTROL_PLANE_EVENTS = {CallEventType.CALL_CLOSED}
+"""Written only by the control plane (``chalicelib/reaper.py``); the edge may not send them."""
+
 _LEG_EVENTS = {
     CallEventType.INVITE_RECEIVED,
     CallEventType.INVITE_SENT,
@@ -48,9 +52,11 @@ _LEG_EVENTS = {
 }
 
 
-def _check(batch: CallEventBatch, now: datetime) -> None:
+def _check(batch: CallEventBatch, now: datetime, *, from_edge: bool) -> None:
     latest = now + MAX_CLOCK_SKEW
     for index, event in enumerate(batch.events):
+        if from_edge and event.type in _CONTROL_PLANE_EVENTS:
+            raise InvalidInput(f"events[{index}].type", f"{event.type} is the control plane's own")
         if event.occurred_at > latest:
             raise InvalidInput(
                 f"events[{index}].occurredAt",
@@ -65,9 +71,14 @@ def _check(batch: CallEventBatch, now: datetime) -> None:
             raise InvalidInput(f"events[{index}].legId", f"required for {event.type}")
 
 
-def apply_batch(services: Services, batch: CallEventBatch) -> CallEventBatchResult:
-    """Store the batch's new events and bring the calls and registrations they name up to date."""
-    _check(batch, services.clock())
+def apply_batch(
+    services: Services, batch: CallEventBatch, *, from_edge: bool = True
+) -> CallEventBatchResult:
+    """Store the batch's new events and bring the calls and registrations they name up to date.
+
+    ``from_edge=False`` is the control plane's own path (the reaper): it may write ``CALL_CLOSED``.
+    """
+    _check(batch, services.clock(), from_edge=from_edge)
     applied = duplicates = unknown = 0
     calls: set[str] = set()
     registrations: set[str] = set()

@@ -32,6 +32,7 @@ SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
 SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
                                 public (chalicelib/egress.py)
+SIPLINE_HEARTBEAT_S             heartbeat period                       15
 =============================== ====================================== ===========================
 """
 
@@ -78,6 +79,7 @@ class RelaySettings:
     invite_burst: int = 20
     edge_id: str = "local-edge"
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    heartbeat_s: float = 15.0
 
     @property
     def advertised_address(self) -> str:
@@ -128,6 +130,7 @@ class RelaySettings:
             invite_burst=reader.whole("SIPLINE_INVITE_BURST", cls.invite_burst),
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
             egress=reader.egress(ALLOWANCE_VARIABLE),
+            heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
         )
 
 

@@ -2,7 +2,7 @@
 
 It owns, for the life of the process: the transports (UDP, TCP, TLS), the SIP endpoint, the
 control-plane client, the event outbox (durable spool), the allowlist refresher of the IP guard,
-the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
+the heartbeat, the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
 tasks call back into the endpoint and then ``transmit``.
 
@@ -22,6 +22,7 @@ from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls import CallDeps, IncomingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
+from relay.control.heartbeat import HeartbeatSender
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
 from relay.ids import SecureIdSource
@@ -52,6 +53,23 @@ refuses: a scanner must not turn into one control-plane request per INVITE (benc
 measured 1,207 fetches for 1,500 refused INVITEs without this bound)."""
 
 
+def command_consumer(
+    settings: RelaySettings, handlers: CommandHandlers, sqs: Any, **options: Any
+) -> CommandConsumer:
+    """The consumer of ``SIPLINE_COMMAND_QUEUE_URL``, dead-lettering to ``SIPLINE_COMMAND_DLQ_URL``.
+
+    ``options`` are :class:`CommandConsumer`'s own (tests shorten its bounds).
+    """
+    assert settings.command_queue_url is not None
+    return CommandConsumer(
+        sqs,
+        settings.command_queue_url,
+        handlers,
+        dead_letter_queue_url=settings.command_dead_letter_queue_url,
+        **options,
+    )
+
+
 class RelayService:
     """One relay process (see the module docstring)."""
 
@@ -67,7 +85,7 @@ class RelayService:
         self.invites_refused: dict[str, int] = {}
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
-        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
         self._deps: CallDeps | None = None
         self._guard_refresh_at = float("-inf")
 
@@ -133,10 +151,16 @@ class RelayService:
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
-            background = [loop.create_task(self._refresher.run())]
+            beats = HeartbeatSender(
+                control,
+                s.edge_id,
+                lambda: self.held_call_ids() | outbox.undelivered_call_ids(),
+                interval_s=s.heartbeat_s,
+            )
+            background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
             if s.command_queue_url:
                 handlers = CommandHandlers(hangup=self._hang_up_command)
-                consumer = CommandConsumer(sqs_client(), s.command_queue_url, handlers)
+                consumer = command_consumer(s, handlers, sqs_client())
                 background.append(loop.create_task(consumer.run()))
             logger.info(
                 "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",
@@ -167,6 +191,10 @@ class RelayService:
         if undelivered:
             logger.warning("%d events stay spooled for the next start", undelivered)
         await self.transport.close()
+
+    def held_call_ids(self) -> set[str]:
+        """Return the calls whose task is running: they may still record events."""
+        return {flow.call_id for flow in self._call_tasks.values() if flow.call_id is not None}
 
     # --- the endpoint's events (synchronous: never await here) ------------------------------
 
@@ -211,8 +239,8 @@ class RelayService:
         flow = IncomingCallFlow(call, event.request, self._deps)
         self.flows[call] = flow
         task = asyncio.get_running_loop().create_task(flow.run())
-        self._call_tasks.add(task)
-        task.add_done_callback(self._call_tasks.discard)
+        self._call_tasks[task] = flow
+        task.add_done_callback(self._call_tasks.pop)
 
     # --- commands -------------------------------------------------------------------------
 

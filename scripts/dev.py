@@ -8,7 +8,7 @@ import sys
 import time
 from types import FrameType
 
-from scripts.localstack import LOCAL_KEY_ID, ROOT, Credentials, LocalStack
+from scripts.localstack import LOCAL_KEY_ID, REAPER_EVERY_S, ROOT, Credentials, LocalStack
 
 
 def _banner(stack: LocalStack) -> str:
@@ -18,7 +18,9 @@ sipline is running locally.
 
   REST API        {stack.api_url}/api   (header X-API-Key; the key's id in logs: {LOCAL_KEY_ID})
   SIP webhooks    {stack.api_url}/webhooks/sip/invite, /webhooks/sip/events
-  moto server     {stack.moto_url}   (DynamoDB table 'sipline', SQS queue 'sipline-commands')
+  moto server     {stack.moto_url}   (DynamoDB table 'sipline', SQS queue 'sipline-commands'
+                  and its dead-letter queue 'sipline-commands-dlq')
+  reaper          closes calls no relay will end, every {REAPER_EVERY_S:g} s (logs/reaper.log)
   SIP edge        sip:<user>@127.0.0.1:{stack.sip_port} (UDP, TCP), TLS on {stack.tls_port}
   demo agent      {stack.media_endpoint}   (greets, then echoes you)
   logs            {stack.log_dir}
@@ -48,6 +50,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         stack.start()
+        stack.start_reaper()
         stack.start_demo_agent()
         stack.start_relay()
         print(_banner(stack), flush=True)

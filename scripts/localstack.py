@@ -1,4 +1,4 @@
-"""The local stack: moto server (DynamoDB, SQS), ``chalice local``, and what they need.
+"""The local stack: moto server (DynamoDB, SQS), ``chalice local``, the reaper, and what they need.
 
 Used by ``make dev`` (``scripts/dev.py``) and by the end-to-end tests, so that the tests run the
 system exactly the way a developer does. Every process listens on 127.0.0.1 and is stopped with
@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chalicelib import api_keys
 
@@ -31,6 +32,25 @@ LOCAL_KEY_ID = "local"
 LOCAL_PRIVATE_TARGETS = "127.0.0.0/8,::1/128"
 """``SIPLINE_ALLOWED_PRIVATE_TARGETS`` of the local stack: its agents, fallback handlers and PBXs
 listen on loopback, and nothing else inside the network is opened (docs/local.md)."""
+DEAD_LETTER_QUEUE = "sipline-commands-dlq"
+MAX_RECEIVE_COUNT = 5
+"""The queue's redrive policy: a message received this often without being deleted moves to the
+dead-letter queue (the relay's own poison limit is the same, docs/relay.md)."""
+REAPER_EVERY_S = 15.0
+
+
+def create_command_queues(sqs: Any, name: str = QUEUE) -> tuple[str, str]:
+    """Create the command queue and its dead-letter queue (redrive policy); return both URLs."""
+    dead_letters = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])
+    policy = {
+        "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
+        "maxReceiveCount": str(MAX_RECEIVE_COUNT),
+    }
+    queue = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})[
+        "QueueUrl"
+    ]
+    return queue, dead_letters
 
 
 def free_port() -> int:
@@ -156,6 +176,7 @@ class LocalStack:
     agent_port: int = 8765
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     queue_url: str = ""
+    dead_letter_queue_url: str = ""
 
     def __post_init__(self) -> None:
         if not self.media_endpoint:
@@ -246,6 +267,7 @@ class LocalStack:
             "SIPLINE_CONTROL_URL": self.api_url,
             "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
             "SIPLINE_COMMAND_QUEUE_URL": self.queue_url,
+            "SIPLINE_COMMAND_DLQ_URL": self.dead_letter_queue_url,
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
             "SIPLINE_SIP_HOST": "127.0.0.1",
             "SIPLINE_SIP_PORT": str(self.sip_port),
@@ -263,6 +285,14 @@ class LocalStack:
         require_free(self.sip_port, "SIP edge", "SIPLINE_SIP_PORT")
         relay = self._spawn("relay", [sys.executable, "-m", "relay"], self.relay_environment())
         wait_sip(self.sip_port, 30, relay)
+
+    def start_reaper(self, every_s: float = REAPER_EVERY_S) -> None:
+        """Run the reaper's scheduled handler every ``every_s`` (``chalice local`` runs no schedules)."""
+        self._spawn(
+            "reaper",
+            [sys.executable, "-m", "scripts.reaper", "--every", str(every_s)],
+            self.environment(),
+        )
 
     def start_demo_agent(self) -> None:
         """Start the demo agent (greets, then echoes) that the default media endpoint names."""
@@ -287,7 +317,7 @@ class LocalStack:
         )
         create_table(session.client("dynamodb", endpoint_url=self.moto_url), TABLE)
         sqs = session.client("sqs", endpoint_url=self.moto_url)
-        self.queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+        self.queue_url, self.dead_letter_queue_url = create_command_queues(sqs)
 
     def stop(self) -> None:
         """Stop every process this stack started (its whole process group), newest first."""

@@ -13,7 +13,11 @@ pk                                    sk                         what
 ``REGISTRATION#<registrationId>``     ``EVENT#<eventId>``        a registration event, once
 ``CALL#<callId>``                     ``CALL``                   a call (GSI1: per account by time)
 ``CALL#<callId>``                     ``EVENT#<eventId>``        a call event, once
+``EDGES``                             ``EDGE#<edgeId>``          a relay's latest heartbeat
 ====================================  =========================  ====================================
+
+GSI2 is sparse: only calls that have not ended carry ``gsi2pk``/``gsi2sk`` (``OPEN_CALLS#<shard>``
+/ ``<created>#<callId>``), so the reaper lists open calls without reading ended ones.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ ACTIVE_CALLS_SK = "ACTIVECALLS"
 ACTIVE_CALLS_ATTRIBUTE = "active"
 """The counter's number attribute on the ``ACTIVECALLS`` item (docs/storage.md)."""
 GSI1 = "gsi1"
+GSI2 = "gsi2"
+EDGES_PK = "EDGES"
+OPEN_CALL_SHARDS = 8
+"""GSI2 partitions of open calls: spreads their index writes over several partitions."""
 
 
 def account_pk(account_id: str) -> str:
@@ -73,3 +81,18 @@ def calls_gsi1sk(created_iso: str, call_id: str) -> str:
 def event_sk(event_id: str = "") -> str:
     """Sort key of an event under its call or registration (``event_sk()`` is the prefix)."""
     return f"EVENT#{event_id}"
+
+
+def edge_sk(edge_id: str = "") -> str:
+    """Sort key of a relay's heartbeat under ``EDGES_PK`` (``edge_sk()`` is the prefix)."""
+    return f"EDGE#{edge_id}"
+
+
+def open_calls_gsi2pk(shard: int) -> str:
+    """GSI2 partition ``shard`` of the calls that have not ended."""
+    return f"OPEN_CALLS#{shard}"
+
+
+def open_call_shard(call_id: str) -> int:
+    """The GSI2 partition an open call is listed in (stable for a call id)."""
+    return hashlib.sha256(call_id.encode()).digest()[0] % OPEN_CALL_SHARDS

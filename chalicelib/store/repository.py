@@ -33,6 +33,7 @@ from chalicelib.errors import (
 )
 from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
+from chalicelib.store.heartbeats import Heartbeats
 from chalicelib.store.readable import readable
 from chalicelib.store.table import (
     ABSENT,
@@ -130,6 +131,7 @@ class Store:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self.heartbeats = Heartbeats(table)
 
     # --- SIP configuration -----------------------------------------------------------------------
 
@@ -330,18 +332,26 @@ class Store:
         for _, call in readable(Call, self._scan_items(scan, None)):
             yield call
 
+    def iter_open_calls(self) -> Iterator[Call]:
+        """Yield every call that has not ended, oldest first in each GSI2 shard (the reaper's)."""
+        for shard in range(keys.OPEN_CALL_SHARDS):
+            scan = _Scan(keys.open_calls_gsi2pk(shard), index=keys.GSI2)
+            for item in self._scan_items(scan, None):
+                yield _load(Call, item).value
+
     @staticmethod
     def _call_item(call: Call, version: int) -> Item:
-        agent = {CALL_AGENT: call.agent_id} if call.agent_id else {}
-        return _item(
-            keys.call_pk(call.call_id),
-            keys.CALL_SK,
-            call,
-            version,
-            gsi1pk=keys.calls_gsi1pk(call.account_id),
-            gsi1sk=keys.calls_gsi1sk(_iso(call.created), call.call_id),
-            **agent,
-        )
+        created = _iso(call.created)
+        extra = {
+            "gsi1pk": keys.calls_gsi1pk(call.account_id),
+            "gsi1sk": keys.calls_gsi1sk(created, call.call_id),
+        }
+        if call.agent_id:
+            extra[CALL_AGENT] = call.agent_id
+        if call.ended is None:  # GSI2 is sparse: it lists only the calls that are still open
+            extra["gsi2pk"] = keys.open_calls_gsi2pk(keys.open_call_shard(call.call_id))
+            extra["gsi2sk"] = keys.calls_gsi1sk(created, call.call_id)
+        return _item(keys.call_pk(call.call_id), keys.CALL_SK, call, version, **extra)
 
     # --- events ----------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from chalicelib.store import keys
 
 
 def table_definition(table_name: str) -> dict[str, Any]:
-    """Return ``create_table`` arguments for the single table and its one GSI."""
-    attributes = ("pk", "sk", "gsi1pk", "gsi1sk")
+    """Return ``create_table`` arguments for the single table and its GSIs (GSI2 is sparse)."""
+    attributes = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
@@ -20,13 +20,14 @@ def table_definition(table_name: str) -> dict[str, Any]:
         ],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": keys.GSI1,
+                "IndexName": index,
                 "KeySchema": [
-                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                    {"AttributeName": f"{index}pk", "KeyType": "HASH"},
+                    {"AttributeName": f"{index}sk", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
+            for index in (keys.GSI1, keys.GSI2)
         ],
     }
 

@@ -61,7 +61,11 @@ class Increment:
 
 
 ABSENT = Condition.must_be_absent()
-INDEX_KEYS: dict[str | None, tuple[str, str]] = {None: ("pk", "sk"), "gsi1": ("gsi1pk", "gsi1sk")}
+INDEX_KEYS: dict[str | None, tuple[str, str]] = {
+    None: ("pk", "sk"),
+    "gsi1": ("gsi1pk", "gsi1sk"),
+    "gsi2": ("gsi2pk", "gsi2sk"),
+}
 """The key attributes of the table (``None``) and of each index."""
 
 

@@ -11,13 +11,19 @@ Theory of operation:
    (a dial started, a hang-up sent), not when the call ends. While it runs, the message's
    visibility is extended every half ``visibility_timeout_s``.
 3. The message is deleted only after its handler returned. A handler that raises leaves the
-   message to come back after a backoff (``2 ** (receives - 1)`` seconds, capped); a handler that
-   raises :class:`CommandNotHere` hands it straight back to the queue for another edge.
-4. Poison: a message that does not parse, names a type this edge has no handler for (a newer
-   control plane during a rolling deploy), or keeps failing, is handed back the same way until it
-   has been received ``max_receives`` times; then it is moved to the dead-letter queue if one is
-   configured (else logged with its body) and deleted. Every case has a counter in :attr:`stats`.
-   The queue's own redrive policy (infra) is the backstop behind this.
+   message to come back after a backoff (``2 ** (receives - 1)`` seconds, capped).
+4. **Passing on.** A command this relay cannot take (the handler raised :class:`CommandNotHere`:
+   another relay holds the call; or no handler for its type, e.g. ``dial`` on a relay without
+   one) is *re-sent* to the queue as a new message with a ``hops`` attribute one higher, then
+   deleted. A hand-back by visibility would count as a receive, and the queue's poison limit
+   (``maxReceiveCount``) would delete a hang-up after five wrong relays: with four relays, 24 %
+   of hang-ups. The first ``fast_hops`` pass on at once, later ones after ``hop_delay_s``; after
+   ``max_hops`` the message is dead-lettered with the reason (``docs/relay.md``).
+5. Poison: a message that does not parse or keeps failing is handed back until it has been
+   received ``max_receives`` times; then it is dead-lettered. Dead-lettering moves it to
+   ``dead_letter_queue_url`` with a ``reason`` attribute; without one, it is never deleted: it is
+   left invisible for 6 hours at a time (logged as an error each time) for the queue's own
+   redrive policy to move. Every case has a counter in :attr:`stats`.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ C = TypeVar("C", DialCommand, HangUpCommand, RegisterCommand, UnregisterCommand)
 Handler = Callable[[C], Awaitable[None]]
 SQS_MAX_MESSAGES = 10  # ReceiveMessage's MaxNumberOfMessages limit
 SQS_MAX_VISIBILITY_S = 43_200
+SET_ASIDE_VISIBILITY_S = 6 * 3600
+"""How long a poison message with nowhere to go stays invisible (SQS caps a message's total at 12 h)."""
+HOPS = "hops"
+"""The message attribute counting how often a command was passed on (rule 4)."""
 
 
 class CommandNotHere(Exception):
@@ -91,8 +101,10 @@ class CommandStats:
     unparseable: int = 0
     unhandled: int = 0
     """Parsed, but this edge has no handler for its type."""
+    passed_on: int = 0
+    """Re-sent for another relay (rule 4)."""
     poison: int = 0
-    """Deleted (or moved to the dead-letter queue) after ``max_receives`` receives."""
+    """Dead-lettered: after ``max_receives`` receives or ``max_hops`` hops."""
     receive_errors: int = 0
 
 
@@ -111,6 +123,9 @@ class CommandConsumer:
         max_receives: int = 5,
         dead_letter_queue_url: str | None = None,
         error_backoff_s: float = 1.0,
+        max_hops: int = 200,
+        fast_hops: int = 20,
+        hop_delay_s: int = 1,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -121,6 +136,9 @@ class CommandConsumer:
         self._max_receives = max_receives
         self._dead_letter_queue_url = dead_letter_queue_url
         self._error_backoff_s = error_backoff_s
+        self._max_hops = max_hops
+        self._fast_hops = fast_hops
+        self._hop_delay_s = hop_delay_s
         self._in_flight = 0
         self._slot_freed = asyncio.Event()
         self.stats = CommandStats()
@@ -153,6 +171,7 @@ class CommandConsumer:
                     WaitTimeSeconds=self._wait_time_s,
                     VisibilityTimeout=self._visibility_timeout_s,
                     MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                    MessageAttributeNames=["All"],
                 ),
             )
         except Exception as error:  # root of the poll loop: SQS down, throttled, misconfigured
@@ -183,13 +202,13 @@ class CommandConsumer:
         run = self._handlers.bind(command)
         if run is None:
             self.stats.unhandled += 1
-            await self._retry_or_poison(message, f"no handler for {command.type!r} commands")
+            await self._pass_on(message, f"no handler for {command.type!r} commands")
             return
         try:
             await self._with_heartbeat(message, run)
         except CommandNotHere as error:
             self.stats.not_here += 1
-            await self._retry_or_poison(message, f"not here: {error}", delay_s=0)
+            await self._pass_on(message, f"not here: {error}")
         except Exception as error:
             self.stats.failed += 1
             logger.exception("%s command failed", command.type)
@@ -219,13 +238,40 @@ class CommandConsumer:
                     VisibilityTimeout=self._visibility_timeout_s,
                 )
 
-    async def _retry_or_poison(
-        self, message: dict[str, Any], reason: str, *, delay_s: int | None = None
-    ) -> None:
+    async def _pass_on(self, message: dict[str, Any], reason: str) -> None:
+        """Re-send ``message`` for another relay, one hop further (rule 4), then delete it."""
+        hops = _hops(message) + 1
+        if hops > self._max_hops:
+            await self._set_aside(message, f"{reason}; passed on {hops - 1} times", hops - 1)
+            self.stats.poison += 1
+            return
+        attributes = {
+            name: {k: v for k, v in value.items() if k in ("DataType", "StringValue")}
+            for name, value in message.get("MessageAttributes", {}).items()
+            if name != HOPS
+        }
+        attributes[HOPS] = {"DataType": "Number", "StringValue": str(hops)}
+        try:
+            await asyncio.to_thread(
+                self._sqs.send_message,
+                QueueUrl=self._queue_url,
+                MessageBody=message["Body"],
+                MessageAttributes=attributes,
+                DelaySeconds=0 if hops <= self._fast_hops else self._hop_delay_s,
+            )
+        except Exception as error:  # the queue refused: hand it back the old way, never lose it
+            logger.warning(
+                "command message %s: re-send failed (%s)", message.get("MessageId"), error
+            )
+            await self._retry_or_poison(message, reason)
+            return
+        await self._call("delete_message", ReceiptHandle=message["ReceiptHandle"])
+        self.stats.passed_on += 1
+
+    async def _retry_or_poison(self, message: dict[str, Any], reason: str) -> None:
         receives = _receive_count(message)
         if receives < self._max_receives:
-            if delay_s is None:
-                delay_s = min(self._visibility_timeout_s, 2 ** (receives - 1))
+            delay_s = min(self._visibility_timeout_s, 2 ** (receives - 1))
             logger.warning(
                 "command message %s (receive %d): %s; handed back for %ds",
                 message.get("MessageId"),
@@ -242,28 +288,40 @@ class CommandConsumer:
         await self._set_aside(message, reason, receives)
         self.stats.poison += 1
 
-    async def _set_aside(self, message: dict[str, Any], reason: str, receives: int) -> None:
+    async def _set_aside(self, message: dict[str, Any], reason: str, times: int) -> None:
+        """Dead-letter ``message`` (rule 5): move it, or leave it for the queue's redrive policy."""
         where = self._dead_letter_queue_url
         logger.error(
-            "command message %s is poison after %d receives (%s); %s: %s",
+            "command message %s is poison after %d receives or hops (%s); %s: %s",
             message.get("MessageId"),
-            receives,
+            times,
             reason,
-            f"moved to {where}" if where else "deleted",
+            f"moved to {where}" if where else "left for the queue's redrive policy",
             message["Body"][:500],
         )
-        if where:
-            await asyncio.to_thread(
-                self._sqs.send_message,
-                QueueUrl=where,
-                MessageBody=message["Body"],
-                MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:256]}},
+        if not where:  # never delete a command: SIPLINE_COMMAND_DLQ_URL is unset
+            await self._call(
+                "change_message_visibility",
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=SET_ASIDE_VISIBILITY_S,
             )
+            return
+        await asyncio.to_thread(
+            self._sqs.send_message,
+            QueueUrl=where,
+            MessageBody=message["Body"],
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:256]}},
+        )
         await self._call("delete_message", ReceiptHandle=message["ReceiptHandle"])
 
     async def _call(self, operation: str, **params: Any) -> None:
         method = getattr(self._sqs, operation)
         await asyncio.to_thread(method, QueueUrl=self._queue_url, **params)
+
+
+def _hops(message: dict[str, Any]) -> int:
+    raw = message.get("MessageAttributes", {}).get(HOPS, {}).get("StringValue", "0")
+    return int(raw) if str(raw).isdigit() else 0
 
 
 def _receive_count(message: dict[str, Any]) -> int:

@@ -10,10 +10,18 @@ Theory of operation:
    thread, on duplicated descriptors, so the event loop never blocks on the disk), and only then
    posts the batch (contract 2).
 3. A batch is resent with capped exponential backoff and jitter (from an injected random source)
-   until the control plane acknowledges it. Delivery is at least once; the control plane keeps
-   each ``eventId`` once. A batch the control plane *refuses* (a 4xx: some event breaks the
-   contract, a bug) is split in halves until the refused events are alone; those are logged with
-   their JSON, counted in ``refused`` and dropped, so one bad event cannot block the others.
+   until the control plane acknowledges it; the backoff grows with consecutive failures of any
+   batch and restarts at the first success. Delivery is at least once; the control plane keeps
+   each ``eventId`` once.
+   - A batch that still fails after ``max_attempts`` posts (any status but ``400
+     invalid_input``, or no answer) is split in halves, each delivered the same way, so the
+     events that make it fail end up alone. A single event that still fails is *parked*: it stays
+     in the spool and is retried, with the other parked events, every ``park_retry_s``, while
+     the events behind it flow.
+   - A batch the control plane *refuses* (``400 invalid_input``: some event breaks the
+     contract, a bug) is split at once, down to the refused events; those are written to the
+     dead-letter file (``dead-letter.jsonl`` in the spool directory, with the reason), logged
+     and counted in ``refused``: never retried, never silently dropped.
 4. Segments (``segment-00000001.jsonl``, ...) hold at most ``segment_max_events`` lines. A segment
    is deleted as soon as every event in it is acknowledged, including the one being written (the
    next event then opens a new one), so an idle, caught-up relay has an empty spool directory.
@@ -26,6 +34,9 @@ Theory of operation:
    older spooled events are never dropped for newer ones, as they belong to calls already decided.
    The memory queue holds at most ``max_pending_events``: past that, new events are refused
    (counted in ``dropped``, logged as errors).
+
+Size: just over 400 lines: the queue, its delivery, splitting and parking share one state (what
+is pending, in flight and parked, and the spool's acknowledgements); apart, each would take it all.
 """
 
 from __future__ import annotations
@@ -74,7 +85,11 @@ class OutboxStats:
     dropped: int = 0
     """Events refused because the memory queue was full."""
     refused: int = 0
-    """Events the control plane refused as invalid (dropped after bisecting)."""
+    """Events the control plane refused as invalid (written to the dead-letter file)."""
+    parked: int = 0
+    """Times a single event failed ``max_attempts`` posts and was set aside for later."""
+    splits: int = 0
+    """Batches split in halves after failing."""
     corrupt_lines: int = 0
     spool_errors: int = 0
 
@@ -93,14 +108,20 @@ class _Backoff:
 
     def delay(self, attempt: int) -> float:
         """Exponential, capped, with jitter in [50%, 100%] of the step (never a zero wait)."""
-        step = min(self.cap_s, self.base_s * 2.0**attempt)
+        step = min(self.cap_s, self.base_s * 2.0 ** min(attempt, 64))  # 2.0**1024 overflows
         return step * (0.5 + 0.5 * self.random())
+
+
+class _StillFailing(Exception):
+    """A batch failed ``max_attempts`` posts (the last reason is the message)."""
 
 
 @dataclass(slots=True)
 class _Queue:
     pending: deque[_Item] = field(default_factory=deque)
     in_flight: list[_Item] = field(default_factory=list)
+    parked: deque[_Item] = field(default_factory=deque)
+    park_until: float | None = None
     nonempty: asyncio.Event = field(default_factory=asyncio.Event)
     full: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,6 +142,9 @@ class EventOutbox:
         max_pending_events: int = 50_000,
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 30.0,
+        max_attempts: int = 6,
+        park_retry_s: float = 60.0,
+        max_dead_letter_bytes: int = 16 * 1024 * 1024,
         random_source: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -128,8 +152,14 @@ class EventOutbox:
             raise ValueError(f"max_batch must be from 1 to {MAX_BATCH} (got {max_batch})")
         self._sender = sender
         self._spool = EventSpool(
-            spool_dir, max_bytes=max_spool_bytes, segment_max_events=segment_max_events
+            spool_dir,
+            max_bytes=max_spool_bytes,
+            segment_max_events=segment_max_events,
+            max_dead_letter_bytes=max_dead_letter_bytes,
         )
+        self._max_attempts = max_attempts
+        self._park_retry_s = park_retry_s
+        self._failures = 0
         self._max_batch = max_batch
         self._batch_window_s = batch_window_s
         self._max_pending = max_pending_events
@@ -158,7 +188,14 @@ class EventOutbox:
     @property
     def undelivered(self) -> int:
         """Return how many recorded events are not acknowledged yet."""
-        return len(self._queue.pending) + len(self._queue.in_flight)
+        queue = self._queue
+        return len(queue.pending) + len(queue.in_flight) + len(queue.parked)
+
+    def undelivered_call_ids(self) -> set[str]:
+        """Return the calls that have events not acknowledged yet (the heartbeat lists them)."""
+        queue = self._queue
+        items = (*queue.pending, *queue.in_flight, *queue.parked)
+        return {item.event.call_id for item in items if item.event.call_id}
 
     def open(self) -> None:
         """Adopt the spool left by an earlier process and queue its events (idempotent)."""
@@ -185,7 +222,7 @@ class EventOutbox:
             self._spool_line(event)
             return
         self.open()
-        if len(self._queue.pending) >= self._max_pending:
+        if len(self._queue.pending) + len(self._queue.parked) >= self._max_pending:
             self.stats.dropped += 1
             if self.stats.dropped % 1000 == 1:
                 logger.error(
@@ -235,10 +272,12 @@ class EventOutbox:
             while True:
                 batch = await self._next_batch()
                 await self._sync()
-                acked = await self._deliver(batch)
-                self._finish(batch, acked)
+                settled = await self._deliver(batch)
+                self._finish(settled)
         finally:
-            self._queue.pending.extendleft(reversed(self._queue.in_flight))
+            parked = {id(item) for item in self._queue.parked}
+            unsettled = [item for item in self._queue.in_flight if id(item) not in parked]
+            self._queue.pending.extendleft(reversed(unsettled))
             self._queue.in_flight.clear()
 
     async def _sync(self) -> None:
@@ -253,65 +292,105 @@ class EventOutbox:
 
     async def _next_batch(self) -> list[_Item]:
         queue = self._queue
+        loop = asyncio.get_running_loop()
         while not queue.pending:
+            if queue.parked and queue.park_until is not None and loop.time() >= queue.park_until:
+                queue.park_until = None  # the parked events' turn: a batch of them alone
+                return self._take(queue.parked)
             queue.nonempty.clear()
-            await queue.nonempty.wait()
+            wait = None if queue.park_until is None else max(0.0, queue.park_until - loop.time())
+            with suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await queue.nonempty.wait()
         if len(queue.pending) < self._max_batch and not self._draining:
             queue.full.clear()
             with suppress(TimeoutError):
                 async with asyncio.timeout(self._batch_window_s):
                     await queue.full.wait()
-        count = min(self._max_batch, len(queue.pending))
-        queue.in_flight = [queue.pending.popleft() for _ in range(count)]
-        return list(queue.in_flight)
+        return self._take(queue.pending)
 
-    async def _deliver(self, items: list[_Item]) -> int:
-        """Post ``items`` until acknowledged, bisecting a refused batch down to the refused events.
+    def _take(self, source: deque[_Item]) -> list[_Item]:
+        count = min(self._max_batch, len(source))
+        self._queue.in_flight = [source.popleft() for _ in range(count)]
+        return list(self._queue.in_flight)
 
-        Returns how many events were acknowledged (the others were refused and dropped).
+    async def _deliver(self, items: list[_Item]) -> list[_Item]:
+        """Post ``items`` (rule 3); return those settled: acknowledged, or dead-lettered.
+
+        The others were parked: they stay in the spool and are retried later.
         """
         try:
-            await self._post_until_acked(items)
-        except RequestRefused as refusal:
-            if len(items) == 1:
-                self.stats.refused += 1
-                logger.error(
-                    "control plane refused event %s (%s): dropped",
-                    items[0].event.model_dump_json(by_alias=True),
-                    refusal.reason,
-                )
-                return 0
-            middle = len(items) // 2
-            return await self._deliver(items[:middle]) + await self._deliver(items[middle:])
-        return len(items)
+            await self._post(items)
+        except (RequestRefused, _StillFailing) as failure:
+            if len(items) > 1:
+                self.stats.splits += 1
+                middle = len(items) // 2
+                return await self._deliver(items[:middle]) + await self._deliver(items[middle:])
+            if isinstance(failure, RequestRefused):
+                self._dead_letter(items[0], failure.reason)
+                return items
+            self._park(items[0], str(failure))
+            return []
+        self.stats.delivered += len(items)
+        return items
 
-    async def _post_until_acked(self, items: list[_Item]) -> None:
+    async def _post(self, items: list[_Item]) -> None:
+        """Post one batch up to ``max_attempts`` times; raise RequestRefused or _StillFailing."""
         batch = CallEventBatch(events=[item.event for item in items])
-        attempt = 0
-        while True:
+        reason = ""
+        for _ in range(self._max_attempts):
             try:
                 await self._sender.post_events(batch)
             except RequestRefused:
                 raise
-            except ControlPlaneUnavailable:
-                pass
-            except Exception:
+            except ControlPlaneUnavailable as error:
+                reason = error.reason
+            except Exception as error:
                 # The root of delivery: whatever the sender raised, keep the events and retry.
                 logger.exception("event delivery failed unexpectedly")
+                reason = repr(error)
             else:
                 self.stats.batches += 1
+                self._failures = 0
                 return
             self.stats.retries += 1
-            await self._sleep(self._backoff.delay(attempt))
-            attempt += 1
+            await self._sleep(self._backoff.delay(self._failures))
+            self._failures += 1
+        raise _StillFailing(reason)
 
-    def _finish(self, items: list[_Item], acked: int) -> None:
-        for item in items:
+    def _dead_letter(self, item: _Item, reason: str) -> None:
+        self.stats.refused += 1
+        line = item.event.model_dump_json(by_alias=True)
+        logger.error("control plane refused event %s (%s): dead-lettered", line, reason)
+        try:
+            kept = self._spool.dead_letter(item.event, reason)
+        except OSError as error:
+            self.stats.spool_errors += 1
+            kept = False
+            logger.error("event dead-letter write failed: %s", error)
+        if not kept:
+            logger.error("dead-letter file full or failing: event %s is only in this log", line)
+
+    def _park(self, item: _Item, reason: str) -> None:
+        self.stats.parked += 1
+        logger.warning(
+            "event %s still fails after %d posts (%s): retried in %gs, later events go first",
+            item.event.event_id,
+            self._max_attempts,
+            reason,
+            self._park_retry_s,
+        )
+        queue = self._queue
+        queue.parked.append(item)
+        if queue.park_until is None:
+            queue.park_until = asyncio.get_running_loop().time() + self._park_retry_s
+
+    def _finish(self, settled: list[_Item]) -> None:
+        for item in settled:
             if item.segment is not None:
                 self._spool.ack(item.segment)
-        self.stats.delivered += acked
         self._queue.in_flight = []
-        if not self._queue.pending:
+        if not self._queue.pending and not self._queue.parked:
             self._queue.idle.set()
 
     async def drain(self, timeout_s: float) -> int:
@@ -338,7 +417,11 @@ class EventOutbox:
             logger.warning(
                 "event outbox closed with %d undelivered events (%d spooled for the next start)",
                 self.undelivered,
-                sum(1 for i in (*self._queue.pending, *self._queue.in_flight) if i.segment),
+                sum(
+                    1
+                    for i in (*self._queue.pending, *self._queue.in_flight, *self._queue.parked)
+                    if i.segment
+                ),
             )
         self._spool.close()
         self._closed = True

@@ -12,11 +12,15 @@ loop, and runs only the function returned by :meth:`EventSpool.sync_job` in a th
    deleted when its last event is acknowledged; after a failed write it is sealed, so no line is
    ever appended behind a torn one.
 4. The directory holds at most ``max_bytes``: :meth:`EventSpool.append` refuses lines beyond it.
+5. Events the control plane refused as invalid go to ``dead-letter.jsonl`` (one
+   ``{"reason", "event"}`` object a line, ``fsync``ed), at most ``max_dead_letter_bytes``; it is
+   never replayed: an operator reads it (``docs/relay.md``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_PREFIX = "segment-"
 SEGMENT_SUFFIX = ".jsonl"
 LOCK_NAME = ".lock"
+DEAD_LETTER_NAME = "dead-letter.jsonl"
 
 
 class SpoolLocked(RuntimeError):
@@ -53,9 +58,17 @@ class _Segment:
 class EventSpool:
     """Append-only JSON-lines segments of events not yet acknowledged (synchronous, no asyncio)."""
 
-    def __init__(self, directory: Path, *, max_bytes: int, segment_max_events: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_max_events: int,
+        max_dead_letter_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.max_dead_letter_bytes = max_dead_letter_bytes
         self.segment_max_events = segment_max_events
         self._segments: dict[int, _Segment] = {}
         self._active: _Segment | None = None
@@ -184,6 +197,23 @@ class EventSpool:
             if segment is self._active:
                 self._active = None
             self._delete(segment)
+
+    def dead_letter(self, event: CallEvent, reason: str) -> bool:
+        """Append ``event`` and why it was refused to the dead-letter file, durably (rule 5).
+
+        Returns False when the file has reached ``max_dead_letter_bytes`` (nothing written).
+        """
+        record = {"reason": reason[:1000], "event": event.model_dump(mode="json", by_alias=True)}
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
+        path = self.directory / DEAD_LETTER_NAME
+        self.directory.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size if path.exists() else 0
+        if size + len(line) > self.max_dead_letter_bytes:
+            return False
+        with open(path, "ab", buffering=0) as file:
+            file.write(line)
+            os.fsync(file.fileno())
+        return True
 
     def _delete(self, segment: _Segment) -> None:
         if segment.file is not None:

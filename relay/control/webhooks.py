@@ -1,4 +1,4 @@
-"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5), and the IP guard's cache.
+"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5, and the heartbeat), and the IP guard's cache.
 
 Theory of operation:
 
@@ -12,9 +12,12 @@ Theory of operation:
    raises :class:`ControlPlaneUnavailable` carrying a ``retry_after_s`` hint, so the SIP layer
    answers the caller ``503`` with ``Retry-After`` within a bounded time, never silence.
 4. A ``401`` means this edge's ``SIPLINE_WEBHOOK_SECRET`` differs from the control plane's: it is
-   logged as an error on every occurrence. Any other ``4xx`` means the edge sent something the
-   control plane's contract refuses, a bug: it raises :class:`RequestRefused` (a subclass, so
-   callers that only need "no answer" catch one type), logged as an error.
+   logged as an error on every occurrence. Only a ``400`` whose body says ``invalid_input`` means
+   the control plane's contract refuses what the edge sent (a bug, final for that request): it
+   raises :class:`RequestRefused` (a subclass, so callers that only need "no answer" catch one
+   type), logged as an error. Every other status, ``4xx`` included (a 409 race loser, a 404 for a
+   record deleted meanwhile, a 403 from a WAF in front of the API), may pass on a retry: it
+   raises :class:`ControlPlaneUnavailable`.
 5. The IP guard (:class:`AllowlistCache`) is *advisory*. It answers 403 without a webhook only when
    it holds a fresh snapshot that excludes the source. With no snapshot, or one older than
    ``max_age_s``, it says ``None`` (unknown) and the INVITE goes to the webhook, which is the
@@ -25,6 +28,7 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +44,8 @@ from chalicelib.contracts import (
     AllowlistSnapshot,
     CallEventBatch,
     CallEventBatchResult,
+    EdgeHeartbeat,
+    EdgeHeartbeatResult,
     InviteAccepted,
     InviteRejected,
     InviteWebhook,
@@ -51,7 +57,10 @@ logger = logging.getLogger(__name__)
 
 INVITE_PATH = "/webhooks/sip/invite"
 EVENTS_PATH = "/webhooks/sip/events"
+HEARTBEAT_PATH = "/webhooks/sip/heartbeat"
 ALLOWLIST_PATH = "/webhooks/sip/allowlist"
+INVALID_INPUT = "invalid_input"
+"""The control plane's code for a request its contract refuses (``chalicelib/errors.py``)."""
 MAX_RETRY_AFTER_S = 300
 """Cap on a Retry-After taken from the control plane's answer."""
 
@@ -69,7 +78,7 @@ class ControlPlaneUnavailable(Exception):
 
 
 class RequestRefused(ControlPlaneUnavailable):
-    """The control plane answered 4xx (not 401): it refuses what this edge sent (a bug)."""
+    """The control plane answered 400 ``invalid_input``: it refuses what this edge sent (a bug)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,19 @@ class ControlPlaneClient:
         except ValidationError as error:
             raise self._unparseable(EVENTS_PATH, error) from None
 
+    async def post_heartbeat(self, heartbeat: EdgeHeartbeat) -> EdgeHeartbeatResult:
+        """Tell the control plane this edge is alive and which calls it holds.
+
+        Raises:
+            ControlPlaneUnavailable: no acknowledgement within ``decision_timeout_s``.
+        """
+        body = heartbeat.model_dump_json(by_alias=True).encode()
+        answer = await self._request("POST", HEARTBEAT_PATH, body, self._decision_timeout_s)
+        try:
+            return EdgeHeartbeatResult.model_validate_json(answer.body)
+        except ValidationError as error:
+            raise self._unparseable(HEARTBEAT_PATH, error) from None
+
     async def fetch_allowlist(self) -> AllowlistSnapshot:
         """Fetch what the IP guard needs (``GET /webhooks/sip/allowlist``, signed empty body).
 
@@ -201,7 +223,7 @@ class ControlPlaneClient:
                 detail,
             )
             raise self._unavailable(f"{where}: unauthorized", status=status)
-        if 400 <= status < 500 and status not in (408, 429):
+        if status == 400 and _error_code(answer.body) == INVALID_INPUT:
             logger.error(
                 "%s: the control plane refuses what the edge sent (a bug): %s", where, detail
             )
@@ -210,7 +232,9 @@ class ControlPlaneClient:
             )
         retry_after = _retry_after(answer.retry_after) or self._retry_after_s
         logger.warning("%s: %s", where, detail)
-        raise ControlPlaneUnavailable(where, retry_after_s=retry_after, status=status)
+        raise ControlPlaneUnavailable(
+            f"{where}: {detail}", retry_after_s=retry_after, status=status
+        )
 
     def _unavailable(self, reason: str, *, status: int | None = None) -> ControlPlaneUnavailable:
         logger.warning("control plane unavailable: %s", reason)
@@ -224,6 +248,16 @@ class ControlPlaneClient:
             retry_after_s=self._retry_after_s,
             status=200,
         )
+
+
+def _error_code(body: bytes) -> str | None:
+    """Return the ``code`` of a control-plane error body (``{"code": ..., "detail": ...}``)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _retry_after(raw: str | None) -> int | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +15,7 @@ import requests
 
 from chalicelib import signing
 from chalicelib.contracts import DialCommand, parse_command
-from scripts.localstack import LocalStack
+from scripts.localstack import ROOT, LocalStack
 from tests.support.fakes import invite_body
 
 pytestmark = pytest.mark.e2e
@@ -160,3 +162,35 @@ def test_bad_input_is_a_400_naming_the_field(stack: LocalStack) -> None:
     assert response.status_code == 400
     assert response.json()["field"] == "allowedCidrRanges[0]"
     assert "10.0.0.1/8" in response.json()["detail"]
+
+
+def test_the_reaper_loop_of_make_dev_runs_the_scheduled_handler(stack: LocalStack) -> None:
+    assert webhook(stack, "/webhooks/sip/heartbeat", {
+        "edgeId": "e2e-edge", "sentAt": datetime.now(UTC).isoformat(), "callIds": []
+    }).json() == {"stored": True}  # fmt: skip
+
+    run = subprocess.run(
+        [sys.executable, "-m", "scripts.reaper", "--once"],
+        env=stack.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert '"message":"reaper ran"' in run.stdout
+
+
+def test_hanging_up_a_call_no_relay_took_ends_it_at_once(stack: LocalStack) -> None:
+    agent = api(stack, "POST", "/api/agents", {
+        "name": "reaped", "callTemplate": {"mediaEndpoint": {"url": "ws://127.0.0.1:9/agent"}}
+    }).json()  # fmt: skip
+    outgoing = {"to": "sip:+15557654321@trunk.example.com", "from": "+15551234567"}
+    call = api(stack, "POST", f"/api/agents/{agent['agentId']}/calls", {
+        "medium": {"sip": {"outgoing": outgoing}}
+    }).json()  # fmt: skip
+
+    assert api(stack, "DELETE", f"/api/calls/{call['callId']}").status_code == 204
+    ended = api(stack, "GET", f"/api/calls/{call['callId']}").json()
+    assert (ended["endReason"], ended["billingStatus"]) == ("unjoined", "BILLING_STATUS_BILLED")

@@ -30,7 +30,7 @@ from chalicelib.services import Services
 from chalicelib.store.dynamodb import DynamoTable
 from chalicelib.store.repository import Store
 from chalicelib.store.schema import create_table
-from scripts.localstack import LOCAL_PRIVATE_TARGETS
+from scripts.localstack import LOCAL_PRIVATE_TARGETS, create_command_queues
 from tests.integration.harness import (
     FALLBACK_SECRET,
     REGION,
@@ -74,7 +74,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, boto_clients: tuple[Any, Any]) -> Itera
     dynamodb, sqs = boto_clients
     with mock_aws():  # starts from empty backends, and is gone when the test ends
         create_table(dynamodb, TABLE)
-        queue_url = sqs.create_queue(QueueName="sipline-commands-test")["QueueUrl"]
+        queue_url, _ = create_command_queues(sqs, "sipline-commands-test")
         yield Aws(dynamodb, sqs, queue_url)
 
 

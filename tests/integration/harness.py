@@ -108,6 +108,11 @@ class Api:
         """Post a batch of call events."""
         return self.webhook("/webhooks/sip/events", {"events": events})
 
+    def heartbeat(self, edge_id: str, call_ids: list[str], **fields: Any) -> Reply:
+        """Post a relay's heartbeat, sent now, listing ``call_ids`` as the calls it holds."""
+        body = {"edgeId": edge_id, "sentAt": self.clock().isoformat(), "callIds": call_ids}
+        return self.webhook("/webhooks/sip/heartbeat", body | fields)
+
     # --- resources the tests need as a starting point ---------------------------------------
 
     def create_agent(self, name: str = "sales", **template: Any) -> dict[str, Any]:

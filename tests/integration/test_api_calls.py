@@ -392,11 +392,13 @@ def test_delete_of_an_active_call_returns_204_and_queues_a_hang_up(
 ) -> None:
     call_id = _dial(api, agent_id)["callId"]
     queue.drain()
+    api.heartbeat("edge-1", [call_id])  # a relay holds the call
 
     reply = api.delete(f"/api/calls/{call_id}")
 
     assert reply.status == 204
     assert queue.drain() == [HangUpCommand(call_id=str(call_id))]
+    assert api.get(f"/api/calls/{call_id}").body["ended"] is None  # until the relay's events
 
 
 def test_delete_of_an_ended_call_is_409_and_queues_nothing(api: Api, queue: Queue) -> None:
@@ -448,6 +450,7 @@ def test_hang_up_while_the_queue_is_down_is_503_and_leaves_the_call_active(
     api: Api, aws: Aws
 ) -> None:
     call_id = api.dial(api.create_agent()["agentId"]).body["callId"]
+    api.heartbeat("edge-1", [call_id])  # a relay holds the call
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
 
     reply = api.delete(f"/api/calls/{call_id}")

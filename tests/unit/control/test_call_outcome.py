@@ -288,3 +288,73 @@ def test_duplicated_or_reordered_delivery_never_changes_the_outcome(
     delivered = data.draw(st.permutations(events + replays))
 
     assert summarize(delivered) == summarize(events)
+
+
+# --- a call the control plane closed (billing.py rule 6, docs/billing.md) --------------------
+
+
+def _closed(seconds: float) -> CallEvent:
+    return CallEvent(
+        event_id="call-1:closed",
+        type=CallEventType.CALL_CLOSED,
+        occurred_at=_at(seconds),
+        reason=Reason.ERROR,
+        detail="relay_silent",
+    )
+
+
+def test_a_closed_call_that_was_joined_ends_as_a_system_error_at_the_close() -> None:
+    events = [*_load("incoming_active"), _closed(31)]  # answered 0, agent joined 1
+
+    outcome = summarize(events)
+
+    assert outcome.ended == _at(31)
+    assert (outcome.end_reason, outcome.termination_reason) == (EndReason.SYSTEM_ERROR, Sip.ERROR)
+    # docs/billing.md: the agent 1 -> 31 s, SIP 0 -> 31 s rounds up to 36 s
+    assert (outcome.bill.billed_call_seconds, outcome.bill.billed_sip_seconds) == (30, 36)
+
+
+def test_a_closed_call_no_agent_joined_is_unjoined_and_bills_nothing() -> None:
+    outcome = summarize([_closed(0)])
+
+    assert (outcome.ended, outcome.end_reason) == (_at(0), EndReason.UNJOINED)
+    assert (outcome.bill.billed_call_seconds, outcome.bill.billed_sip_seconds) == (0, 0)
+
+
+def test_a_call_its_relay_ended_before_the_close_keeps_the_relays_reasons() -> None:
+    events = [*_load("incoming_hangup"), _closed(500)]
+
+    assert summarize(events) == summarize(_load("incoming_hangup"))
+
+
+_LATE_KINDS = [
+    CallEventType.INVITE_SENT,
+    CallEventType.ANSWERED,
+    CallEventType.AGENT_JOINED,
+    CallEventType.AGENT_LEFT,
+    CallEventType.LEG_ENDED,
+    CallEventType.BRIDGED,
+    CallEventType.REFER_SUCCEEDED,
+]
+
+
+@given(
+    late=st.lists(
+        st.tuples(
+            st.sampled_from(_LATE_KINDS),
+            st.floats(min_value=31.001, max_value=10_000),
+            st.sampled_from(["leg-in-0003", "leg-new"]),
+        ),
+        max_size=8,
+    )
+)
+def test_events_that_occurred_after_the_close_never_change_a_closed_call(
+    late: list[tuple[CallEventType, float, str]],
+) -> None:
+    closed = [*_load("incoming_active"), _closed(31)]
+    arrivals = [
+        _event(100 + n, kind, seconds, leg_id=leg, reason=Reason.REMOTE_HANGUP)
+        for n, (kind, seconds, leg) in enumerate(late)
+    ]
+
+    assert summarize(closed + arrivals) == summarize(closed)

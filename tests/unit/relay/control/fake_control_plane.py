@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chalicelib.contracts import CallEventBatch, InviteWebhook
+from chalicelib.contracts import CallEventBatch, EdgeHeartbeat, InviteWebhook
 from chalicelib.signing import SignatureError, verify
 
 SECRET = "whsec_relay_test"
@@ -61,11 +61,14 @@ class FakeControlPlane:
     decision: dict[str, Any] = field(default_factory=lambda: dict(ACCEPT))
     allowlist: dict[str, Any] = field(default_factory=lambda: dict(ALLOWLIST))
     script: Script = lambda path: None
+    body_script: Callable[[str, bytes], Reply | None] = lambda path, body: None
+    """Like ``script``, given the request's body too (to answer one batch, not another)."""
     invites: list[InviteWebhook] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     """Event ids of every batch posted (signed and valid), duplicates included."""
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Events kept, once per eventId."""
+    heartbeats: list[EdgeHeartbeat] = field(default_factory=list)
     requests: int = 0
     peers: set[tuple[str, int]] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -79,6 +82,7 @@ class FakeControlPlane:
         app.router.add_post("/webhooks/sip/invite", self._invite)
         app.router.add_post("/webhooks/sip/events", self._events)
         app.router.add_get("/webhooks/sip/allowlist", self._allowlist)
+        app.router.add_post("/webhooks/sip/heartbeat", self._heartbeat)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -94,7 +98,7 @@ class FakeControlPlane:
         if peer:
             self.peers.add((peer[0], peer[1]))
         body = await request.read()
-        reply = self.script(request.path)
+        reply = self.script(request.path) or self.body_script(request.path, body)
         if reply is not None:
             await asyncio.sleep(reply.delay_s)
             if reply.status:
@@ -145,3 +149,10 @@ class FakeControlPlane:
             return early
         assert body == b""
         return web.json_response(self.allowlist)
+
+    async def _heartbeat(self, request: web.Request) -> web.Response:
+        body, early = await self._checked(request)
+        if early is not None:
+            return early
+        self.heartbeats.append(EdgeHeartbeat.model_validate_json(body))
+        return web.json_response({"stored": True})

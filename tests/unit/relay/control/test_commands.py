@@ -14,7 +14,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from chalicelib.contracts import DialCommand, HangUpCommand, MediaEndpoint, RegisterCommand, dump
+from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere
+from relay.service import command_consumer
+from scripts.localstack import MAX_RECEIVE_COUNT, create_command_queues
 from tests.unit.relay.control.fake_control_plane import free_port
 
 
@@ -160,7 +163,7 @@ def test_poison_is_moved_to_the_dead_letter_queue_after_max_receives(
         registration_id="reg-1", username="u", password_ciphertext="fernet:x", proxy="pbx.example"
     )
     queues.send(json.dumps(dump(registration)))  # parses, but this edge has no register handler
-    consumer = consumer_for(queues, CommandHandlers(dial=on_dial), max_receives=2)
+    consumer = consumer_for(queues, CommandHandlers(dial=on_dial), max_receives=2, max_hops=1)
     with caplog.at_level(logging.ERROR, logger="relay.control.commands"):
         asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 3))
     assert consumer.stats.unparseable == 4 and consumer.stats.unhandled == 2
@@ -218,3 +221,79 @@ def test_a_long_handler_keeps_its_message_invisible(queues: Queues) -> None:
     asyncio.run(consume_until(consumer, lambda: consumer.stats.handled == 1))
     assert calls == ["call-1"]
     assert consumer.stats.received == 1
+
+
+def test_a_command_type_without_a_handler_is_never_deleted_without_a_dead_letter_queue(
+    queues: Queues, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``dial`` on a relay that cannot dial stays on the queue for the redrive policy."""
+    queues.send(dial("call-1"))
+    consumer = CommandConsumer(queues.sqs, queues.url, CommandHandlers(), wait_time_s=1, max_hops=2)
+    with caplog.at_level(logging.ERROR, logger="relay.control.commands"):
+        # The last pass-on's delete may still be in flight when the next hop is set aside.
+        stats = consumer.stats
+        asyncio.run(consume_until(consumer, lambda: stats.poison == 1 and stats.passed_on == 2))
+    assert (consumer.stats.unhandled, consumer.stats.passed_on) == (3, 2)
+    assert queues.count(queues.url) == 1  # invisible for 6 h, not deleted
+    assert "left for the queue's redrive policy" in caplog.text
+
+
+def test_a_pass_on_is_a_new_message_whose_receives_start_again(queues: Queues) -> None:
+    """Passing a hang-up on must not bring it closer to the queue's maxReceiveCount."""
+    receive_counts: list[str] = []
+    hops: list[str] = []
+
+    async def on_hangup(command: HangUpCommand) -> None:
+        raise CommandNotHere("held elsewhere")
+
+    consumer = consumer_for(queues, CommandHandlers(hangup=on_hangup), max_hops=4)
+    original = consumer._handle
+
+    async def spy(message: dict[str, Any]) -> None:
+        receive_counts.append(message["Attributes"]["ApproximateReceiveCount"])
+        hops.append(message.get("MessageAttributes", {}).get("hops", {}).get("StringValue", "0"))
+        await original(message)
+
+    consumer._handle = spy  # type: ignore[method-assign]
+    queues.send(hangup("call-1"))
+    asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 1))
+    assert receive_counts == ["1"] * 5
+    assert hops == ["0", "1", "2", "3", "4"]
+    moved = queues.sqs.receive_message(QueueUrl=queues.dead_letters, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert "passed on 4 times" in moved[0]["MessageAttributes"]["reason"]["StringValue"]
+
+
+def test_the_command_queue_of_make_dev_and_the_tests_has_a_dead_letter_queue(
+    moto_url: str,
+) -> None:
+    """A message no consumer deletes moves to the DLQ after maxReceiveCount receives."""
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    url, dead_letters = create_command_queues(sqs, "redrive-check")
+    sqs.send_message(QueueUrl=url, MessageBody=hangup("call-1"))
+    for _ in range(MAX_RECEIVE_COUNT):
+        [message] = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)["Messages"]
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages", []) == []
+    [moved] = sqs.receive_message(QueueUrl=dead_letters)["Messages"]
+    assert moved["Body"] == message["Body"]
+
+
+def test_the_relay_dead_letters_to_sipline_command_dlq_url(queues: Queues) -> None:
+    """``SIPLINE_COMMAND_DLQ_URL`` reaches the consumer: poison is moved there, not dropped."""
+    settings = RelaySettings.from_env(
+        {"SIPLINE_COMMAND_QUEUE_URL": queues.url, "SIPLINE_COMMAND_DLQ_URL": queues.dead_letters}
+    )
+    consumer = command_consumer(
+        settings, CommandHandlers(), queues.sqs, wait_time_s=1, max_receives=1
+    )
+    queues.send("{not json")
+    asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 1))
+    [moved] = queues.sqs.receive_message(QueueUrl=queues.dead_letters)["Messages"]
+    assert moved["Body"] == "{not json"

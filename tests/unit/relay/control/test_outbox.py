@@ -150,6 +150,7 @@ def test_backoff_is_exponential_capped_and_jittered(spool: Path) -> None:
             spool,
             backoff_base_s=0.2,
             backoff_cap_s=2.0,
+            max_attempts=10,  # more than the 6 failures: the event is never parked here
             random_source=lambda: next(jitter),
             sleep=record_sleep,
         )
@@ -357,5 +358,41 @@ def test_two_live_outboxes_cannot_share_a_spool(spool: Path) -> None:
         second = EventOutbox(GatedSender(), spool)
         second.open()
         await second.close()
+
+    bounded(main())
+
+
+def test_the_calls_with_undelivered_events_are_known_until_acknowledged(spool: Path) -> None:
+    """The heartbeat lists them, so the reaper never closes a call whose events are on the way."""
+
+    async def main() -> None:
+        sender = GatedSender()
+        outbox = EventOutbox(sender, spool, batch_window_s=0.01)
+        outbox.start()
+        outbox.record(event(1, "call-a"))
+        outbox.record(event(2, "call-b"))
+        assert outbox.undelivered_call_ids() == {"call-a", "call-b"}
+        sender.gate.set()
+        assert await outbox.drain(5) == 0
+        assert outbox.undelivered_call_ids() == set()
+
+    bounded(main())
+
+
+def test_an_outage_of_more_than_a_thousand_failed_posts_does_not_stop_delivery(spool: Path) -> None:
+    """The backoff's 2 ** attempts overflowed a float after 1,024 failures (8.5 h at the 30 s
+    cap) and the outbox task died: no event was delivered again until a restart."""
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        sender = GatedSender(fail_times=1100)
+        sender.gate.set()
+        outbox = EventOutbox(sender, spool, max_attempts=2000, sleep=no_wait)
+        outbox.start()
+        outbox.record(event(1))
+        assert await outbox.drain(10) == 0
+        assert sender.delivered == ["ev-0001"]
 
     bounded(main())

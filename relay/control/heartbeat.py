@@ -1,0 +1,81 @@
+"""The relay's heartbeat: every ``interval_s``, tell the control plane it is alive and which calls
+it holds (``POST /webhooks/sip/heartbeat``, signed like every webhook).
+
+The control plane's reaper closes the calls of a relay whose heartbeat stopped, and the calls a
+live relay no longer lists (``chalicelib/liveness.py``). So the list must never miss a call the
+relay will still report on: it holds every call whose task is running, and every call with
+events not yet acknowledged by the control plane (the outbox's backlog). Past
+:data:`~chalicelib.contracts.MAX_HEARTBEAT_CALLS` ids the list is cut and marked incomplete, and
+the control plane then closes none of this relay's calls for not being listed.
+
+A failed heartbeat is logged and the next one comes ``interval_s`` later; the control plane
+declares a relay dead only after several are missed (``docs/relay.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from chalicelib.contracts import MAX_HEARTBEAT_CALLS, EdgeHeartbeat, EdgeHeartbeatResult
+from relay.control.webhooks import ControlPlaneUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatSink(Protocol):
+    """Where heartbeats go (``ControlPlaneClient``)."""
+
+    async def post_heartbeat(self, heartbeat: EdgeHeartbeat) -> EdgeHeartbeatResult: ...
+
+
+def heartbeat(edge_id: str, call_ids: set[str], sent_at: datetime) -> EdgeHeartbeat:
+    """Build one heartbeat; more calls than fit are cut (lowest ids kept) and marked incomplete."""
+    listed = sorted(call_ids)
+    return EdgeHeartbeat(
+        edge_id=edge_id,
+        sent_at=sent_at,
+        call_ids=listed[:MAX_HEARTBEAT_CALLS],
+        complete=len(listed) <= MAX_HEARTBEAT_CALLS,
+    )
+
+
+class HeartbeatSender:
+    """Sends a heartbeat at once, then every ``interval_s``, until cancelled."""
+
+    def __init__(
+        self,
+        sink: HeartbeatSink,
+        edge_id: str,
+        calls: Callable[[], set[str]],
+        *,
+        interval_s: float = 15.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sink = sink
+        self._edge_id = edge_id
+        self._calls = calls
+        self._interval_s = interval_s
+        self._clock = clock
+        self.sent = 0
+        self.failures = 0
+
+    async def beat(self) -> bool:
+        """Send one heartbeat; return whether the control plane acknowledged it."""
+        try:
+            await self._sink.post_heartbeat(heartbeat(self._edge_id, self._calls(), self._clock()))
+        except ControlPlaneUnavailable as error:
+            self.failures += 1
+            logger.warning("heartbeat not acknowledged: %s", error.reason)
+            return False
+        self.sent += 1
+        return True
+
+    async def run(self) -> None:
+        """Beat forever (until cancelled)."""
+        while True:
+            await self.beat()
+            await asyncio.sleep(self._interval_s)
