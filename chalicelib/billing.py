@@ -1,4 +1,4 @@
-"""Call and SIP minutes from a call's events: a pure function (DESIGN.md, contract 2).
+"""Call and SIP minutes from a call's events: a pure function (docs/billing.md).
 
 Theory of operation. The spec ("SIP Billing"): "SIP minutes are billed per-deciminute (i.e. six
 second increments), rounded up to the nearest deciminute. Unlike call minutes, SIP minutes are

@@ -1,4 +1,4 @@
-"""How a call ended, and what it costs, from its events: a pure function (DESIGN.md, contract 2).
+"""How a call ended, and what it costs, from its events: a pure function (docs/webhooks.md, call events).
 
 Theory of operation, over the canonical timeline of :func:`chalicelib.billing.ordered_events`
 (deduplicated by ``event_id``, ordered by ``(occurred_at, event_id)``):

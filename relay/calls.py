@@ -1,4 +1,4 @@
-"""One incoming call, from INVITE to BYE: ask, plan, then do (STYLE rule 6).
+"""One incoming call, from INVITE to BYE: ask, plan, then do.
 
 The sans-I/O endpoint has already sent 100 Trying. This task:
 

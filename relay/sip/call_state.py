@@ -1,4 +1,4 @@
-"""The states and inputs of an incoming call, by the RFC's names (STYLE rule 10).
+"""The states and inputs of an incoming call, by the RFC's names.
 
 The transition table that joins them is ``IncomingCall._TRANSITIONS`` in ``invite_session.py``.
 """

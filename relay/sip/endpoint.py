@@ -6,13 +6,13 @@ Theory of operation
 1. Input (``SipCore``): datagrams are parsed here; stream messages come framed. Unparseable
    input is dropped and counted; a parseable request that breaks the rules (CSeq method
    mismatch, a bad Via, an unsupported ``Require``...) gets a stateless error response with
-   the reason (``message.error_response``), counted too (STYLE rule 20).
+   the reason (``message.error_response``), counted too.
 2. An INVITE that would start a call, or that names a dialog that does not exist, is first
    put to the application's :class:`~relay.sip.stateless.Admission` (the IP guard, the rate
    limit); a refusal, and the 481 for the missing dialog, is sent statelessly, one response
    per request received, no transaction (``stateless.py``, RFC 3261 §8.2.7), and counted.
    Everything else goes to the transaction layer first, then, by the events it returns,
-   to dialogs and usages (STYLE rule 4):
+   to dialogs and usages:
 
    - an ACK without a transaction goes to the call whose dialog it names;
    - a method we do not allow gets 405 (a method SIP defines) or 501 (one it does not), both
@@ -39,7 +39,7 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
             case CallAnswered(call=call, media=media): start RTP with media
             case CallEnded(call=call, reason=reason): stop media, post leg_ended
 
-    async def answer(call):                         # decide, then do (STYLE rule 6)
+    async def answer(call):                         # decide, then do
         try:
             decision = await asyncio.wait_for(webhook(call.request, call.source), 4.0)
             plan = plan_incoming_invite(call.request, decision, local_address=rtp_host,

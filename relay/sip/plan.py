@@ -1,4 +1,4 @@
-"""Decide, then do: what to answer an incoming INVITE, as a pure function (STYLE rule 6).
+"""Decide, then do: what to answer an incoming INVITE, as a pure function.
 
 :func:`plan_incoming_invite` turns the INVITE and the control plane's decision
 (``chalicelib.contracts.InviteAccepted | InviteRejected``) into an :class:`AcceptPlan` (the SDP

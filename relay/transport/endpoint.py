@@ -14,7 +14,7 @@ Theory of operation (the seam is described in ``relay/sip/address.py``):
 3. Accepted connections are capped in all and per source IP (refused ones are aborted before
    any TLS handshake); outgoing ones count toward the total.
 4. A core that raises is a bug, not the network's fault: the input is dropped, logged with its
-   traceback and counted, and the listeners live on (STYLE rule 20).
+   traceback and counted, and the listeners live on.
 5. Every task (TLS upgrade, outgoing connect, DNS lookup) is owned here and cancelled by
    :meth:`~TransportEndpoint.close`, which also closes every socket before it returns.
 

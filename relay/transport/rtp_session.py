@@ -1,7 +1,7 @@
 """The asyncio side of one call's media: a UDP socket pair driving a `CallMedia` core.
 
 The I/O shell of the sans-I/O media core (``relay/media``), beside the SIP transports. It is
-thin on purpose (STYLE rule 5): datagrams go to the core with ``time.monotonic()``, one
+thin on purpose: datagrams go to the core with ``time.monotonic()``, one
 ``loop.call_at`` follows the core's `CallMedia.get_timer` (so the send grid, kept in the core,
 never drifts), and what the core returns is sent, or handed to the agent bridge.
 

@@ -1,4 +1,4 @@
-"""baresip 1.0 headless, driven over its ``ctrl_tcp`` JSON control (TOOLING.md section 4c).
+"""baresip 1.0 headless, driven over its ``ctrl_tcp`` JSON control.
 
 :class:`Baresip` writes a config directory (SIP on a free 127.0.0.1 port, the ALSA ``null``
 device as player, ``ausine`` at 440 Hz as source, its own RTP port range), starts baresip under

@@ -1,4 +1,4 @@
-"""linphonec 5.1 headless (TOOLING.md section 4d): one call, driven through its stdin.
+"""linphonec 5.1 headless: one call, driven through its stdin.
 
 linphonec rewrites its ``-c`` file, so each run gets a scratch copy; ``HOME`` is a scratch
 directory with ``.local/share/linphone`` in it (without it the sqlite DB fails to open and no

@@ -3,7 +3,7 @@
 ``run_sipp`` runs one SIPp UAC (built-in ``-sn`` scenario or a file of ``scenarios/``) under
 ``timeout -k 3``, with ``-timeout`` as SIPp's own bound, and returns its exit code with the
 trace of every message it sent and received, for assertions and failure messages. SIPp's rc:
-0 every call succeeded, 1 some failed, 255 fatal (TOOLING.md section 4a).
+0 every call succeeded, 1 some failed, 255 fatal (SIPp's documented exit codes).
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ HTTP_TIMEOUT_S = 10
 
 
 def require(tool: str) -> str:
-    """Return the path of ``tool``; fail the test (never skip: STYLE rule 32) when it is missing."""
+    """Return the path of ``tool``; fail the test (never skip) when it is missing."""
     path = shutil.which(tool)
     if path is None:
         pytest.fail(
             f"{tool!r} is not installed: the interop suite needs it (scripts/system-deps.sh "
-            "installs it; see TOOLING.md section 4)",
+            "installs it)",
             pytrace=False,
         )
     return path

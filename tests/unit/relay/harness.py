@@ -1,4 +1,4 @@
-"""Two SIP peers in memory: a minimal UAC driver and our UAS :class:`SipEndpoint` (STYLE rule 29).
+"""Two SIP peers in memory: a minimal UAC driver and our UAS :class:`SipEndpoint`.
 
 :class:`UacUasPair` moves every datagram between the two at an explicit ``now``: no sockets,
 no sleep. Timers fire by jumping ``now`` to the next deadline of either side. The network can
@@ -344,7 +344,7 @@ class Uac:
 
 @dataclass
 class UacUasPair:
-    """A UAC and our UAS endpoint joined by an in-memory network (STYLE rule 29).
+    """A UAC and our UAS endpoint joined by an in-memory network.
 
     Args:
         transport: UDP, or TCP (one connection, id :data:`CONNECTION_ID`).

@@ -153,7 +153,7 @@ def test_an_ack_matching_nothing_is_dropped_silently() -> None:
     assert core.datagrams_to_send() == [] and events(core) == []
 
 
-# --- bad input (STYLE rule 20) ------------------------------------------------------------
+# --- bad input ------------------------------------------------------------
 
 
 def test_cseq_method_mismatch_gets_a_stateless_400_with_the_reason() -> None:

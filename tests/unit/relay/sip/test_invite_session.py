@@ -722,7 +722,7 @@ def test_an_unanswered_refresh_ends_the_call() -> None:
     assert call.state is CallState.TERMINATED
 
 
-# --- the table (STYLE rule 30) ------------------------------------------------------------
+# --- the table ------------------------------------------------------------
 
 
 @given(
@@ -781,6 +781,6 @@ def test_every_local_input_has_an_entry_in_terminated() -> None:
 def test_remote_and_timer_inputs_have_an_entry_wherever_they_can_arrive(
     event: CallInput, states: list[CallState]
 ) -> None:
-    """STYLE rule 16: what the network or a timer does never raises, it is in the table."""
+    """What the network or a timer does never raises, it is in the table."""
     for state in states:
         assert (state, event) in IncomingCall._TRANSITIONS, (state, event)

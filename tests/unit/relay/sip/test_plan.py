@@ -1,4 +1,4 @@
-"""Decide, then do: plans for incoming INVITEs are pure (STYLE rule 6)."""
+"""Decide, then do: plans for incoming INVITEs are pure."""
 
 from __future__ import annotations
 

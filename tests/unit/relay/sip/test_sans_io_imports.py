@@ -1,6 +1,6 @@
 """The SIP and media cores are sans-I/O: no module under them imports I/O, clocks or chance.
 
-STYLE.md rule 1: time and randomness are arguments, sockets live in ``relay/transport``.
+The sans-I/O rule: time and randomness are arguments, sockets live in ``relay/transport``.
 This walks the AST (so imports inside functions and ``TYPE_CHECKING`` blocks count too).
 """
 

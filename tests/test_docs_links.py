@@ -1,0 +1,69 @@
+"""Every relative link in the README and docs/ leads somewhere: the file exists, and an anchor names
+one of its headings (GitHub's slugs: lower case, punctuation dropped, spaces to hyphens)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading)
+    text = text.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def prose(page: Path) -> list[str]:
+    """The page's lines outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in page.read_text().splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def anchors(page: Path) -> set[str]:
+    found: set[str] = set()
+    for line in prose(page):
+        match = HEADING.match(line)
+        if match:
+            base = slug(match.group(1))
+            name, n = base, 1
+            while name in found:
+                name, n = f"{base}-{n}", n + 1
+            found.add(name)
+    return found
+
+
+def test_the_slug_rule_matches_githubs_on_known_headings() -> None:
+    assert slug("`POST /webhooks/sip/heartbeat`") == "post-webhookssipheartbeat"
+    assert slug("Registrations: `/api/sip/registrations`") == "registrations-apisipregistrations"
+    assert slug("Calls no relay will end") == "calls-no-relay-will-end"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_names_an_existing_page_and_heading(page: Path) -> None:
+    broken = []
+    for line in prose(page):
+        for target in LINK.findall(line):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s):, mailto: and the like
+            path, _, anchor = target.partition("#")
+            destination = (page.parent / path).resolve() if path else page
+            if not destination.exists():
+                broken.append(f"{target}: no such file")
+            elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
+                broken.append(f"{target}: no such heading")
+    assert not broken, broken
