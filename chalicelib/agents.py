@@ -8,12 +8,25 @@ from pydantic import ValidationError
 
 from chalicelib.context import check_schema
 from chalicelib.errors import Conflict, InvalidInput
-from chalicelib.models import Agent, AgentFields, AgentPatch, CallTemplate
+from chalicelib.models import (
+    Agent,
+    AgentFields,
+    AgentPatch,
+    CallTemplate,
+    duration_seconds,
+    format_seconds,
+)
 from chalicelib.services import Services, retry_on_conflict
 from chalicelib.store.repository import PageRequest, PageResult
 from chalicelib.targets import check_url
 from chalicelib.templates import TemplateError, check_template
 from chalicelib.validation import invalid_input
+
+MAX_JOIN_TIMEOUT_S = 300.0
+"""The longest ``joinTimeout``: a caller hears ringing at most this long (docs/api.md)."""
+MAX_MAX_DURATION_S = 86_400.0
+"""The longest ``maxDuration``: a day. It also bounds how long the control plane waits before it
+closes a call whose relay went silent (docs/billing.md, calls no relay will end)."""
 
 
 def check_call_template(
@@ -26,6 +39,7 @@ def check_call_template(
             check_template(template.system_prompt)
         except TemplateError as error:
             raise InvalidInput(f"{prefix}systemPrompt", str(error)) from None
+    check_durations(template, prefix)
     if template.context_schema is not None:
         try:
             check_schema(template.context_schema)
@@ -37,6 +51,19 @@ def check_call_template(
         raise InvalidInput(
             f"{prefix}mediaEndpoint", "required: no default media endpoint is configured"
         )
+
+
+def check_durations(template: CallTemplate, prefix: str) -> None:
+    """Raise InvalidInput when ``joinTimeout`` or ``maxDuration`` is over its maximum."""
+    for name, value, most_s in (
+        ("joinTimeout", template.join_timeout, MAX_JOIN_TIMEOUT_S),
+        ("maxDuration", template.max_duration, MAX_MAX_DURATION_S),
+    ):
+        seconds = duration_seconds(value)
+        if seconds is not None and seconds > most_s:
+            raise InvalidInput(
+                f"{prefix}{name}", f"must be at most {format_seconds(most_s)} (got {value!r})"
+            )
 
 
 def create_agent(services: Services, account_id: str, fields: AgentFields) -> Agent:

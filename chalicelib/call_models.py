@@ -10,7 +10,14 @@ from pydantic import Field, field_validator
 from chalicelib.call_outcome import EndReason, SipTerminationReason
 from chalicelib.context_limits import DroppedSummary
 from chalicelib.contracts import MediaEndpoint
-from chalicelib.models import ApiModel, CallTemplate, Duration, duration_seconds, format_seconds
+from chalicelib.models import (
+    ApiModel,
+    CallTemplate,
+    Duration,
+    SipText,
+    duration_seconds,
+    format_seconds,
+)
 from chalicelib.sip_uri import validate_target
 
 DEFAULT_MAX_DURATION_S = 3600.0
@@ -25,9 +32,9 @@ BILLING_BILLED = "BILLING_STATUS_BILLED"
 class SipOutgoing(ApiModel):
     """``medium.sip.outgoing``: where to call and as whom."""
 
-    to: str = Field(min_length=1, max_length=512)
-    from_: str = Field(alias="from", min_length=1, max_length=512)
-    username: str | None = Field(default=None, max_length=256)
+    to: SipText = Field(min_length=1, max_length=512)
+    from_: SipText = Field(alias="from", min_length=1, max_length=512)
+    username: SipText | None = Field(default=None, max_length=256)
     password: str | None = Field(default=None, max_length=256)
 
     @field_validator("to")

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib import context as ctx
 from chalicelib import reaper, twilio_compat
-from chalicelib.agents import check_call_template
+from chalicelib.agents import check_call_template, check_durations
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand, HangUpCommand
@@ -45,6 +45,7 @@ def create_agent_call(
         },
     )
     template = template.model_copy(update=overrides)
+    check_durations(template, prefix="")
     metadata = {**(template.metadata or {}), **body.metadata}
     outgoing = body.medium.sip.outgoing
     return _place(

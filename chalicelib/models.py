@@ -30,6 +30,19 @@ MAX_ALLOWED_AGENTS = 2000
 """Rules per account: the configuration is one DynamoDB item (400 KB) at ~85 bytes a rule."""
 _DURATION = re.compile(r"^\d{1,7}(\.\d{1,9})?s$")
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _sip_text(value: str) -> str:
+    """Refuse control characters in a value that goes into a SIP message: a CR LF would end the
+    header and start another (header injection), a NUL would cut it short."""
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError("must not contain control characters (CR, LF, NUL, ...): it goes into SIP")
+    return value
+
+
+SipText = Annotated[str, AfterValidator(_sip_text)]
+"""A string sipline puts into a SIP header or URI: printable characters only (docs/api.md)."""
 
 
 class ApiModel(BaseModel):
@@ -46,6 +59,8 @@ class ApiModel(BaseModel):
 
 def _duration(value: str) -> str:
     if not _DURATION.match(value):
+        if re.fullmatch(r"\d+(\.\d+)?s", value):
+            raise ValueError(f"has too many digits: at most 7 before the point and 9 after (got {value!r})")
         raise ValueError(f"must be a duration in seconds like '30s' or '1.5s', got {value!r}")
     return value
 
@@ -166,21 +181,21 @@ class SipConfigPatch(ApiModel):
 class RegistrationFields(ApiModel):
     """What a user writes about a registration (``password`` is write-only)."""
 
-    username: str = Field(min_length=1, max_length=256)
+    username: SipText = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=256)
-    proxy: str = Field(min_length=1, max_length=256)
-    outbound_proxy: str | None = Field(default=None, max_length=256)
-    auth_user: str | None = Field(default=None, max_length=256)
+    proxy: SipText = Field(min_length=1, max_length=256)
+    outbound_proxy: SipText | None = Field(default=None, max_length=256)
+    auth_user: SipText | None = Field(default=None, max_length=256)
 
 
 class RegistrationPatch(ApiModel):
     """``PATCH /api/sip/registrations/{id}``: fields present replace the stored ones."""
 
-    username: str | None = Field(default=None, min_length=1, max_length=256)
+    username: SipText | None = Field(default=None, min_length=1, max_length=256)
     password: str | None = Field(default=None, min_length=1, max_length=256)
-    proxy: str | None = Field(default=None, min_length=1, max_length=256)
-    outbound_proxy: str | None = Field(default=None, max_length=256)
-    auth_user: str | None = Field(default=None, max_length=256)
+    proxy: SipText | None = Field(default=None, min_length=1, max_length=256)
+    outbound_proxy: SipText | None = Field(default=None, max_length=256)
+    auth_user: SipText | None = Field(default=None, max_length=256)
 
 
 class Registration(ApiModel):

@@ -408,3 +408,72 @@ def test_oversized_event_ids_are_refused_naming_the_field(api: Api, field: str) 
 
     assert reply.status == 400
     assert reply.body["field"] == f"events[0].{field}"
+
+
+# --- SIP header injection through stored fields ----------------------------------------------
+
+INJECTIONS = ["1001\r\nVia: SIP/2.0/UDP evil.example.com", "1001\nX-Evil: 1", "1001\x00tail"]
+"""A CR LF (or a bare LF, which many SIP parsers accept) would end the header and start another
+in the REGISTER or INVITE sipline builds from the field; a NUL would cut the value short."""
+
+
+@pytest.mark.parametrize("value", INJECTIONS, ids=["crlf", "lf", "nul"])
+@pytest.mark.parametrize("field", ["username", "authUser", "proxy", "outboundProxy"])
+def test_a_registration_field_cannot_carry_a_sip_header_injection(
+    api: Api, field: str, value: str
+) -> None:
+    body = {"username": "1001", "password": "s3cret-pw", "proxy": "pbx.example.test"}
+    reply = api.post("/api/sip/registrations", body | {field: value})
+    assert reply.status == 400, reply.body
+    assert reply.body["field"] == field
+    assert "control characters" in reply.body["detail"]
+    registration = api.create_registration()
+    patched = api.patch(f"/api/sip/registrations/{registration['registrationId']}", {field: value})
+    assert patched.status == 400 and patched.body["field"] == field, patched.body
+
+
+@pytest.mark.parametrize("value", INJECTIONS, ids=["crlf", "lf", "nul"])
+@pytest.mark.parametrize("field", ["from", "username"])
+def test_an_outgoing_call_field_cannot_carry_a_sip_header_injection(
+    api: Api, field: str, value: str
+) -> None:
+    agent = api.create_agent("dialer")
+    outgoing = {"to": "sip:+15557654321@8.8.8.8", "from": "+15551234567"} | {field: value}
+    reply = api.post(
+        f"/api/agents/{agent['agentId']}/calls", {"medium": {"sip": {"outgoing": outgoing}}}
+    )
+    assert reply.status == 400, reply.body
+    assert reply.body["field"] == f"medium.sip.outgoing.{field}"
+
+
+# --- durations that would keep a call (and its slot) for months ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("joinTimeout", "301s"), ("maxDuration", "86401s"), ("maxDuration", "9999999s")]
+)
+def test_a_template_duration_past_its_maximum_is_refused(api: Api, field: str, value: str) -> None:
+    """An hours-long ``joinTimeout`` rings a caller for hours; a months-long ``maxDuration`` keeps
+    a call open (and, with a silent control plane, its concurrent-call slot) for months."""
+    reply = api.post("/api/agents", {"name": "long", "callTemplate": {field: value}})
+    assert reply.status == 400 and reply.body["field"] == f"callTemplate.{field}", reply.body
+    agent = api.create_agent("dialer")
+    outgoing = {"to": "sip:+15557654321@8.8.8.8", "from": "+15551234567"}
+    override = api.post(
+        f"/api/agents/{agent['agentId']}/calls",
+        {"medium": {"sip": {"outgoing": outgoing}}, field: value},
+    )
+    assert override.status == 400 and override.body["field"] == field, override.body
+
+
+def test_durations_at_their_maximum_are_accepted(api: Api) -> None:
+    agent = api.create_agent("longest", joinTimeout="300s", maxDuration="86400s")
+    assert (agent["callTemplate"]["joinTimeout"], agent["callTemplate"]["maxDuration"]) == (
+        "300s",
+        "86400s",
+    )
+
+
+def test_a_duration_with_too_many_digits_says_so(api: Api) -> None:
+    reply = api.post("/api/agents", {"name": "n", "callTemplate": {"maxDuration": "99999999s"}})
+    assert reply.status == 400 and "too many digits" in reply.body["detail"], reply.body
