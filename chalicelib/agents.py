@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chalicelib.context import check_schema
+from chalicelib.context_schema_rules import SchemaRefused, check_context_schema
 from chalicelib.errors import Conflict, InvalidInput
 from chalicelib.models import Agent, AgentFields, AgentPatch, CallTemplate
 from chalicelib.services import Services, retry_on_conflict
@@ -19,8 +19,9 @@ from chalicelib.validation import invalid_input
 def check_call_template(
     services: Services, template: CallTemplate, prefix: str = "callTemplate."
 ) -> None:
-    """Check what the model cannot: the prompt parses, the schema is a schema, and the media
-    endpoint is set (or defaulted) and public. Fields are named ``prefix`` + camelCase name."""
+    """Check what the model cannot: the prompt parses, the schema is one sipline can use
+    (``context_schema_rules.py``), and the media endpoint is set (or defaulted) and public.
+    Fields are named ``prefix`` + camelCase name."""
     if template.system_prompt is not None:
         try:
             check_template(template.system_prompt)
@@ -28,8 +29,8 @@ def check_call_template(
             raise InvalidInput(f"{prefix}systemPrompt", str(error)) from None
     if template.context_schema is not None:
         try:
-            check_schema(template.context_schema)
-        except ValueError as error:
+            check_context_schema(template.context_schema)
+        except SchemaRefused as error:
             raise InvalidInput(f"{prefix}contextSchema", str(error)) from None
     if template.media_endpoint is not None:
         check_url(services, f"{prefix}mediaEndpoint.url", template.media_endpoint.url)
