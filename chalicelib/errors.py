@@ -122,6 +122,25 @@ class CommandNotSent(DomainError):
     code = "command_not_sent"
 
 
+class UnreadableRecord(DomainError):
+    """A stored record exists but does not read as its model (HTTP 409, SIP 480).
+
+    Written by a bug, an older version or a hand edit (``docs/storage.md``). 409 rather than 404
+    (it exists) or 500 (the request is fine, and retrying it will not help): the record is in a
+    state that stops the request, and DELETE of an agent or registration still works.
+    ``account_id`` is the record's owner when its keys tell it, so that a 409 never tells one
+    account about another's record.
+    """
+
+    http_status = 409
+    sip_status = 480
+    code = "unreadable_record"
+
+    def __init__(self, message: str, *, account_id: str | None = None) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+
+
 class AgentUnavailable(DomainError):
     """The matched agent cannot take calls (no media endpoint, or it was deleted) (SIP 480)."""
 
