@@ -32,6 +32,18 @@ class InvalidInput(DomainError):
         self.field = field
 
 
+class RecordTooLarge(InvalidInput):
+    """What a request would store is over the size of one record, 400 KB (HTTP 413, SIP 480).
+
+    ``field`` is the record's largest field: the one to make smaller. 413, as for a body over its
+    limit, but its own code: the body may be small (one more rule in a full configuration).
+    """
+
+    http_status = 413
+    sip_status = 480
+    code = "record_too_large"
+
+
 class NotFound(DomainError):
     """The named resource does not exist (404)."""
 

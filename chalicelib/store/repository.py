@@ -34,6 +34,7 @@ from chalicelib.errors import (
 from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.heartbeats import Heartbeats
+from chalicelib.store.item_size import check_item_size
 from chalicelib.store.readable import read_one, readable
 from chalicelib.store.table import (
     ABSENT,
@@ -54,6 +55,12 @@ MAX_AGENT_FILTER = MAX_MATCH_VALUES
 """At most this many ``agentIds`` in one calls query (one DynamoDB ``IN``)."""
 CALL_AGENT = "agent"
 """The call item's attribute holding its agent id, which ``agentIds`` filters on."""
+_RECORD_NAMES = {
+    "SipConfig": "the SIP configuration",
+    "Agent": "the agent",
+    "Registration": "the registration",
+    "Call": "the call",
+}
 INVITE_KEY_TTL_S = 7 * 24 * 3600
 """How long a retried INVITE webhook finds its decision (DynamoDB TTL removes the key after)."""
 
@@ -95,8 +102,11 @@ class _Scan:
 
 
 def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Item:
+    """The item of a record; RecordTooLarge (413) if it is over DynamoDB's 400 KB."""
     data = model.model_dump_json(by_alias=True)
-    return {"pk": pk, "sk": sk, "version": version, "data": data, **extra}
+    item = {"pk": pk, "sk": sk, "version": version, "data": data, **extra}
+    check_item_size(item, _RECORD_NAMES.get(type(model).__name__, "the record"))
+    return item
 
 
 def _load(model: type[M], item: Item, what: str, account_id: str | None = None) -> Versioned[M]:
