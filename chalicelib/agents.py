@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from pydantic import ValidationError
 
-from chalicelib.context import check_schema
-from chalicelib.errors import Conflict, InvalidInput
+from chalicelib.context_schema_rules import SchemaRefused, check_context_schema
+from chalicelib.errors import Conflict, InvalidInput, UnreadableRecord
 from chalicelib.models import (
     Agent,
     AgentFields,
@@ -32,8 +33,9 @@ closes a call whose relay went silent (docs/billing.md, calls no relay will end)
 def check_call_template(
     services: Services, template: CallTemplate, prefix: str = "callTemplate."
 ) -> None:
-    """Check what the model cannot: the prompt parses, the schema is a schema, and the media
-    endpoint is set (or defaulted) and public. Fields are named ``prefix`` + camelCase name."""
+    """Check what the model cannot: the prompt parses, the schema is one sipline can use
+    (``context_schema_rules.py``), and the media endpoint is set (or defaulted) and public.
+    Fields are named ``prefix`` + camelCase name."""
     if template.system_prompt is not None:
         try:
             check_template(template.system_prompt)
@@ -42,8 +44,8 @@ def check_call_template(
     check_durations(template, prefix)
     if template.context_schema is not None:
         try:
-            check_schema(template.context_schema)
-        except ValueError as error:
+            check_context_schema(template.context_schema)
+        except SchemaRefused as error:
             raise InvalidInput(f"{prefix}contextSchema", str(error)) from None
     if template.media_endpoint is not None:
         check_url(services, f"{prefix}mediaEndpoint.url", template.media_endpoint.url)
@@ -113,8 +115,10 @@ def patch_agent(services: Services, account_id: str, agent_id: str, patch: Agent
 
 
 def delete_agent(services: Services, account_id: str, agent_id: str) -> None:
-    """Delete an agent; refused (409) while ``allowedAgents`` routes calls to it."""
-    services.store.get_agent(account_id, agent_id)
+    """Delete an agent (one that does not read too); refused (409) while ``allowedAgents``
+    routes calls to it."""
+    with suppress(UnreadableRecord):  # it exists: deleting it is the way out docs/api.md gives
+        services.store.get_agent(account_id, agent_id)
     config = services.store.get_sip_config(account_id).value
     for index, rule in enumerate(config.allowed_agents):
         if rule.agent_id == agent_id:

@@ -12,7 +12,14 @@ from chalicelib.agents import check_call_template, check_durations
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand, HangUpCommand
-from chalicelib.errors import CommandNotSent, Conflict, InvalidInput, NotFound, Unauthorized
+from chalicelib.errors import (
+    CommandNotSent,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    UnreadableRecord,
+)
 from chalicelib.invites import media_endpoint
 from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
@@ -123,8 +130,14 @@ def _send_dial(services: Services, call: Call) -> None:
 
 
 def get_call(services: Services, account_id: str, call_id: str) -> Call:
-    """Return one of the account's calls."""
-    call = services.store.get_call(call_id).value
+    """Return one of the account's calls (409 ``unreadable_record`` if it is the account's and
+    does not read; 404 if it is another account's, readable or not)."""
+    try:
+        call = services.store.get_call(call_id).value
+    except UnreadableRecord as error:
+        if error.account_id != account_id:
+            raise NotFound(f"call {call_id!r} not found") from None
+        raise
     if call.account_id != account_id:
         raise NotFound(f"call {call_id!r} not found")
     return call

@@ -8,7 +8,9 @@
    ``sipline.sip.from_uri`` (nested: ``{"sipline": {"sip": {...}}}``). The ``sipline`` key is
    reserved: a header cannot set it.
 4. With a ``contextSchema``, a key is kept only if the schema allows it (``context_schema.py``,
-   linear in the number of keys). Dropped keys are reported, never silently lost.
+   linear in the number of keys). Dropped keys are reported, never silently lost. A stored schema
+   that breaks a rule of ``context_schema_rules.py`` (saved before the rule) makes the agent
+   unavailable (SIP 480, HTTP 409), as a stored prompt that does not parse does.
 5. ``systemPrompt`` is a Mustache template rendered with this context (``{{customer_name}}``,
    dotted paths such as ``{{sipline.sip.caller_id}}``): ``chalicelib/templates.py``.
 """
@@ -29,7 +31,8 @@ from chalicelib.context_limits import (
     summary,
 )
 from chalicelib.context_schema import Candidate, build, errors, filter_context
-from chalicelib.errors import InvalidInput
+from chalicelib.context_schema_rules import SchemaRefused
+from chalicelib.errors import AgentUnavailable, InvalidInput
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
@@ -103,27 +106,39 @@ def incoming_context(
     candidates += [((RESERVED_KEY, "sip", k), v) for k, v in caller.as_context().items()]
     if schema is None:
         return IncomingContext(build(candidates), tuple(dropped))
-    context, refused = filter_context(candidates, schema)
+    try:
+        context, refused = filter_context(candidates, schema)
+    except SchemaRefused as error:
+        raise unusable_schema(str(error)) from None
+    except RecursionError:  # a recursive schema and a context nested deep enough (docs/api.md)
+        raise unusable_schema("cannot check this call's context: it recurses too deep") from None
     dropped += [Dropped(".".join(path), DropReason.SCHEMA) for path in refused]
     return IncomingContext(context, tuple(dropped))
 
 
-def check_schema(schema: Mapping[str, Any]) -> None:
-    """Raise ValueError if ``schema`` is not a valid JSON Schema (draft 2020-12)."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        raise ValueError(f"is not a valid JSON Schema: {error.message}") from None
+def unusable_schema(reason: str) -> AgentUnavailable:
+    """The error of an agent whose stored ``contextSchema`` cannot be used (SIP 480, HTTP 409)."""
+    return AgentUnavailable(
+        f"callTemplate.contextSchema {reason}; correct it with PATCH /api/agents/{{agentId}}"
+    )
 
 
 def validate_context(context: Mapping[str, Any], schema: Mapping[str, Any] | None) -> None:
-    """Raise InvalidInput naming the first violation of ``schema`` by ``context``."""
+    """Raise InvalidInput naming the first violation of ``schema`` by ``context``.
+
+    Raises:
+        AgentUnavailable: the (stored) schema breaks a rule of ``context_schema_rules.py``.
+    """
     if schema is None:
         return
-    found = sorted(errors(context, schema))
+    try:
+        found = sorted(errors(context, schema))
+    except SchemaRefused as error:
+        raise unusable_schema(str(error)) from None
+    except RecursionError:
+        raise InvalidInput(
+            "templateContext", "is nested too deep to be checked against contextSchema"
+        ) from None
     if found:
         path, message = found[0]
         where = "templateContext" + path[1:]

@@ -27,10 +27,12 @@ Theory of operation (``docs/routing.md``, "Context from SIP headers", rule 5):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
+
+from chalicelib.context_schema_rules import SchemaRefused, check_context_schema
+from chalicelib.schema_patterns import extra_keys, validator_class
 
 Path = tuple[str, ...]
 Candidate = tuple[Path, Any]
@@ -40,14 +42,30 @@ _NEVER_CHARGED = frozenset({"required", "minProperties"})
 
 @lru_cache(maxsize=128)
 def _validator(schema_json: str) -> Any:
-    from jsonschema import Draft202012Validator  # imported on first use: cold starts stay short
+    """The validator of a schema that passes ``context_schema_rules.py``, else why it does not
+    (kept too: a stored schema that breaks a rule costs one check, not one per call)."""
+    from referencing import Registry  # imported on first use: cold starts stay short
 
-    return Draft202012Validator(json.loads(schema_json))
+    schema = json.loads(schema_json)
+    try:
+        check_context_schema(schema)
+    except SchemaRefused as error:
+        return error
+    schema.pop("$schema", None)  # read as 2020-12 whatever it says (and never another validator)
+    return validator_class()(schema, registry=Registry())  # a registry that retrieves nothing
 
 
 def validator_for(schema: Mapping[str, Any]) -> Any:
-    """Return the (cached) draft 2020-12 validator of ``schema``."""
-    return _validator(json.dumps(schema, sort_keys=True))
+    """Return the (cached) draft 2020-12 validator of ``schema``, patterns on RE2.
+
+    Raises:
+        SchemaRefused: ``schema`` breaks a rule of ``context_schema_rules.py`` (one stored before
+            the rule existed).
+    """
+    found = _validator(json.dumps(schema, sort_keys=True))
+    if isinstance(found, SchemaRefused):
+        raise SchemaRefused(str(found))
+    return found
 
 
 def errors(context: Mapping[str, Any], schema: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -139,9 +157,7 @@ def _named_keys(error: Any) -> list[str] | None:
     if "propertyNames" in error.absolute_schema_path:
         return [node] if isinstance(node, str) else None
     if error.validator == "additionalProperties" and isinstance(node, dict):
-        known = schema.get("properties", {})
-        patterns = "|".join(schema.get("patternProperties", {}))  # as jsonschema finds extras
-        return [k for k in node if k not in known and not (patterns and re.search(patterns, k))]
+        return extra_keys(node, schema)  # as the validator finds them (RE2)
     if error.validator == "dependentRequired" and isinstance(node, dict):
         needs: dict[str, list[str]] = error.validator_value
         return [k for k, wanted in needs.items() if k in node and not set(wanted) <= node.keys()]

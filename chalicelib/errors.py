@@ -32,6 +32,18 @@ class InvalidInput(DomainError):
         self.field = field
 
 
+class RecordTooLarge(InvalidInput):
+    """What a request would store is over the size of one record, 400 KB (HTTP 413, SIP 480).
+
+    ``field`` is the record's largest field: the one to make smaller. 413, as for a body over its
+    limit, but its own code: the body may be small (one more rule in a full configuration).
+    """
+
+    http_status = 413
+    sip_status = 480
+    code = "record_too_large"
+
+
 class NotFound(DomainError):
     """The named resource does not exist (404)."""
 
@@ -120,6 +132,25 @@ class CommandNotSent(DomainError):
 
     http_status = 503
     code = "command_not_sent"
+
+
+class UnreadableRecord(DomainError):
+    """A stored record exists but does not read as its model (HTTP 409, SIP 480).
+
+    Written by a bug, an older version or a hand edit (``docs/storage.md``). 409 rather than 404
+    (it exists) or 500 (the request is fine, and retrying it will not help): the record is in a
+    state that stops the request, and DELETE of an agent or registration still works.
+    ``account_id`` is the record's owner when its keys tell it, so that a 409 never tells one
+    account about another's record.
+    """
+
+    http_status = 409
+    sip_status = 480
+    code = "unreadable_record"
+
+    def __init__(self, message: str, *, account_id: str | None = None) -> None:
+        super().__init__(message)
+        self.account_id = account_id
 
 
 class AgentUnavailable(DomainError):

@@ -8,8 +8,10 @@ are never returned. Each create or change sends a (re)register command; a delete
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from chalicelib.contracts import RegisterCommand, UnregisterCommand
-from chalicelib.errors import CommandNotSent, InvalidInput, NotFound
+from chalicelib.errors import CommandNotSent, InvalidInput, NotFound, UnreadableRecord
 from chalicelib.models import Registration, RegistrationFields, RegistrationPatch
 from chalicelib.services import Services, retry_on_conflict, send_command
 from chalicelib.store.repository import PageRequest, PageResult, Versioned
@@ -61,7 +63,14 @@ def create_registration(
 
 
 def _owned(services: Services, account_id: str, registration_id: str) -> Versioned[Registration]:
-    owner, registration = services.store.get_registration(registration_id)
+    """The account's registration: 404 if it is another account's (readable or not), 409
+    ``unreadable_record`` if it is the account's and does not read."""
+    try:
+        owner, registration = services.store.get_registration(registration_id)
+    except UnreadableRecord as error:
+        owner = error.account_id or ""
+        if owner == account_id:
+            raise
     if owner != account_id:
         raise NotFound(f"registration {registration_id!r} not found")
     return registration
@@ -105,7 +114,8 @@ def patch_registration(
 
 
 def delete_registration(services: Services, account_id: str, registration_id: str) -> None:
-    """Delete a registration and ask the edge to unregister."""
-    _owned(services, account_id, registration_id)
+    """Delete a registration and ask the edge to unregister (one that does not read too)."""
+    with suppress(UnreadableRecord):  # the account's own: deleting it is the way out (docs/api.md)
+        _owned(services, account_id, registration_id)
     send_command(services, UnregisterCommand(registration_id=registration_id))
     services.store.delete_registration(registration_id)

@@ -50,13 +50,22 @@ class Route:
     """``allowed_agents[<index>]`` or ``allow_all_agents``."""
 
 
-def check_pattern(pattern: str) -> None:
-    """Raise ValueError with RE2's reason if ``pattern`` does not compile."""
+def compile_pattern(pattern: str) -> re2._Regexp:
+    """Return ``pattern`` compiled by RE2 (linear-time matching, no backtracking).
+
+    Raises:
+        ValueError: RE2 does not compile it; the message quotes the pattern and RE2's reason.
+    """
     try:
-        re2.compile(pattern, options=_options())
+        return re2.compile(pattern, options=_options())
     except re2.error as error:
         reason = error.args[0].decode() if isinstance(error.args[0], bytes) else str(error)
         raise ValueError(f"{pattern!r} is not a valid RE2 pattern: {reason}") from None
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError with RE2's reason if ``pattern`` does not compile."""
+    compile_pattern(pattern)
 
 
 class PatternSet:

@@ -13,7 +13,11 @@ errors become domain ones (:func:`classify`), so nothing above ``store/`` import
    backoff, then :class:`~chalicelib.errors.StoreBusy` (503).
 3. Throttling errors botocore already retried (``ProvisionedThroughputExceededException``,
    ``ThrottlingException``, ``RequestLimitExceeded``) are :class:`StoreBusy` at once.
-4. Anything else (a ``ValidationError`` reason, a missing table) is a bug: it propagates.
+4. An item over DynamoDB's 400 KB (a ``ValidationException``, or a ``ValidationError`` reason,
+   saying "Item size ... has exceeded the maximum allowed size") is
+   :class:`~chalicelib.errors.RecordTooLarge` (413). The repository measures items before it
+   writes them (``item_size.py``), so this is a backstop that keeps the answer a 413, not a 500.
+5. Anything else (another ``ValidationError`` reason, a missing table) is a bug: it propagates.
 
 The reason codes are those of the ``TransactWriteItems`` API reference ("Cancellation reason
 codes"); docs/storage.md lists them.
@@ -31,7 +35,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from chalicelib.errors import StoreBusy
+from chalicelib.errors import RecordTooLarge, StoreBusy
+from chalicelib.store.item_size import MAX_ITEM_BYTES
 from chalicelib.store.table import (
     INDEX_KEYS,
     Condition,
@@ -53,6 +58,8 @@ _TRANSIENT_REASONS = frozenset(
 _THROTTLED = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
+_ITEM_TOO_LARGE = "exceeded the maximum allowed size"
+"""How DynamoDB says an item is over 400 KB ("Item size [to update] has exceeded the ...")."""
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -93,12 +100,15 @@ class Failure(Enum):
     CONDITION_FAILED = "condition_failed"
     TRANSIENT = "transient"
     THROTTLED = "throttled"
+    TOO_LARGE = "too_large"
     OTHER = "other"
 
 
 def classify(response: Mapping[str, Any]) -> Failure:
     """Classify a botocore error response (``ClientError.response``) by its code and reasons."""
     code = response.get("Error", {}).get("Code")
+    if code == "ValidationException" and _ITEM_TOO_LARGE in response["Error"].get("Message", ""):
+        return Failure.TOO_LARGE
     if code == "ConditionalCheckFailedException":
         return Failure.CONDITION_FAILED
     if code == "TransactionConflictException":
@@ -107,9 +117,12 @@ def classify(response: Mapping[str, Any]) -> Failure:
         return Failure.THROTTLED
     if code != "TransactionCanceledException":
         return Failure.OTHER
-    reasons = {reason.get("Code") for reason in response.get("CancellationReasons") or []}
+    listed = response.get("CancellationReasons") or []
+    reasons = {reason.get("Code") for reason in listed}
     if reasons & _TRANSIENT_REASONS:
         return Failure.TRANSIENT
+    if any(_ITEM_TOO_LARGE in (reason.get("Message") or "") for reason in listed):
+        return Failure.TOO_LARGE
     if "ConditionalCheckFailed" in reasons:
         return Failure.CONDITION_FAILED
     return Failure.OTHER
@@ -288,6 +301,12 @@ class DynamoTable:
                 if failure is Failure.CONDITION_FAILED:
                     raise ConditionFailed(
                         _describe(error.response), failed=_failed_writes(error)
+                    ) from error
+                if failure is Failure.TOO_LARGE:  # rule 4
+                    raise RecordTooLarge(
+                        "record",
+                        f"DynamoDB refused to store it ({_describe(error.response)}): one record"
+                        f" holds at most {MAX_ITEM_BYTES} bytes (400 KB)",
                     ) from error
                 if failure is not Failure.TRANSIENT or attempt == MAX_WRITE_ATTEMPTS:
                     busy = _busy(error, attempts=attempt)

@@ -73,6 +73,14 @@ def calls_gsi1pk(account_id: str) -> str:
     return f"ACCOUNT#{account_id}#CALLS"
 
 
+def account_of_calls_gsi1pk(value: str) -> str | None:
+    """The account of a call item's ``gsi1pk`` (read without its ``data``), if it is one."""
+    prefix, suffix = "ACCOUNT#", "#CALLS"
+    if value.startswith(prefix) and value.endswith(suffix):
+        return value[len(prefix) : -len(suffix)]
+    return None
+
+
 def calls_gsi1sk(created_iso: str, call_id: str) -> str:
     """GSI1 sort key of a call: its creation time, then its id."""
     return f"{created_iso}#{call_id}"

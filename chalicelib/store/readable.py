@@ -3,7 +3,9 @@
 A stored item whose ``data`` no longer reads as its model (written by a bug, an older version or
 a hand edit) must not break a list: :func:`readable` skips it, logs ``unreadable record skipped``
 (its keys, the record kind and the kind of error, never the stored value) and counts it in the
-metric ``UnreadableRecord`` by ``record``.
+metric ``UnreadableRecord`` by ``record``. Read on its own (``GET`` of one agent, registration,
+call or the SIP configuration), such an item is logged and counted the same way and answered with
+:class:`~chalicelib.errors.UnreadableRecord` (409 ``unreadable_record``): :func:`read_one`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from chalicelib.errors import UnreadableRecord
 from chalicelib.observability import count, logger
 from chalicelib.store.table import Item
 
@@ -25,13 +28,37 @@ def readable(model: type[M], items: Iterable[Item]) -> Iterator[tuple[Item, M]]:
         try:
             yield item, model.model_validate_json(item["data"])
         except (ValidationError, KeyError, TypeError) as error:
-            record = model.__name__.lower()
-            logger.warning(
-                "unreadable record skipped",
-                extra={"pk": item.get("pk"), "sk": item.get("sk"), "record": record,
-                       "error": describe(error)},
-            )  # fmt: skip
-            count("UnreadableRecord", record=record)
+            _report("unreadable record skipped", model, item, error)
+
+
+def read_one(model: type[M], item: Item, what: str, *, account_id: str | None = None) -> M:
+    """Return the model of one item, read on its own (a ``GET`` of one record).
+
+    Raises:
+        UnreadableRecord: the item does not read (HTTP 409 ``unreadable_record``); it is logged
+            as ``unreadable record refused`` and counted in ``UnreadableRecord`` as a list's skip
+            is. ``what`` names the record in the message (``"agent 'id'"``).
+    """
+    try:
+        return model.model_validate_json(item["data"])
+    except (ValidationError, KeyError, TypeError) as error:
+        reason = _report("unreadable record refused", model, item, error)
+    raise UnreadableRecord(
+        f"{what} is stored but cannot be read ({reason}): it was written by another version or"
+        " damaged, and is logged as 'unreadable record refused' with its keys",
+        account_id=account_id,
+    )
+
+
+def _report(message: str, model: type[BaseModel], item: Item, error: Exception) -> str:
+    record = model.__name__.lower()
+    reason = describe(error)
+    logger.warning(
+        message,
+        extra={"pk": item.get("pk"), "sk": item.get("sk"), "record": record, "error": reason},
+    )
+    count("UnreadableRecord", record=record)
+    return reason
 
 
 def describe(error: Exception) -> str:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chalicelib.call_models import Call
 from chalicelib.contracts import CallEvent
@@ -34,7 +34,8 @@ from chalicelib.errors import (
 from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.heartbeats import Heartbeats
-from chalicelib.store.readable import readable
+from chalicelib.store.item_size import check_item_size
+from chalicelib.store.readable import read_one, readable
 from chalicelib.store.table import (
     ABSENT,
     MAX_MATCH_VALUES,
@@ -54,6 +55,12 @@ MAX_AGENT_FILTER = MAX_MATCH_VALUES
 """At most this many ``agentIds`` in one calls query (one DynamoDB ``IN``)."""
 CALL_AGENT = "agent"
 """The call item's attribute holding its agent id, which ``agentIds`` filters on."""
+_RECORD_NAMES = {
+    "SipConfig": "the SIP configuration",
+    "Agent": "the agent",
+    "Registration": "the registration",
+    "Call": "the call",
+}
 INVITE_KEY_TTL_S = 7 * 24 * 3600
 """How long a retried INVITE webhook finds its decision (DynamoDB TTL removes the key after)."""
 
@@ -95,12 +102,16 @@ class _Scan:
 
 
 def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Item:
+    """The item of a record; RecordTooLarge (413) if it is over DynamoDB's 400 KB."""
     data = model.model_dump_json(by_alias=True)
-    return {"pk": pk, "sk": sk, "version": version, "data": data, **extra}
+    item = {"pk": pk, "sk": sk, "version": version, "data": data, **extra}
+    check_item_size(item, _RECORD_NAMES.get(type(model).__name__, "the record"))
+    return item
 
 
-def _load(model: type[M], item: Item) -> Versioned[M]:
-    return Versioned(model.model_validate_json(item["data"]), int(item["version"]))
+def _load(model: type[M], item: Item, what: str, account_id: str | None = None) -> Versioned[M]:
+    """The item's model and version; UnreadableRecord (409) if it does not read."""
+    return Versioned(read_one(model, item, what, account_id=account_id), int(item["version"]))
 
 
 @lru_cache(maxsize=32)
@@ -140,7 +151,10 @@ class Store:
         item = self.table.get(keys.account_pk(account_id), keys.SIP_CONFIG_SK)
         if item is None:
             return Versioned(SipConfig(), 0)
-        return Versioned(_parsed_sip_config(item["data"]), int(item["version"]))
+        try:
+            return Versioned(_parsed_sip_config(item["data"]), int(item["version"]))
+        except (ValidationError, KeyError, TypeError):
+            return _load(SipConfig, item, "the SIP configuration")  # raises, logged and counted
 
     def save_sip_config(self, account_id: str, config: SipConfig, read_version: int) -> int:
         """Write the configuration read at ``read_version``; return the new version."""
@@ -160,7 +174,7 @@ class Store:
         item = self.table.get(keys.account_pk(account_id), keys.agent_sk(agent_id))
         if item is None:
             raise NotFound(f"agent {agent_id!r} not found")
-        return _load(Agent, item)
+        return _load(Agent, item, f"agent {agent_id!r}")
 
     def agent_ids(self, account_id: str) -> set[str]:
         """Return the ids of every agent of the account (one query, however many rules name them)."""
@@ -174,8 +188,9 @@ class Store:
         self._write(_item(pk, sk, agent, read_version + 1), read_version)
 
     def delete_agent(self, account_id: str, agent_id: str) -> None:
-        """Delete an agent, or raise NotFound."""
-        self.get_agent(account_id, agent_id)
+        """Delete an agent, or raise NotFound (an agent that does not read is deleted too)."""
+        if self.table.get(keys.account_pk(account_id), keys.agent_sk(agent_id)) is None:
+            raise NotFound(f"agent {agent_id!r} not found")
         self.table.delete(keys.account_pk(account_id), keys.agent_sk(agent_id))
 
     def list_agents(self, account_id: str, request: PageRequest) -> PageResult[Agent]:
@@ -194,7 +209,8 @@ class Store:
         item = self.table.get(keys.registration_pk(registration_id), keys.REGISTRATION_SK)
         if item is None:
             raise NotFound(f"registration {registration_id!r} not found")
-        return item["account"], _load(Registration, item)
+        what = f"registration {registration_id!r}"
+        return item["account"], _load(Registration, item, what, item.get("account"))
 
     def save_registration(
         self, account_id: str, registration: Registration, read_version: int
@@ -273,7 +289,8 @@ class Store:
         item = self.table.get(keys.call_pk(call_id), keys.CALL_SK)
         if item is None:
             raise NotFound(f"call {call_id!r} not found")
-        return _load(Call, item)
+        owner = keys.account_of_calls_gsi1pk(str(item.get("gsi1pk", "")))
+        return _load(Call, item, f"call {call_id!r}", owner)
 
     def save_call(self, call: Call, read_version: int) -> None:
         """Write a call read at ``read_version`` (and derived from what was read then).
@@ -336,8 +353,8 @@ class Store:
         """Yield every call that has not ended, oldest first in each GSI2 shard (the reaper's)."""
         for shard in range(keys.OPEN_CALL_SHARDS):
             scan = _Scan(keys.open_calls_gsi2pk(shard), index=keys.GSI2)
-            for item in self._scan_items(scan, None):
-                yield _load(Call, item).value
+            for _, call in readable(Call, self._scan_items(scan, None)):
+                yield call
 
     @staticmethod
     def _call_item(call: Call, version: int) -> Item:

@@ -180,6 +180,87 @@ def test_huge_twilio_status_is_not_echoed_whole(api: Api) -> None:
     assert len(response.body) < 300
 
 
+
+# --- records are bounded: one DynamoDB item holds at most 400 KB ---------------------------------
+
+ITEM_LIMIT_DETAIL = "409600 bytes (400 KB)"
+"""DynamoDB's item size limit, attribute names and values together ("Service quotas": 400 KB)."""
+
+
+def _too_large(reply: Any, field: str) -> None:
+    assert reply.status == 413, reply.body
+    assert reply.body["code"] == "record_too_large"
+    assert reply.body["field"] == field
+    assert ITEM_LIMIT_DETAIL in reply.body["detail"], reply.body["detail"]
+    assert len(json.dumps(reply.body)) < 600  # the error is small, whatever was sent
+
+
+def test_a_sip_configuration_over_400_kb_is_refused_with_413_naming_allowed_agents(
+    api: Api,
+) -> None:
+    """2,000 rules of 200-character patterns fit the 1 MiB body limit but not the one DynamoDB
+    item the configuration is: the write answered 500. Half of them still fit."""
+    agent = api.create_agent()["agentId"]
+    rules = [{"agentId": agent, "toUserPattern": f"^{n:04d}{'x' * 194}$"} for n in range(2000)]
+
+    refused = api.patch("/api/sip", {"allowedAgents": rules})
+    half = api.patch("/api/sip", {"allowedAgents": rules[:1000]})
+
+    _too_large(refused, "allowedAgents")
+    assert half.status == 200, half.body
+    assert len(api.get("/api/sip").body["allowedAgents"]) == 1000
+
+
+def test_an_agent_over_400_kb_is_refused_with_413_naming_its_largest_field(api: Api) -> None:
+    """A 100,000-character prompt in a 3-byte script (300 KB) and a large contextSchema are each
+    allowed, but together are over one item: create and patch answered 500."""
+    prompt = "€" * 100_000
+    schema = {"enum": ["y" * 1000] * 120}
+    template = {"mediaEndpoint": {"url": "ws://127.0.0.1:9000/agent"}, "systemPrompt": prompt}
+
+    created = api.post(
+        "/api/agents", {"name": "big", "callTemplate": template | {"contextSchema": schema}}
+    )
+    agent = api.post("/api/agents", {"name": "big", "callTemplate": template}).body["agentId"]
+    patched = api.patch(f"/api/agents/{agent}", {"callTemplate": {"contextSchema": schema}})
+
+    _too_large(created, "callTemplate.systemPrompt")
+    _too_large(patched, "callTemplate.systemPrompt")
+    assert "contextSchema" not in api.get(f"/api/agents/{agent}").body["callTemplate"]
+
+
+def test_an_outgoing_call_over_400_kb_is_refused_with_413_and_not_placed(api: Api) -> None:
+    """``templateContext`` is stored in the call record: 500 KB of it answered 500."""
+    outgoing = {"to": "sip:+15557654321@carrier.example.test", "from": "+15551110000"}
+    body = {
+        "medium": {"sip": {"outgoing": outgoing}},
+        "mediaEndpoint": {"url": "ws://127.0.0.1:9000/agent"},
+        "templateContext": {"notes": "z" * 500_000},
+    }
+
+    reply = api.post("/api/calls", body)
+
+    _too_large(reply, "templateContext.notes")
+    assert api.get("/api/calls").body["total"] == 0
+
+
+def test_an_invite_whose_rendered_prompt_is_over_400_kb_is_rejected_cleanly(api: Api) -> None:
+    """Attack: a caller's 8 KB header inserted 60 times by the agent's prompt makes a 480 KB call
+    record; the INVITE webhook answered 500. It is rejected with 480, naming the field."""
+    agent = api.create_agent(systemPrompt="{{big}}" * 60)["agentId"]
+    api.patch_sip(
+        allowedCidrRanges=["203.0.113.0/24"],
+        allowedAgents=[{"agentId": agent, "toUserPattern": "^sales$"}],
+    )
+
+    decision = api.invite(headers=[["X-Big", "b" * 8000]])
+
+    assert decision.status == 200, decision.body
+    assert decision.body["action"] == "reject"
+    assert (decision.body["sipStatus"], decision.body["reason"]) == (480, "record_too_large")
+    assert decision.body["message"].startswith("systemPrompt: ")
+    assert api.get("/api/calls").body["total"] == 0
+
 # --- API keys -----------------------------------------------------------------------------------
 
 

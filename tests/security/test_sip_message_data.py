@@ -328,6 +328,141 @@ def test_an_unreadable_agent_or_registration_is_skipped_by_its_list(
     assert [r["registrationId"] for r in registrations.body["results"]] == [registration]
 
 
+
+# The single reads: a stored record that does not read is answered 409 ``unreadable_record``
+# (docs/api.md, errors), logged and counted like a list's skip, instead of a 500.
+CALL_ID = "01900000-0000-7000-8000-000000000007"
+AGENT_ID = "01900000-0000-7000-8000-0"
+REGISTRATION_ID = "01900000-0000-7000-8000-1"
+
+
+def unreadable_agent(aws: Aws, data: str) -> None:
+    put_raw(aws, {"pk": keys.account_pk("default"), "sk": keys.agent_sk(AGENT_ID), "data": data})
+
+
+def unreadable_registration(aws: Aws, data: str, account: str = "default") -> None:
+    put_raw(
+        aws,
+        {
+            "pk": keys.registration_pk(REGISTRATION_ID),
+            "sk": keys.REGISTRATION_SK,
+            "account": account,
+            "gsi1pk": keys.registrations_gsi1pk(account),
+            "gsi1sk": REGISTRATION_ID,
+            "data": data,
+        },
+    )
+
+
+def unreadable_call_of(aws: Aws, account: str, data: str) -> None:
+    put_raw(
+        aws,
+        {
+            "pk": keys.call_pk(CALL_ID),
+            "sk": keys.CALL_SK,
+            "gsi1pk": keys.calls_gsi1pk(account),
+            "gsi1sk": keys.calls_gsi1sk("2026-11-25T11:00:07.000000Z", CALL_ID),
+            "data": data,
+        },
+    )
+
+
+def assert_unreadable(reply: Any, what: str) -> None:
+    assert reply.status == 409, reply.body
+    assert reply.body["code"] == "unreadable_record"
+    assert reply.body["detail"].startswith(f"{what} is stored but cannot be read"), reply.body
+    assert "not json" not in reply.body["detail"]  # never the stored value
+
+
+@pytest.mark.parametrize("data", UNREADABLE_DATA, ids=["not-json", "nested-250-deep"])
+def test_reading_one_unreadable_record_answers_409_unreadable_record_not_500(
+    api: Api, aws: Aws, log_output: pytest.CaptureFixture[str], data: str
+) -> None:
+    """Attack (or accident): a stored call, agent or registration that does not parse made
+    ``GET`` of that one record answer 500. It answers 409 ``unreadable_record``, saying what
+    happened, and is logged and counted like a skipped list item."""
+    unreadable_call_of(aws, "default", data)
+    unreadable_agent(aws, data)
+    unreadable_registration(aws, data)
+    log_output.readouterr()
+
+    call = api.get(f"/api/calls/{CALL_ID}")
+    agent = api.get(f"/api/agents/{AGENT_ID}")
+    registration = api.get(f"/api/sip/registrations/{REGISTRATION_ID}")
+
+    assert_unreadable(call, f"call {CALL_ID!r}")
+    assert_unreadable(agent, f"agent {AGENT_ID!r}")
+    assert_unreadable(registration, f"registration {REGISTRATION_ID!r}")
+    lines = json_lines(log_output.readouterr().out)
+    logged = [line for line in lines if line.get("message") == "unreadable record refused"]
+    assert [line["record"] for line in logged] == ["call", "agent", "registration"]
+    metrics = metric_lines(lines, "UnreadableRecord")
+    assert sorted(m["record"] for m in metrics) == ["agent", "call", "registration"]
+
+
+def test_an_unreadable_call_of_another_account_is_still_not_found(api: Api, aws: Aws) -> None:
+    """The 409 must not tell one account that another account's call id exists."""
+    unreadable_call_of(aws, "someone-else", UNREADABLE_DATA[0])
+    unreadable_registration(aws, UNREADABLE_DATA[0], account="someone-else")
+
+    assert api.get(f"/api/calls/{CALL_ID}").status == 404
+    assert api.get(f"/api/sip/registrations/{REGISTRATION_ID}").status == 404
+    assert api.delete(f"/api/sip/registrations/{REGISTRATION_ID}").status == 404
+
+
+def test_an_unreadable_agent_or_registration_can_still_be_deleted(api: Api, aws: Aws) -> None:
+    """The way out the 409 points to: DELETE does not need to read the record."""
+    unreadable_agent(aws, UNREADABLE_DATA[1])
+    unreadable_registration(aws, UNREADABLE_DATA[0])
+
+    assert api.delete(f"/api/agents/{AGENT_ID}").status == 204
+    assert api.delete(f"/api/sip/registrations/{REGISTRATION_ID}").status == 204
+    assert api.get(f"/api/agents/{AGENT_ID}").status == 404
+    assert api.get(f"/api/sip/registrations/{REGISTRATION_ID}").status == 404
+
+
+def test_an_unreadable_sip_configuration_answers_409_and_rejects_invites_cleanly(
+    api: Api, aws: Aws
+) -> None:
+    """The SIP configuration is one item read by ``GET /api/sip`` and by every INVITE: unreadable,
+    it made both 500 (the caller heard 503 from the relay's failed webhook)."""
+    put_raw(
+        aws,
+        {"pk": keys.account_pk("default"), "sk": keys.SIP_CONFIG_SK, "data": UNREADABLE_DATA[1]},
+    )
+
+    config = api.get("/api/sip")
+    decision = api.invite()
+
+    assert_unreadable(config, "the SIP configuration")
+    assert decision.status == 200, decision.body
+    assert decision.body["action"] == "reject"
+    assert (decision.body["sipStatus"], decision.body["reason"]) == (480, "unreadable_record")
+
+
+def test_the_reaper_skips_an_unreadable_open_call_and_closes_the_others(
+    api: Api, aws: Aws, sales: str, services: Any
+) -> None:
+    """An unreadable call among the open ones (GSI2) must not stop the reaper for everyone."""
+    from chalicelib import reaper
+
+    good = invite_with(api)["callId"]
+    unreadable_call_of(aws, "default", UNREADABLE_DATA[0])
+    aws.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": keys.call_pk(CALL_ID)}, "sk": {"S": keys.CALL_SK}},
+        UpdateExpression="SET gsi2pk = :p, gsi2sk = :s",
+        ExpressionAttributeValues={
+            ":p": {"S": keys.open_calls_gsi2pk(keys.open_call_shard(CALL_ID))},
+            ":s": {"S": keys.calls_gsi1sk("2026-11-25T11:00:07.000000Z", CALL_ID)},
+        },
+    )
+    api.clock.advance(24 * 3600)
+
+    reaper.reap(services)
+
+    assert api.get(f"/api/calls/{good}").body["ended"] is not None
+
 @contextmanager
 def items_read(aws: Aws) -> Iterator[list[int]]:
     """Count the items DynamoDB hands back to Query calls while the block runs."""

@@ -13,6 +13,7 @@ connection goes to the address that was checked and redirects are not followed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -57,14 +58,6 @@ CARRIER = "203.0.113.0/24"
 MEDIA_URL = "wss://agent.example.com/media"
 """A public media endpoint (the fake resolver ``dns`` below gives its address)."""
 UNROUTED = {"toUri": "sip:unknown-number@sip.example.test"}
-
-
-# The app as deployed: no private targets allowed, and a DNS the tests control. The route tests'
-# fixtures (tests/integration/conftest.py) are reused, except ``services``: here it has the
-# deployment default, ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` unset, and resolves names with ``dns``.
-
-
-
 
 
 # The app as deployed: no private targets allowed, and a DNS the tests control. The route tests'
@@ -243,6 +236,252 @@ def test_a_stored_partial_never_reads_a_file_from_the_control_plane(
     assert decision["action"] == "accept", decision
     assert decision["systemPrompt"] == "Hi Bob."
     assert os.getcwd() == str(tmp_path)  # the file was there to be read
+
+
+# --- context schemas -----------------------------------------------------------------------------
+
+OUTGOING = {"to": "sip:+15557654321@carrier.example.test", "from": "+15551110000"}
+# (schema, what the 400's detail names): each would fail every call routed to the agent, or make
+# the control plane fetch a URL of the schema's choosing (jsonschema retrieves remote $refs).
+REFUSED_SCHEMAS = [
+    pytest.param(
+        {"$ref": "http://127.0.0.1:1/latest/meta-data"},  # loopback: this test sends nothing
+        "$ref 'http://127.0.0.1:1/latest/meta-data' is not local",
+        id="remote-ref-inside-the-network",
+    ),
+    pytest.param(
+        {"properties": {"a": {"$ref": "other.json#/x"}}},
+        "$ref 'other.json#/x' is not local",
+        id="relative-ref-to-another-document",
+    ),
+    pytest.param(
+        {"properties": {"a": {"$ref": "#/$defs/nope"}}},
+        "$ref '#/$defs/nope' does not resolve",
+        id="pointer-to-nowhere",
+    ),
+    pytest.param({"$dynamicRef": "#nope"}, "$dynamicRef '#nope' does not resolve", id="dynamic"),
+    pytest.param(
+        {"type": "object", "$ref": "#/type"},
+        "$ref '#/type' does not point to a schema",
+        id="not-a-schema",
+    ),
+    pytest.param(
+        {"$defs": {"a": {"$id": "http://127.0.0.1:1/", "type": "string"}}},
+        "$id is only allowed at the top of the schema",
+        id="nested-id-rebases-references",
+    ),
+    pytest.param({"$ref": "#"}, "$ref '#' loops", id="ref-to-itself"),
+    pytest.param({"allOf": [{"$ref": "#"}]}, "$ref '#' loops", id="allof-back-to-the-root"),
+    pytest.param(
+        {
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"not": {"$ref": "#/$defs/a"}}},
+            "properties": {"x": {"$ref": "#/$defs/a"}},
+        },
+        "loops",
+        id="two-definitions-in-a-loop",
+    ),  # fmt: skip
+    pytest.param(
+        {
+            "$defs": {f"d{n}": {"allOf": [{"$ref": f"#/$defs/d{n + 1}"}] * 2} for n in range(12)}
+            | {"d12": {"type": "string"}},
+            "$ref": "#/$defs/d0",
+        },
+        "more than 1000 subschemas",
+        id="references-that-multiply",
+    ),  # fmt: skip
+    pytest.param(
+        {"$defs": {f"d{n}": {"$ref": f"#/$defs/d{n + 1}"} for n in range(17)} | {"d17": {}},
+         "$ref": "#/$defs/d0"},
+        "chains more than 16 references",
+        id="a-long-chain-of-references",
+    ),  # fmt: skip
+    pytest.param(
+        {"properties": {"a": {"pattern": "^(?=x)"}}},
+        "pattern '^(?=x)' is not a valid RE2 pattern",
+        id="lookahead-pattern",
+    ),
+    pytest.param(
+        {"patternProperties": {"(a)\\1": {}}},
+        "patternProperties '(a)\\\\1' is not a valid RE2 pattern",
+        id="backreference-in-pattern-properties",
+    ),
+    pytest.param(
+        {"patternProperties": {"^x": {}}, "unevaluatedProperties": False},
+        "unevaluatedProperties cannot be combined with patternProperties",
+        id="unevaluated-with-pattern-properties",
+    ),
+    pytest.param(
+        json.loads('{"not": ' * 70 + "{}" + "}" * 70),
+        "is nested more than 64 levels deep",
+        id="nested-past-the-recursion-limit",
+    ),
+]
+
+
+def _dial_inline(api: Api, **template: Any) -> Any:
+    return api.post(
+        "/api/calls",
+        {"medium": {"sip": {"outgoing": OUTGOING}}, "mediaEndpoint": {"url": MEDIA_URL}} | template,
+    )
+
+
+@pytest.mark.parametrize(("schema", "reason"), REFUSED_SCHEMAS)
+def test_a_context_schema_that_would_break_every_call_is_refused_when_saved(
+    api: Api, schema: dict[str, Any], reason: str
+) -> None:
+    """A schema with ``{"$ref": "#/$defs/nope"}`` used to be stored (201), then every INVITE to
+    the agent failed with 500; a remote ``$ref`` was fetched by the control plane on every call.
+    Agent create, agent patch and an inline ``POST /api/calls`` refuse each with 400."""
+    created = api.post(
+        "/api/agents",
+        {
+            "name": "a",
+            "callTemplate": {"contextSchema": schema, "mediaEndpoint": {"url": MEDIA_URL}},
+        },
+    )
+    agent = api.create_agent(mediaEndpoint={"url": MEDIA_URL})
+    patched = api.patch(
+        f"/api/agents/{agent['agentId']}", {"callTemplate": {"contextSchema": schema}}
+    )
+    placed = _dial_inline(api, contextSchema=schema)
+
+    _refused(created, "callTemplate.contextSchema", reason)
+    _refused(patched, "callTemplate.contextSchema", reason)
+    _refused(placed, "contextSchema", reason)
+    assert api.get("/api/agents").body["total"] == 1
+    assert "contextSchema" not in api.get(f"/api/agents/{agent['agentId']}").body["callTemplate"]
+    assert api.get("/api/calls").body["total"] == 0
+
+
+def test_local_references_anchors_a_top_level_id_and_recursion_are_still_accepted(
+    api: Api,
+) -> None:
+    """What a real schema does with references keeps working, on INVITEs too: ``#/$defs/...``
+    pointers, ``$anchor`` names, a ``$id`` at the top, and a recursive definition (it descends
+    into the context, so it ends)."""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://example.com/caller.schema.json",
+        "type": "object",
+        "$defs": {
+            "name": {"$anchor": "name", "type": "string", "pattern": "^[A-Z]"},
+            "tree": {"type": "object", "properties": {"child": {"$ref": "#/$defs/tree"}}},
+        },
+        "properties": {
+            "customer_name": {"$ref": "#name"},
+            "tree": {"$ref": "#/$defs/tree"},
+            "sipline": {"type": "object"},
+        },
+        "additionalProperties": False,
+    }
+    agent_id = api.create_agent(contextSchema=schema, mediaEndpoint={"url": MEDIA_URL})["agentId"]
+    _route_to(api, agent_id)
+
+    decision = _decision(
+        api.invite(
+            headers=[
+                ["X-Customer-Name", "Bob"],
+                ["X-Tree", '{"child": {"child": {}}}'],
+                ["X-Plan", "gold"],
+            ]
+        )
+    )
+    lowercase = _decision(api.invite(sipCallId="c2@x", headers=[["X-Customer-Name", "bob"]]))
+
+    assert decision["action"] == "accept", decision
+    context = decision["templateContext"]
+    assert (context["customer_name"], context["tree"]) == ("Bob", {"child": {"child": {}}})
+    assert "plan" not in context
+    assert "customer_name" not in lowercase["templateContext"]  # the pattern still applies
+
+
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        pytest.param(
+            {"$ref": "#/$defs/nope"}, "$ref '#/$defs/nope' does not resolve", id="nowhere"
+        ),
+        pytest.param({"$ref": "#"}, "$ref '#' loops", id="loop"),
+        pytest.param(
+            {"properties": {"a": {"pattern": "^(?=x)"}}}, "not a valid RE2 pattern", id="lookahead"
+        ),
+    ],
+)
+def test_a_stored_context_schema_that_cannot_be_used_rejects_the_invite_cleanly_not_with_500(
+    api: Api, services: Services, schema: dict[str, Any], reason: str
+) -> None:
+    """An agent saved before the check: the caller gets 480 naming the field and the reason (the
+    same as a stored prompt that does not parse), not a 500 (503 to the caller) on every call."""
+    agent_id = _store_agent(services, contextSchema=schema)
+    _route_to(api, agent_id)
+
+    decision = _decision(api.invite(headers=[["X-A", "xyz"]]))
+
+    assert decision["action"] == "reject"
+    assert (decision["sipStatus"], decision["reason"]) == (480, "agent_unavailable")
+    assert "callTemplate.contextSchema" in decision["message"]
+    assert reason in decision["message"]
+    assert api.get("/api/calls").body["total"] == 0
+
+
+def test_a_stored_context_schema_with_a_remote_reference_is_never_fetched(
+    api: Api, services: Services, fallback_server: FallbackServer
+) -> None:
+    """Attack: a ``$ref`` to an address inside the network, stored before the check. jsonschema
+    fetched it (``urlopen``, redirects followed) on every INVITE to the agent: SSRF from the
+    control plane. Now nothing is fetched and the call is refused with 480."""
+    url = f"http://127.0.0.1:{fallback_server.port}/latest/meta-data"
+    agent_id = _store_agent(services, contextSchema={"$ref": url})
+    _route_to(api, agent_id)
+
+    decision = _decision(api.invite())
+
+    assert (decision["sipStatus"], decision["reason"]) == (480, "agent_unavailable")
+    assert f"$ref '{url}' is not local" in decision["message"]
+    assert fallback_server.hits == 0
+
+
+def test_a_stored_context_schema_that_cannot_be_used_refuses_an_agent_call_with_409_not_500(
+    api: Api, services: Services
+) -> None:
+    """``POST /api/agents/{id}/calls`` validates its ``templateContext`` with the stored schema."""
+    agent_id = _store_agent(services, contextSchema={"$ref": "#/$defs/nope"})
+
+    reply = api.dial(agent_id, templateContext={"a": 1})
+
+    assert reply.status == 409, reply.body
+    assert reply.body["code"] == "agent_unavailable"
+    assert "callTemplate.contextSchema" in reply.body["detail"]
+    assert api.get("/api/calls").body["total"] == 0
+
+
+@pytest.mark.timeout(30)  # the catastrophic case never finishes: this turns a hang into a failure
+@pytest.mark.parametrize(
+    "schema",
+    [
+        pytest.param({"properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}, id="pattern"),
+        pytest.param(
+            {"patternProperties": {"^(a+)+$": {"type": "string"}}}, id="pattern-properties"
+        ),
+        pytest.param(
+            {"patternProperties": {"^(a+)+$": {}}, "additionalProperties": False},
+            id="additional-properties",
+        ),
+    ],
+)
+def test_a_context_schema_pattern_cannot_be_made_to_backtrack_by_a_callers_header(
+    api: Api, schema: dict[str, Any]
+) -> None:
+    """Attack (ReDoS): the agent's schema has ``^(a+)+$``, a pattern Python's ``re`` takes
+    exponential time on; the caller sends ``X-A: aaaa...a!`` (or a header named so). One INVITE
+    held the control plane forever. Patterns are RE2 expressions, run by RE2 in linear time."""
+    agent_id = api.create_agent(contextSchema=schema, mediaEndpoint={"url": MEDIA_URL})["agentId"]
+    _route_to(api, agent_id)
+    attack = "a" * 64 + "!"
+
+    decision = _decision(api.invite(headers=[["X-A", attack], [f"X-{attack[:-1]}-b", "v"]]))
+
+    assert decision["action"] == "accept", decision
 
 
 # --- user-supplied targets: save time ------------------------------------------------------------

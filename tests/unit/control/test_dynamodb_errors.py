@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from chalicelib.call_models import Call
 from chalicelib.contracts import MediaEndpoint
-from chalicelib.errors import AlreadyExists, StoreBusy
+from chalicelib.errors import AlreadyExists, RecordTooLarge, StoreBusy
 from chalicelib.store.dynamodb import MAX_WRITE_ATTEMPTS, DynamoTable, Failure, classify
 from chalicelib.store.repository import Store
 from chalicelib.store.schema import create_table
@@ -165,3 +165,36 @@ def test_a_validation_error_is_not_hidden(moto: Moto) -> None:
     invalid = canceled("ValidationError", "None")
     with failing(moto.client, "TransactWriteItems", invalid, times=1), pytest.raises(ClientError):
         moto.store.create_call(a_call(), invite_key="INVITE#x")
+
+
+ITEM_TOO_LARGE = "Item size has exceeded the maximum allowed size"
+"""DynamoDB's message for an item over 400 KB ("Service, account, and table quotas")."""
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("PutItem", error("ValidationException", ITEM_TOO_LARGE)),
+        (
+            "TransactWriteItems",
+            canceled("None", "None")
+            | {"CancellationReasons": [{"Code": "ValidationError", "Message": ITEM_TOO_LARGE}]},
+        ),
+    ],
+    ids=["put", "transaction"],
+)
+def test_an_item_dynamodb_finds_too_large_is_a_413_naming_the_limit_not_a_500(
+    moto: Moto, operation: str, body: dict[str, Any]
+) -> None:
+    """The repository measures items before writing them (``store/item_size.py``); should
+    DynamoDB still refuse one as too large, the user gets 413 ``record_too_large``, not 500."""
+    with failing(moto.client, operation, body, times=1), pytest.raises(RecordTooLarge) as raised:
+        if operation == "PutItem":
+            moto.store.save_call(a_call(), 0)
+        else:
+            moto.store.create_call(a_call(), invite_key="INVITE#x")
+
+    assert raised.value.http_status == 413
+    assert raised.value.code == "record_too_large"
+    assert "409600 bytes (400 KB)" in str(raised.value)
+    assert moto.sleeps == []
