@@ -558,3 +558,16 @@ def test_durations_at_their_maximum_are_accepted(api: Api) -> None:
 def test_a_duration_with_too_many_digits_says_so(api: Api) -> None:
     reply = api.post("/api/agents", {"name": "n", "callTemplate": {"maxDuration": "99999999s"}})
     assert reply.status == 400 and "too many digits" in reply.body["detail"], reply.body
+
+
+def test_settings_never_print_their_secrets() -> None:
+    """A traceback or a debug log that prints the settings must not carry the webhook secret or
+    the password encryption key."""
+    settings = load_settings(
+        {
+            "SIPLINE_WEBHOOK_SECRET": "whsec-" + "w" * 40,
+            "SIPLINE_PASSWORD_KEY": "pk-" + "p" * 40,
+        }
+    )
+    assert settings.webhook_secret.startswith("whsec-")
+    assert "whsec-" not in repr(settings) and "pk-ppp" not in repr(settings)
