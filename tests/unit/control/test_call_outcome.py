@@ -118,7 +118,9 @@ def test_every_leg_end_reason_has_an_expected_call_end_reason() -> None:
 
 
 @pytest.mark.parametrize(("leg_end", "expected"), CALLER_LEG_ENDS.items())
-def test_the_caller_legs_end_gives_the_calls_end_reason(leg_end: Reason, expected: EndReason) -> None:
+def test_the_caller_legs_end_gives_the_calls_end_reason(
+    leg_end: Reason, expected: EndReason
+) -> None:
     assert summarize(_incoming_call(leg_end)).end_reason is expected
 
 

@@ -62,7 +62,9 @@ def test_the_openssl_signed_headers_verify_alone_or_among_several_values() -> No
     # rotation the header may carry several comma-separated values; any match is enough).
     literal = "v2=32fd474b10a3c9c8b3ad4fb77f7a569901ec805a359bf54c58f36ffe40a1abd6"
     _verify({"X-Sipline-Timestamp": "1795000000", "X-Sipline-Signature": literal})
-    _verify({"X-Sipline-Timestamp": "1795000000", "X-Sipline-Signature": f"v2={'0' * 64}, {literal}"})
+    _verify(
+        {"X-Sipline-Timestamp": "1795000000", "X-Sipline-Signature": f"v2={'0' * 64}, {literal}"}
+    )
 
 
 def test_rotation_accepts_any_configured_secret() -> None:
