@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib.services import Services
-from tests.integration.harness import MEDIA_URL, Api
+from tests.integration.harness import MEDIA_URL, Api, path_of
 
 CONTEXT_SCHEMA = {
     "type": "object",
@@ -66,8 +66,10 @@ def test_list_returns_agents_newest_first_in_pages(api: Api) -> None:
     assert first.status == 200
     assert [a["agentId"] for a in first.body["results"]] == [ids[2], ids[1]]
     assert first.body["total"] == 3
-    assert first.body["next"] is not None
     assert first.body["results"][0]["callTemplate"]["mediaEndpoint"]["url"] == MEDIA_URL
+    second = api.get(path_of(first.body["next"]))
+    assert [a["agentId"] for a in second.body["results"]] == [ids[0]]
+    assert second.body["next"] is None
 
 
 def test_patch_replaces_the_name_and_only_the_template_fields_given(api: Api) -> None:

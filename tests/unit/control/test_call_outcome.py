@@ -13,9 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.billing import bill
+from chalicelib.billing import Bill, bill
 from chalicelib.call_outcome import (
-    END_REASONS,
     CallOutcome,
     EndReason,
     SipTerminationReason,
@@ -44,40 +43,54 @@ def _event(n: int, kind: CallEventType, seconds: float, **fields: Any) -> CallEv
 
 
 # --- the leg-end mapping -----------------------------------------------------------------------
+# Each expectation is read off docs/api.md's `terminationReason` table (the first row that applies)
+# and docs/webhooks.md's leg end reasons ("a leg_ended without reason reads as rejected when it
+# carries a 3xx-6xx sipStatus, else as remote_hangup"), case by case; the row is named beside it.
 
 TERMINATIONS: list[tuple[Reason | None, int | None, bool, Sip]] = [
     # reason, final status, answered -> termination reason
+    # REFERRED: "the leg ended with reason referred"
+    (Reason.REFERRED, None, True, Sip.REFERRED),
+    # ERROR: "reason error" (before any status row: a 503 with reason error is still ERROR)
+    (Reason.ERROR, None, True, Sip.ERROR),
+    (Reason.ERROR, 503, False, Sip.ERROR),
+    # NORMAL: "a hang-up (either side) after the leg was answered"
     (Reason.REMOTE_HANGUP, None, True, Sip.NORMAL),
     (Reason.LOCAL_HANGUP, None, True, Sip.NORMAL),
-    (Reason.REMOTE_HANGUP, None, False, Sip.CANCELED),  # caller CANCEL before the answer
-    (Reason.LOCAL_HANGUP, None, False, Sip.CANCELED),
-    (Reason.LOCAL_HANGUP, 487, False, Sip.CANCELED),
-    (Reason.REJECTED, 487, False, Sip.CANCELED),
-    (Reason.REJECTED, 486, False, Sip.BUSY),
-    (Reason.REJECTED, 600, False, Sip.BUSY),
+    (None, None, True, Sip.NORMAL),  # no reason, no status: reads as remote_hangup
+    # TIMEOUT: "reason timeout; or final status 408 or 480"
+    (Reason.TIMEOUT, None, False, Sip.TIMEOUT),  # no answer
+    (Reason.TIMEOUT, 487, False, Sip.TIMEOUT),  # no answer, then our CANCEL: the reason decides
+    (Reason.TIMEOUT, None, True, Sip.TIMEOUT),  # maximum duration or no media
+    (Reason.REJECTED, 408, False, Sip.TIMEOUT),
+    (Reason.REJECTED, 480, False, Sip.TIMEOUT),
+    # INVALID_NUMBER: "final status 404, 484 or 604"
     (Reason.REJECTED, 404, False, Sip.INVALID_NUMBER),
     (Reason.REJECTED, 484, False, Sip.INVALID_NUMBER),
     (Reason.REJECTED, 604, False, Sip.INVALID_NUMBER),
-    (Reason.REJECTED, 408, False, Sip.TIMEOUT),
-    (Reason.REJECTED, 480, False, Sip.TIMEOUT),
+    # BUSY: "final status 486 or 600"
+    (Reason.REJECTED, 486, False, Sip.BUSY),
+    (Reason.REJECTED, 600, False, Sip.BUSY),
+    (None, 486, False, Sip.BUSY),  # no reason and a 3xx-6xx status: reads as rejected
+    # CANCELED: "final status 487; or a hang-up before the answer without a failure status"
+    (Reason.REJECTED, 487, False, Sip.CANCELED),
+    (Reason.LOCAL_HANGUP, 487, False, Sip.CANCELED),
+    (Reason.REMOTE_HANGUP, None, False, Sip.CANCELED),  # the caller's CANCEL
+    (Reason.LOCAL_HANGUP, None, False, Sip.CANCELED),
+    (None, None, False, Sip.CANCELED),  # reads as remote_hangup, before the answer
+    # DESTINATION_UNAVAILABLE: "final status 502, 503 or 504"
     (Reason.REJECTED, 502, False, Sip.DESTINATION_UNAVAILABLE),
     (Reason.REJECTED, 503, False, Sip.DESTINATION_UNAVAILABLE),
     (Reason.REJECTED, 504, False, Sip.DESTINATION_UNAVAILABLE),
+    # REJECTED: "any other 3xx-6xx final status (403, 603, 488, 500, ...), or reason rejected
+    # without a status"
+    (Reason.REJECTED, 302, False, Sip.REJECTED),
     (Reason.REJECTED, 403, False, Sip.REJECTED),
-    (Reason.REJECTED, 603, False, Sip.REJECTED),
     (Reason.REJECTED, 488, False, Sip.REJECTED),
     (Reason.REJECTED, 500, False, Sip.REJECTED),
-    (Reason.REJECTED, 302, False, Sip.REJECTED),
+    (Reason.REJECTED, 603, False, Sip.REJECTED),
+    (Reason.REJECTED, 699, False, Sip.REJECTED),
     (Reason.REJECTED, None, False, Sip.REJECTED),
-    (Reason.TIMEOUT, None, False, Sip.TIMEOUT),  # no answer
-    (Reason.TIMEOUT, 487, False, Sip.TIMEOUT),  # no answer, then our CANCEL
-    (Reason.TIMEOUT, None, True, Sip.TIMEOUT),  # maximum duration or no media
-    (Reason.REFERRED, None, True, Sip.REFERRED),
-    (Reason.ERROR, None, True, Sip.ERROR),
-    (Reason.ERROR, 503, False, Sip.ERROR),
-    (None, 486, False, Sip.BUSY),  # no reason: a failure status reads as REJECTED
-    (None, None, True, Sip.NORMAL),  # no reason, no status: a remote hang-up
-    (None, None, False, Sip.CANCELED),
 ]
 
 
@@ -88,8 +101,27 @@ def test_leg_end_maps_to_its_sip_termination_reason(
     assert termination_reason_for(reason, sip_status, answered=answered) is expected
 
 
-def test_every_leg_end_reason_has_a_call_end_reason() -> None:
-    assert END_REASONS.keys() == set(LegEndReason)
+CALLER_LEG_ENDS: dict[Reason, EndReason] = {
+    # docs/api.md `endReason`, for a joined call whose caller leg ended with this reason
+    Reason.REMOTE_HANGUP: EndReason.HANGUP,  # "hangup: ... remote_hangup (the far end hung up)"
+    Reason.REJECTED: EndReason.HANGUP,  # "hangup: ... or rejected"
+    Reason.LOCAL_HANGUP: EndReason.AGENT_HANGUP,  # "agent_hangup: ... local_hangup"
+    Reason.TIMEOUT: EndReason.TIMEOUT,  # "timeout: the caller leg ended with timeout"
+    Reason.ERROR: EndReason.SYSTEM_ERROR,  # "system_error: the caller leg ended with error"
+    Reason.REFERRED: EndReason.TRANSFERRED,  # "transferred: a REFER succeeded" (webhooks.md:
+    # referred is "handed over by a successful REFER")
+}
+
+
+def test_every_leg_end_reason_has_an_expected_call_end_reason() -> None:
+    assert CALLER_LEG_ENDS.keys() == set(LegEndReason)
+
+
+@pytest.mark.parametrize(("leg_end", "expected"), CALLER_LEG_ENDS.items())
+def test_the_caller_legs_end_gives_the_calls_end_reason(
+    leg_end: Reason, expected: EndReason
+) -> None:
+    assert summarize(_incoming_call(leg_end)).end_reason is expected
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -195,11 +227,14 @@ def test_active_call_has_no_end_and_bills_so_far_with_until() -> None:
     outcome = summarize(events, until=_at(30))
 
     assert (outcome.ended, outcome.end_reason, outcome.termination_reason) == (None, None, None)
-    assert outcome.bill == bill(events, until=_at(30))
+    # docs/billing.md: agent 1 -> 30 s is 29 s (billed 30), SIP from the answer 0 -> 30 s is 30 s
+    assert outcome.bill == Bill(
+        call_seconds=29.0, sip_seconds=30.0, billed_call_seconds=30, billed_sip_seconds=30
+    )
 
 
 def test_no_events_summarize_to_nothing() -> None:
-    assert summarize([]) == CallOutcome(None, None, None, None, bill([]))
+    assert summarize([]) == CallOutcome(None, None, None, None, Bill(0.0, 0.0, 0, 0))
 
 
 # --- end reasons beyond the vectors ------------------------------------------------------------
@@ -319,6 +354,32 @@ def test_a_closed_call_no_agent_joined_is_unjoined_and_bills_nothing() -> None:
 
     assert (outcome.ended, outcome.end_reason) == (_at(0), EndReason.UNJOINED)
     assert (outcome.bill.billed_call_seconds, outcome.bill.billed_sip_seconds) == (0, 0)
+
+
+def test_a_closed_call_that_was_bridged_is_a_system_error_not_a_transfer() -> None:
+    # docs/billing.md, calls no relay will end: a call only the close ended "ended at the close:
+    # endReason is ... system_error; terminationReason is SIP_TERMINATION_ERROR unless the caller
+    # leg's end was reported" (docs/api.md: the close comes before the `transferred` row).
+    bridged = [e for e in _load("bridged_cold_transfer") if e.occurred_at <= _at(100)]
+
+    outcome = summarize([*bridged, _closed(100)])
+
+    assert outcome.ended == _at(100)
+    assert (outcome.end_reason, outcome.termination_reason) == (EndReason.SYSTEM_ERROR, Sip.ERROR)
+    # agent 1 -> 38.5 s = 37.5 s (42 s); SIP caller 0 -> 100 s plus target 30 -> 100 s = 170 s
+    assert (outcome.bill.billed_call_seconds, outcome.bill.billed_sip_seconds) == (42, 174)
+
+
+def test_a_closed_call_whose_caller_leg_end_was_reported_keeps_its_termination_reason() -> None:
+    # The caller hung up at 158; the target leg was still up when its relay went silent.
+    bridged = [e for e in _load("bridged_cold_transfer") if e.occurred_at <= _at(158)]
+
+    outcome = summarize([*bridged, _closed(170)])
+
+    assert (outcome.ended, outcome.end_reason) == (_at(170), EndReason.SYSTEM_ERROR)
+    assert outcome.termination_reason is Sip.NORMAL  # a hang-up after the answer
+    # SIP: caller 0 -> 158 s plus target 30 -> 170 s = 298 s, billed 300 s
+    assert outcome.bill.billed_sip_seconds == 300
 
 
 def test_a_call_its_relay_ended_before_the_close_keeps_the_relays_reasons() -> None:

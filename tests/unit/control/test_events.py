@@ -42,7 +42,11 @@ def test_answered_outgoing_call_is_billed_from_its_invite(services: Services) ->
     assert view["endReason"] == "hangup"
     assert view["sipDetails"]["terminationReason"] == "SIP_TERMINATION_NORMAL"
     assert view["billingStatus"] == "BILLING_STATUS_BILLED"
-    assert view["joined"] is not None and view["ended"] is not None
+    # t=0 is START, 2026-11-25T12:00:00Z: the agent joined at 12.5 s, the callee hung up at 72.5 s
+    assert (view["joined"], view["ended"]) == (
+        "2026-11-25T12:00:12.500000Z",
+        "2026-11-25T12:01:12.500000Z",
+    )
 
 
 def test_a_retried_batch_changes_nothing(services: Services) -> None:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 import pytest
@@ -32,20 +30,41 @@ def test_signed_request_verifies() -> None:
 
 
 def test_signature_is_hmac_sha256_over_timestamp_method_path_and_body() -> None:
-    # docs/webhooks.md: the HMAC of "<timestamp>\n<METHOD>\n<path>\n<body>", computed with
-    # printf '1795000000\nPOST\n/webhooks/sip/events\n{"events": []}' | openssl dgst -sha256 -hmac s3cret
+    # docs/webhooks.md: the HMAC of "<timestamp>\n<METHOD>\n<path>\n<body>". The literal is the
+    # output of OpenSSL 3.0, run by hand and pasted here:
+    #   printf '1795000000\nPOST\n/webhooks/sip/events\n{"events": []}' \
+    #     | openssl dgst -sha256 -hmac s3cret
+    #   SHA2-256(stdin)= 32fd474b10a3c9c8b3ad4fb77f7a569901ec805a359bf54c58f36ffe40a1abd6
     expected = "32fd474b10a3c9c8b3ad4fb77f7a569901ec805a359bf54c58f36ffe40a1abd6"
-    message = b'1795000000\nPOST\n/webhooks/sip/events\n{"events": []}'
-    assert hmac.new(b"s3cret", message, hashlib.sha256).hexdigest() == expected
     assert signature("s3cret", NOW, BODY, **POST) == expected
-    assert sign("s3cret", NOW, BODY, **POST)["X-Sipline-Signature"] == f"v2={expected}"
+    assert signature("s3cret", NOW, BODY, method="post", path=POST["path"]) == expected
+    assert sign("s3cret", NOW, BODY, **POST) == {
+        "X-Sipline-Timestamp": "1795000000",
+        "X-Sipline-Signature": f"v2={expected}",
+    }
 
 
 def test_fallback_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
-    # docs/routing.md: the fallback handler's v1 signature, "<timestamp>.<body>".
-    expected = hmac.new(b"s3cret", b"1795000000." + BODY, hashlib.sha256).hexdigest()
+    # docs/routing.md: the fallback handler's v1 signature, the HMAC of "<timestamp>.<body>". The
+    # literal is the output of OpenSSL 3.0, run by hand and pasted here:
+    #   printf '1795000000.{"events": []}' | openssl dgst -sha256 -hmac s3cret
+    #   SHA2-256(stdin)= 29b7fd3cb81d90c9beab3371277943f72cbc9d5715fa5d98ce6ffa41e68ec81b
+    expected = "29b7fd3cb81d90c9beab3371277943f72cbc9d5715fa5d98ce6ffa41e68ec81b"
     assert body_signature("s3cret", NOW, BODY) == expected
-    assert sign_body("s3cret", NOW, BODY)["X-Sipline-Signature"] == f"v1={expected}"
+    assert sign_body("s3cret", NOW, BODY) == {
+        "X-Sipline-Timestamp": "1795000000",
+        "X-Sipline-Signature": f"v1={expected}",
+    }
+
+
+def test_the_openssl_signed_headers_verify_alone_or_among_several_values() -> None:
+    # The openssl literal above, as a sender would put it on the wire (docs/webhooks.md: during a
+    # rotation the header may carry several comma-separated values; any match is enough).
+    literal = "v2=32fd474b10a3c9c8b3ad4fb77f7a569901ec805a359bf54c58f36ffe40a1abd6"
+    _verify({"X-Sipline-Timestamp": "1795000000", "X-Sipline-Signature": literal})
+    _verify(
+        {"X-Sipline-Timestamp": "1795000000", "X-Sipline-Signature": f"v2={'0' * 64}, {literal}"}
+    )
 
 
 def test_rotation_accepts_any_configured_secret() -> None:

@@ -96,9 +96,28 @@ def test_equal_rates_pass_audio_through_untouched() -> None:
 
 
 def test_a_stream_reports_the_audio_it_holds_back() -> None:
+    """The hold-back, measured: 8 -> 16 kHz owes 2 output samples per input sample; what it owes
+    and has not yet returned is held back, and the flush returns exactly that much. An impulse at
+    input sample 400 peaks at output sample 800: the filter shifts nothing, so what is held back
+    is the whole latency."""
     stream = ResampleStream(8000, 16000)
-    stream.process(_tone(8000, 1000, 0.02).tobytes())
-    assert stream.pending_samples >= 0
+    impulse = np.zeros(4000, dtype="<i2")  # 0.5 s
+    impulse[400] = 20000
+    pcm, out = impulse.tobytes(), []
+    owed = released = 0
+    held: list[float] = []
+    for start in range(0, len(pcm), 320):  # 20 ms chunks of 160 samples
+        chunk = pcm[start : start + 320]
+        owed += len(chunk) // 2 * 2  # 16 kHz out per 8 kHz in
+        out.append(stream.process(chunk))
+        released += len(out[-1]) // 2
+        assert stream.pending_samples == owed - released
+        held.append(stream.pending_samples)
+    assert held[0] == 320  # the first 20 ms gives nothing out (libsoxr fills a block first)
+    assert len(set(held)) > 2  # it swings as blocks are released, not a constant
+    out.append(stream.flush())
+    assert len(out[-1]) // 2 == owed - released == held[-1]
+    assert int(np.argmax(np.abs(np.frombuffer(b"".join(out), dtype="<i2")))) == 800
 
 
 @pytest.mark.parametrize("rate_hz", [11025, 44100, 0])
