@@ -3,10 +3,10 @@
 ``python -m bench.cold_start`` starts moto in server mode on 127.0.0.1 (in this process), creates
 the table and seeds one agent and the SIP configuration that routes ``sales`` to it, through the
 ``chalicelib`` use cases. Then, ``RUNS`` times, it starts a fresh interpreter (the venv's python,
-environment as on Lambda: table name, webhook secret, Fernet key, API keys, fake credentials,
-``AWS_ENDPOINT_URL`` pointing at moto, ``POWERTOOLS_TRACE_DISABLED=1``) that imports ``app`` and
-hands ``app.app`` one signed API Gateway proxy event for ``POST /webhooks/sip/invite``, as the
-Lambda runtime would, and checks the decision is ``accept``.
+environment as on Lambda: table name, command queue, webhook secret, Fernet key, API keys, fake
+credentials, ``AWS_ENDPOINT_URL`` pointing at moto, ``POWERTOOLS_TRACE_DISABLED=1``) that imports
+``app`` and hands ``app.app`` one signed API Gateway proxy event for ``POST /webhooks/sip/invite``,
+as the Lambda runtime would, and checks the decision is ``accept``.
 
 Clocks: the parent reads ``time.perf_counter()`` (CLOCK_MONOTONIC, system-wide on Linux) just
 before it spawns the child and the child reads it on its first line, so "interpreter start" is
@@ -152,12 +152,14 @@ def child_environment(endpoint: str, scratch: Path) -> dict[str, str]:
         "SIPLINE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "SIPLINE_PASSWORD_KEY": PASSWORD_KEY,
         "SIPLINE_API_KEYS": API_KEYS,
+        "SIPLINE_ALLOWED_PRIVATE_TARGETS": "127.0.0.0/8",  # the seeded agent is on 127.0.0.1
         "POWERTOOLS_TRACE_DISABLED": "1",
     }
 
 
 def seed(env: dict[str, str]) -> str:
-    """Create the table, an agent and the SIP config routing ``sales`` to it; return its id."""
+    """Create the table, the command queue (its URL goes into ``env``), an agent and the SIP
+    config routing ``sales`` to it; return the agent's id."""
     import boto3
 
     from chalicelib import agents, sip_config
@@ -179,13 +181,22 @@ def seed(env: dict[str, str]) -> str:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
     create_table(client, TABLE)
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    # The Lambda has its command queue (without one the control plane refuses to run).
+    env["SIPLINE_COMMAND_QUEUE_URL"] = sqs.create_queue(QueueName=f"{TABLE}-commands")["QueueUrl"]
     settings = load_settings(env)
     services = Services(
         settings=settings,
         store=Store(DynamoTable(client, TABLE)),
         cipher=FernetCipher(PASSWORD_KEY),
         commands=_no_commands(),
-        fallback=HttpFallbackClient(settings.fallback_timeout_s),
+        fallback=HttpFallbackClient(settings.fallback_timeout_s, egress=settings.egress),
         new_id=id_factory(utc_now),
     )
     agent = agents.create_agent(services, ACCOUNT, AgentFields.model_validate(AGENT))

@@ -2,19 +2,35 @@
 
 Secret values come either straight from a variable (local stack, tests) or, on AWS, from Secrets
 Manager by ARN (``*_ARN`` variables), so that no secret value sits in a Lambda's environment.
+Every variable, its default and its error: docs/local.md. A variable set to nothing counts as
+unset; a malformed one is a :class:`ConfigError` naming it and the value (never a secret's).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from chalicelib.api_keys import ApiKey, parse_api_keys
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 
 DEFAULT_ACCOUNT = "default"
 DEFAULT_CODEC_PREFERENCE = ("opus/48000/2", "G722/8000", "PCMU/8000", "PCMA/8000")
+
+SecretReader = Callable[[str], str]
+"""Return the ``SecretString`` of the Secrets Manager secret with this ARN, or raise
+:class:`SecretUnreadable`."""
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable (the process cannot run)."""
+
+
+class SecretUnreadable(Exception):
+    """Secrets Manager did not give a secret's string (the reason, without the ARN)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,9 @@ class Settings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     """Where sipline may connect for users: public addresses, plus the ranges the deployment
     allows in ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` (``chalicelib/egress.py``)."""
+    local: bool = False
+    """``SIPLINE_LOCAL=1``: a stack on a developer's machine (``make dev``), which may run without
+    a command queue (commands then stay in the process's memory, docs/local.md)."""
 
     @property
     def accounts(self) -> list[str]:
@@ -67,45 +86,78 @@ class Settings:
         return DEFAULT_ACCOUNT
 
 
-def _secret(env: Mapping[str, str], name: str) -> str:
-    """Return ``env[name]``, or the Secrets Manager value named by ``env[name + '_ARN']``."""
-    if env.get(name):
-        return env[name]
-    arn = env.get(f"{name}_ARN")
-    if not arn:
-        return ""
-    import boto3  # only on AWS, where the ARN is set
+def secrets_manager() -> SecretReader:
+    """Read secrets with one Secrets Manager client, made on the first read (only on AWS)."""
+    clients: list[Any] = []
 
-    response = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
-    return str(response["SecretString"])
+    def read(arn: str) -> str:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not clients:
+            clients.append(boto3.client("secretsmanager"))
+        try:
+            response = clients[0].get_secret_value(SecretId=arn)
+        except (BotoCoreError, ClientError) as error:
+            raise SecretUnreadable(str(error)) from error
+        if "SecretString" not in response:
+            raise SecretUnreadable("it holds no SecretString (a binary secret)")
+        return str(response["SecretString"])
+
+    return read
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, *, read_secret: SecretReader | None = None
+) -> Settings:
     """Build :class:`Settings` from ``env`` (default: ``os.environ``).
 
-    Raises ApiKeyError when ``SIPLINE_API_KEYS`` is malformed or names a weak key.
+    ``read_secret`` reads the ``*_ARN`` secrets (default: Secrets Manager). Raises ConfigError
+    (ApiKeyError for ``SIPLINE_API_KEYS``) naming the variable that is missing or malformed.
     """
     env = os.environ if env is None else env
-    preference = env.get("SIPLINE_CODEC_PREFERENCE")
+    read = read_secret or secrets_manager()
+    preference = env.get("SIPLINE_CODEC_PREFERENCE", "")
     return Settings(
-        table_name=env.get("SIPLINE_TABLE", "sipline"),
+        table_name=env.get("SIPLINE_TABLE") or "sipline",
         command_queue_url=env.get("SIPLINE_COMMAND_QUEUE_URL") or None,
-        api_keys=parse_api_keys(_secret(env, "SIPLINE_API_KEYS")),
-        webhook_secret=_secret(env, "SIPLINE_WEBHOOK_SECRET"),
-        replay_window_s=int(env.get("SIPLINE_REPLAY_WINDOW_S", "60")),
-        sip_domain=env.get("SIPLINE_SIP_DOMAIN", "sip.localhost"),
-        password_key=_secret(env, "SIPLINE_PASSWORD_KEY") or None,
+        api_keys=parse_api_keys(_secret(env, "SIPLINE_API_KEYS", read)),
+        webhook_secret=_secret(env, "SIPLINE_WEBHOOK_SECRET", read),
+        replay_window_s=_positive_int(env, "SIPLINE_REPLAY_WINDOW_S", 60),
+        sip_domain=env.get("SIPLINE_SIP_DOMAIN") or "sip.localhost",
+        password_key=_secret(env, "SIPLINE_PASSWORD_KEY", read) or None,
         kms_key_id=env.get("SIPLINE_KMS_KEY_ID") or None,
         default_media_endpoint=env.get("SIPLINE_DEFAULT_MEDIA_ENDPOINT") or None,
-        codec_preference=(
-            tuple(c.strip() for c in preference.split(",") if c.strip())
-            if preference
-            else DEFAULT_CODEC_PREFERENCE
-        ),
-        fallback_timeout_s=float(env.get("SIPLINE_FALLBACK_TIMEOUT_S", "2.5")),
+        codec_preference=_codecs(preference) if preference else DEFAULT_CODEC_PREFERENCE,
+        fallback_timeout_s=_seconds(env, "SIPLINE_FALLBACK_TIMEOUT_S", 2.5),
         max_concurrent_calls=_positive_int(env, "SIPLINE_MAX_CONCURRENT_CALLS", 50),
         egress=EgressPolicy.from_setting(env.get(ALLOWANCE_VARIABLE, "")),
+        local=_flag(env, "SIPLINE_LOCAL"),
     )
+
+
+def _secret(env: Mapping[str, str], name: str, read: SecretReader) -> str:
+    """Return ``env[name]``, or the secret whose ARN is ``env[name + '_ARN']``, or ``""``."""
+    if env.get(name):
+        return env[name]
+    variable = f"{name}_ARN"
+    arn = env.get(variable)
+    if not arn:
+        return ""
+    try:
+        value = read(arn)
+    except SecretUnreadable as error:
+        raise ConfigError(f"{variable}: cannot read {arn} from Secrets Manager ({error})") from None
+    if not value:
+        raise ConfigError(f"{variable}: the secret {arn} is empty")
+    return value
+
+
+def _codecs(raw: str) -> tuple[str, ...]:
+    codecs = tuple(c.strip() for c in raw.split(",") if c.strip())
+    if not codecs:
+        raise ConfigError(f"SIPLINE_CODEC_PREFERENCE names no codec (got {raw!r})")
+    return codecs
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -114,5 +166,26 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{name} must be a whole number from 1 (got {raw!r})")
+        raise ConfigError(f"{name} must be a whole number from 1 (got {raw!r})")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """Return ``env[name]`` as a finite number of seconds above 0, ``default`` when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a number of seconds above 0 (got {raw!r})")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"{name} must be 1 or 0 (got {raw!r})")
+    return raw == "1"

@@ -1,56 +1,73 @@
 """Builds the production :class:`~chalicelib.services.Services` once per process, lazily.
 
 boto3 clients honour ``AWS_ENDPOINT_URL``, which is how the local stack points them at moto.
-Tests replace the instance with :func:`install`.
+Tests replace the instance with :func:`install`, or build one with :func:`build_services`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from chalicelib.commands import CommandSender, MemoryCommandSender, SqsCommandSender
-from chalicelib.config import Settings, load_settings
+from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.crypto import Cipher, FernetCipher, KmsCipher
 from chalicelib.fallback import HttpFallbackClient
 from chalicelib.ids import id_factory
+from chalicelib.observability import logger
 from chalicelib.services import Services, utc_now
 from chalicelib.store.dynamodb import DynamoTable
 from chalicelib.store.repository import Store
 
+ClientFactory = Callable[[str], Any]
+"""``boto3.client``: the AWS client of a service, by name (``"sqs"``)."""
+
 _installed: Services | None = None
 
 
-def _cipher(settings: Settings) -> Cipher:
+def _cipher(settings: Settings, client: ClientFactory) -> Cipher:
     if settings.kms_key_id:
-        import boto3
-
-        return KmsCipher(boto3.client("kms"), settings.kms_key_id)
+        return KmsCipher(client("kms"), settings.kms_key_id)
     if settings.password_key:
         return FernetCipher(settings.password_key)
-    raise RuntimeError("set SIPLINE_KMS_KEY_ID or SIPLINE_PASSWORD_KEY to encrypt secrets")
+    raise ConfigError("set SIPLINE_KMS_KEY_ID or SIPLINE_PASSWORD_KEY to encrypt secrets")
 
 
-def _commands(settings: Settings) -> CommandSender:
-    if settings.command_queue_url is None:
-        return MemoryCommandSender()
-    import boto3
+def _commands(settings: Settings, client: ClientFactory) -> CommandSender:
+    if settings.command_queue_url is not None:
+        return SqsCommandSender(client("sqs"), settings.command_queue_url)
+    if not settings.local:
+        raise ConfigError(
+            "SIPLINE_COMMAND_QUEUE_URL is not set: hang-ups, outgoing calls and registrations"
+            " would never reach a relay. Set it to the command queue's URL (docs/deployment.md),"
+            " or SIPLINE_LOCAL=1 on a stack of your own (docs/local.md)"
+        )
+    logger.warning("SIPLINE_COMMAND_QUEUE_URL is not set: commands stay in this process's memory")
+    return MemoryCommandSender()
 
-    return SqsCommandSender(boto3.client("sqs"), settings.command_queue_url)
+
+def build_services(settings: Settings, client: ClientFactory) -> Services:
+    """Wire the services of ``settings`` with the AWS clients ``client`` makes.
+
+    Raises ConfigError when the settings cannot run: no key to encrypt secrets with, or no
+    command queue outside the local stack.
+    """
+    return Services(
+        settings=settings,
+        store=Store(DynamoTable(client("dynamodb"), settings.table_name)),
+        cipher=_cipher(settings, client),
+        commands=_commands(settings, client),
+        fallback=HttpFallbackClient(settings.fallback_timeout_s, egress=settings.egress),
+        new_id=id_factory(utc_now),
+    )
 
 
 @lru_cache(maxsize=1)
 def _from_environment() -> Services:
     import boto3
 
-    settings = load_settings()
-    return Services(
-        settings=settings,
-        store=Store(DynamoTable(boto3.client("dynamodb"), settings.table_name)),
-        cipher=_cipher(settings),
-        commands=_commands(settings),
-        fallback=HttpFallbackClient(settings.fallback_timeout_s, egress=settings.egress),
-        new_id=id_factory(utc_now),
-    )
+    return build_services(load_settings(), boto3.client)
 
 
 def services() -> Services:

@@ -211,6 +211,7 @@ class LocalStack:
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
             "SIPLINE_DEFAULT_MEDIA_ENDPOINT": self.media_endpoint,
             "SIPLINE_ALLOWED_PRIVATE_TARGETS": LOCAL_PRIVATE_TARGETS,
+            "SIPLINE_LOCAL": "1",
             "POWERTOOLS_TRACE_DISABLED": "1",
             "POWERTOOLS_METRICS_NAMESPACE": "sipline",
         }

@@ -14,7 +14,8 @@ from tests.support.dynamodb_faults import canceled, error, failing
 
 @pytest.fixture
 def no_sleep(services: Services, aws: Aws) -> None:
-    """The store, without waiting between retries (their delays are a unit test's business)."""
+    """The store, without waiting between retries (their delays are tested in
+    tests/integration/chalicelib/store/test_dynamodb.py)."""
     services.store = Store(DynamoTable(aws.dynamodb, TABLE, sleep=lambda _: None))
 
 

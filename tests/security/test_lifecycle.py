@@ -29,10 +29,15 @@ from relay.control.spool import DEAD_LETTER_NAME
 from relay.control.webhooks import ControlPlaneClient
 from tests.integration import conftest as integration
 from tests.integration.harness import Api, Queue
+from tests.integration.relay.control import test_commands as commands
+from tests.integration.relay.control.fake_control_plane import SECRET, FakeControlPlane, Reply
+from tests.integration.relay.control.test_commands import (
+    Queues,
+    consume_until,
+    consumer_for,
+    hangup,
+)
 from tests.support.fakes import FixedClock
-from tests.unit.relay.control import test_commands as commands
-from tests.unit.relay.control.fake_control_plane import SECRET, FakeControlPlane, Reply
-from tests.unit.relay.control.test_commands import Queues, consume_until, consumer_for, hangup
 
 # The fixtures of the route tests (moto's DynamoDB and SQS, the app, a clock the test moves) and
 # of the command consumer's tests (moto server over HTTP), shared rather than copied.

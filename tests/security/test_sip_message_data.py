@@ -8,7 +8,7 @@ and check the limits of ``docs/routing.md`` (context from SIP headers), ``docs/a
 
 The control-plane tests run the app through ``chalice.test.Client`` on moto (the fixtures of
 ``tests/integration/conftest.py``); the relay test runs the real relay in-process on 127.0.0.1
-against the fake control plane of ``tests/unit/relay/control/fake_control_plane.py``.
+against the fake control plane of ``tests/integration/relay/control/fake_control_plane.py``.
 """
 
 # ruff: noqa: F811  (the fixtures of tests/integration/conftest.py are imported by name)
@@ -38,8 +38,8 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.integration.harness import FALLBACK_SECRET, TABLE, Api, Aws, FallbackServer
+from tests.integration.relay.control.fake_control_plane import ALLOWLIST, SECRET, FakeControlPlane
 from tests.interop.stack import free_port_range, free_sip_port
-from tests.unit.relay.control.fake_control_plane import ALLOWLIST, SECRET, FakeControlPlane
 
 CARRIER = "203.0.113.0/24"
 # docs/routing.md, "Context from SIP headers": the limits an INVITE's X- headers meet.

@@ -17,7 +17,7 @@ import pytest
 from chalicelib.contracts import CallEvent, CallEventBatch, CallEventBatchResult, CallEventType
 from relay.control.outbox import EventOutbox, SpoolLocked
 from relay.control.webhooks import ControlPlaneClient, ControlPlaneUnavailable, RequestRefused
-from tests.unit.relay.control.fake_control_plane import SECRET, FakeControlPlane, Reply
+from tests.integration.relay.control.fake_control_plane import SECRET, FakeControlPlane, Reply
 
 ROOT = Path(__file__).resolve().parents[4]
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -206,7 +206,7 @@ def test_events_survive_a_restart_while_the_control_plane_is_down(spool: Path) -
 _KILLED_RELAY = """
 import asyncio, sys
 from pathlib import Path
-from tests.unit.relay.control.test_outbox import event
+from tests.integration.relay.control.test_outbox import event
 from relay.control.outbox import EventOutbox, SpoolLocked
 from relay.control.webhooks import ControlPlaneClient
 

@@ -18,7 +18,7 @@ from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere
 from relay.service import command_consumer
 from scripts.localstack import MAX_RECEIVE_COUNT, create_command_queues
-from tests.unit.relay.control.fake_control_plane import free_port
+from tests.integration.relay.control.fake_control_plane import free_port
 
 
 @dataclass

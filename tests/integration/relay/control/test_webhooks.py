@@ -23,8 +23,7 @@ from relay.control.webhooks import (
     ControlPlaneUnavailable,
     RequestRefused,
 )
-from tests.support.fakes import invite_body
-from tests.unit.relay.control.fake_control_plane import (
+from tests.integration.relay.control.fake_control_plane import (
     ALLOWLIST,
     REJECT,
     SECRET,
@@ -32,6 +31,7 @@ from tests.unit.relay.control.fake_control_plane import (
     Reply,
     free_port,
 )
+from tests.support.fakes import invite_body
 
 T = TypeVar("T")
 TIMEOUT_S = 0.3
