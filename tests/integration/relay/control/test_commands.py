@@ -146,7 +146,8 @@ def test_a_command_not_for_this_edge_is_handed_straight_back(queues: Queues) -> 
 
     queues.send(hangup("call-1"))
     consumer = consumer_for(queues, CommandHandlers(hangup=on_hangup))
-    asyncio.run(consume_until(consumer, lambda: consumer.stats.handled == 1))
+    stats = consumer.stats  # a pass-on's delete may still be in flight when the next copy is handled
+    asyncio.run(consume_until(consumer, lambda: stats.handled == 1 and stats.passed_on == 2))
     assert consumer.stats.not_here == 2
     assert queues.count(queues.url) == 0
 
@@ -165,7 +166,8 @@ def test_poison_is_moved_to_the_dead_letter_queue_after_max_receives(
     queues.send(json.dumps(dump(registration)))  # parses, but this edge has no register handler
     consumer = consumer_for(queues, CommandHandlers(dial=on_dial), max_receives=2, max_hops=1)
     with caplog.at_level(logging.ERROR, logger="relay.control.commands"):
-        asyncio.run(consume_until(consumer, lambda: consumer.stats.poison == 3))
+        stats = consumer.stats  # wait for the pass-on's delete too, not only the set-aside
+        asyncio.run(consume_until(consumer, lambda: stats.poison == 3 and stats.passed_on == 1))
     assert consumer.stats.unparseable == 4 and consumer.stats.unhandled == 2
     assert queues.count(queues.url) == 0
     moved = queues.sqs.receive_message(
