@@ -86,7 +86,10 @@ class RelayService:
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
         self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
-        self._deps: CallDeps | None = None
+        self.call_deps: CallDeps | None = None
+        """What each new call is given (set by :meth:`run`); tests wrap a dependency to inject a fault."""
+        self.commands: CommandConsumer | None = None
+        """The command consumer, while :meth:`run` runs with a command queue."""
         self._guard_refresh_at = float("-inf")
 
     def _local_addresses(self) -> dict[Transport, Address]:
@@ -136,7 +139,7 @@ class RelayService:
             ) as control,
             EventOutbox(control, s.spool_dir, max_spool_bytes=s.spool_max_bytes) as outbox,
         ):
-            self._deps = CallDeps(
+            self.call_deps = CallDeps(
                 decide=control.decide,
                 record=outbox.record,
                 transmit=self.transport.transmit,
@@ -160,8 +163,8 @@ class RelayService:
             background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
             if s.command_queue_url:
                 handlers = CommandHandlers(hangup=self._hang_up_command)
-                consumer = command_consumer(s, handlers, sqs_client())
-                background.append(loop.create_task(consumer.run()))
+                self.commands = command_consumer(s, handlers, sqs_client())
+                background.append(loop.create_task(self.commands.run()))
             logger.info(
                 "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",
                 s.sip_host,
@@ -233,10 +236,10 @@ class RelayService:
 
     def _incoming(self, event: IncomingCallReceived) -> None:
         call, now = event.call, asyncio.get_running_loop().time()
-        if self._deps is None or not self.ready.is_set():
+        if self.call_deps is None or not self.ready.is_set():
             call.reject(503, now=now, headers=(("Retry-After", "1"),))
             return
-        flow = IncomingCallFlow(call, event.request, self._deps)
+        flow = IncomingCallFlow(call, event.request, self.call_deps)
         self.flows[call] = flow
         task = asyncio.get_running_loop().create_task(flow.run())
         self._call_tasks[task] = flow
