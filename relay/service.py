@@ -6,9 +6,10 @@ the heartbeat, the SQS command consumer, the RTP port range, and one task per ca
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
 tasks call back into the endpoint and then ``transmit``.
 
-Shutdown (SIGTERM, Ctrl-C): stop taking commands, hang up every call, give the call tasks a few
-seconds to record their last events, drain the outbox (what is not delivered stays spooled for
-the next start), close the transports.
+Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
+the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
+their last events, drain the outbox (what is not delivered stays spooled for the next start),
+close the transports.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class RelayService:
                 await self._shut_down(background, outbox)
 
     async def _shut_down(self, background: list[asyncio.Task[Any]], outbox: EventOutbox) -> None:
+        self.ready.clear()  # new INVITEs get 503 Retry-After: 1, not a call dropped at exit
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

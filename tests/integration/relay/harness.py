@@ -8,8 +8,9 @@
 - :class:`Phone` is a SIP user agent over UDP written from RFC 3261's text, not from the relay's
   SIP code: it sends INVITE, ACK, INFO and BYE as literal messages and answers the relay's
   requests 200. It reads what arrives with the relay's parser, to look at fields.
-- :class:`GatedControlPlane` is the relay tests' control plane stand-in whose INVITE webhook
-  answers only once the test opens its gate.
+- :class:`ControlPlane` is the relay tests' control plane stand-in with an allowlist that admits
+  the phone; :class:`GatedControlPlane` answers the INVITE webhook only once the test opens its
+  gate.
 
 Every wait is on a condition, bounded by a timeout that fails the test.
 """
@@ -35,7 +36,12 @@ from relay.service import RelayService
 from relay.sip.message import Request, Response, make_response
 from relay.sip.parser import parse_message
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS
-from tests.unit.relay.control.fake_control_plane import ACCEPT, SECRET, FakeControlPlane
+from tests.unit.relay.control.fake_control_plane import (
+    ACCEPT,
+    ALLOWLIST,
+    SECRET,
+    FakeControlPlane,
+)
 
 LOOPBACK = "127.0.0.1"
 RTP_PORTS = (26000, 26199)
@@ -151,7 +157,16 @@ def spooled(spool_dir: Path) -> list[CallEvent]:
 
 
 @dataclass
-class GatedControlPlane(FakeControlPlane):
+class ControlPlane(FakeControlPlane):
+    """The relay tests' stand-in, whose allowlist admits the phone (127.0.0.1)."""
+
+    allowlist: dict[str, Any] = field(
+        default_factory=lambda: dict(ALLOWLIST, allowedCidrRanges=[f"{LOOPBACK}/32"])
+    )
+
+
+@dataclass
+class GatedControlPlane(ControlPlane):
     """The stand-in, but its INVITE webhook waits until :attr:`gate` is set."""
 
     gate: asyncio.Event = field(default_factory=asyncio.Event)

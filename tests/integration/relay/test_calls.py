@@ -19,6 +19,7 @@ from chalicelib.contracts import CallEvent, CallEventType
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.harness import (
     CALL_ID,
+    ControlPlane,
     Phone,
     accepting,
     run,
@@ -37,6 +38,14 @@ async def _connected(agent: Agent) -> dict[str, Any]:
     return start
 
 
+INFOS = [
+    ("application/dtmf-relay", "Signal=10\r\nDuration=160\r\n"),
+    ("application/dtmf", "1"),
+    ("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+    ("application/dtmf-relay", "Signal=11\r\nDuration=160\r\n"),
+]
+
+
 def test_sip_info_dtmf_relay_digits_reach_the_agent_as_twilio_dtmf_messages(
     tmp_path: Path,
 ) -> None:
@@ -48,25 +57,19 @@ def test_sip_info_dtmf_relay_digits_reach_the_agent_as_twilio_dtmf_messages(
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url:
-            control = FakeControlPlane(decision=accepting(url))
+            control = ControlPlane(decision=accepting(url))
             await control.start()
             try:
-                async with running(settings_for(control.url, tmp_path)) as relay:
-                    async with Phone(relay.port) as phone:
-                        phone.invite()
-                        assert (await phone.answered()).status == 200
-                        start = await _connected(agent)
-                        infos = [
-                            ("application/dtmf-relay", "Signal=10\r\nDuration=160\r\n"),
-                            ("application/dtmf", "1"),
-                            ("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
-                            ("application/dtmf-relay", "Signal=11\r\nDuration=160\r\n"),
-                        ]
-                        for content_type, body in infos:
-                            assert (await phone.info(content_type, body)).status == 200
-                        digits = [await agent.next_event("dtmf") for _ in range(3)]
-                        assert (await phone.bye()).status == 200
-                        await until(agent.closed.is_set)
+                settings = settings_for(control.url, tmp_path)
+                async with running(settings) as relay, Phone(relay.port) as phone:
+                    phone.invite()
+                    assert (await phone.answered()).status == 200
+                    start = await _connected(agent)
+                    for content_type, body in INFOS:
+                        assert (await phone.info(content_type, body)).status == 200
+                    digits = [await agent.next_event("dtmf") for _ in range(3)]
+                    assert (await phone.bye()).status == 200
+                    await until(agent.closed.is_set)
             finally:
                 await control.stop()
 
@@ -116,7 +119,7 @@ def test_a_failure_in_a_calls_glue_ends_the_call_with_internal_error(
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url:
-            control = FakeControlPlane(decision=accepting(url))
+            control = ControlPlane(decision=accepting(url))
             await control.start()
             try:
                 async with running(settings_for(control.url, tmp_path)) as relay:
