@@ -8,6 +8,7 @@ docs/relay.md (How a call ends).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from chalicelib.contracts import CallEvent, CallEventType
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.harness import (
     CALL_ID,
+    LOOPBACK,
     ControlPlane,
     Phone,
     accepting,
@@ -146,5 +148,59 @@ def test_a_failure_in_a_calls_glue_ends_the_call_with_internal_error(
         assert ended["callId"] == CALL_ID
         kinds = [e["type"] for e in control.applied.values()]
         assert fault_at.value not in kinds
+
+    run(scenario)
+
+
+def _taken_pair(low: int = 26400, high: int = 26600) -> list[socket.socket]:
+    """Bind an even UDP port and the odd one above it on 127.0.0.1; return both sockets."""
+    for port in range(low, high, 2):
+        sockets: list[socket.socket] = []
+        try:
+            for number in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind((LOOPBACK, number))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            continue
+        return sockets
+    raise AssertionError(f"no free even/odd UDP pair in {low}-{high}")
+
+
+def test_a_relay_out_of_rtp_ports_answers_503_with_retry_after_not_internal_error(
+    tmp_path: Path,
+) -> None:
+    """docs/relay.md, How a call ends: a relay with no RTP port pair free (every pair of
+    ``SIPLINE_RTP_PORTS`` in use) is busy, not broken: the caller gets 503 with
+    ``Retry-After`` (``SIPLINE_RETRY_AFTER_S``), so that the carrier tries another relay, and
+    the accepted call ends with ``leg_ended`` ``error`` detail ``rtp_ports_exhausted``, sipStatus
+    503. The fault comes through the call's ``ports`` dependency: its one pair is taken."""
+    taken = _taken_pair()
+    low = taken[0].getsockname()[1]
+
+    async def scenario() -> None:
+        control = ControlPlane(decision=accepting("ws://127.0.0.1:9/agent"))
+        await control.start()
+        settings = settings_for(control.url, tmp_path, rtp_port_min=low, rtp_port_max=low + 1)
+        try:
+            async with running(settings) as relay, Phone(relay.port) as phone:
+                phone.invite()
+                final = await phone.answered()
+                await until(lambda: bool(_ends_of(control)))
+        finally:
+            await control.stop()
+            for sock in taken:
+                sock.close()
+
+        assert (final.status, final.reason) == (503, "Service Unavailable")
+        assert final.headers.get("Retry-After") == "5"
+        [ended] = _ends_of(control)
+        assert (ended["reason"], ended["detail"], ended["sipStatus"]) == (
+            "error",
+            "rtp_ports_exhausted",
+            503,
+        )
 
     run(scenario)
