@@ -38,6 +38,7 @@ _YOUNG_PER_MIDDLE = round(MIDDLE_GC_INTERVAL_S / YOUNG_GC_INTERVAL_S)
 _YOUNG_PER_FULL = round(FULL_GC_INTERVAL_S / YOUNG_GC_INTERVAL_S)
 _NO_AUTOMATIC_FULL_GC = 1 << 30
 """The oldest generation's threshold: CPython never starts a full collection by itself."""
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _collect_young(loop: asyncio.AbstractEventLoop, count: int = 0) -> None:
@@ -48,13 +49,22 @@ def _collect_young(loop: asyncio.AbstractEventLoop, count: int = 0) -> None:
     loop.call_later(YOUNG_GC_INTERVAL_S, _collect_young, loop, count + 1)
 
 
-async def _main(settings: RelaySettings) -> None:
+async def serve(service: RelayService) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then shut it down gracefully (docs/relay.md)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    _collect_young(loop)
-    await RelayService(settings).run(stop)
+    try:
+        await service.run(stop)
+    finally:
+        for sig in _STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def _main(settings: RelaySettings) -> None:
+    _collect_young(asyncio.get_running_loop())
+    await serve(RelayService(settings))
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 The sans-I/O endpoint has already sent 100 Trying. This task:
 
 1. asks the control plane (``ControlPlaneClient.decide``), bounded: when it is down or slow the
-   caller gets 503 with Retry-After (``plan_unavailable``), never silence;
+   caller gets 503 with Retry-After (``plan_unavailable``), never silence; so does a call for
+   which no RTP port pair is free;
 2. plans the answer (``plan_incoming_invite``): a rejection, a 488, or the SDP answer;
 3. opens the call's RTP ports, rings, and connects the agent's WebSocket while the caller hears
    ringing; the caller is answered (200 OK) only once the agent is there, else 480;
@@ -53,7 +54,7 @@ from relay.sip.offer_answer import NegotiatedMedia
 from relay.sip.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
 from relay.sip.text import readable
 from relay.sip.uri import SipUri
-from relay.transport.rtp_session import RtpPortAllocator, RtpSession
+from relay.transport.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
 
@@ -233,7 +234,18 @@ class IncomingCallFlow:
             return
         self.call_id = decision.call_id
         self._record(CallEventType.INVITE_RECEIVED, at=self.received_at)
-        session = self.session = await RtpSession.open(self.deps.ports)
+        try:
+            session = self.session = await RtpSession.open(self.deps.ports)
+        except RtpPortsExhausted:  # busy, not broken: the carrier may try another relay
+            logger.error("call %s: no RTP port pair free; answered 503", self.call_id)
+            self._reject(plan_unavailable(self.deps.retry_after_s))
+            self._record(
+                CallEventType.LEG_ENDED,
+                reason=LegEndReason.ERROR,
+                sipStatus=503,
+                detail="rtp_ports_exhausted",
+            )
+            return
         try:
             await self._answer(decision, session)
         finally:

@@ -6,9 +6,10 @@ the heartbeat, the SQS command consumer, the RTP port range, and one task per ca
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
 tasks call back into the endpoint and then ``transmit``.
 
-Shutdown (SIGTERM, Ctrl-C): stop taking commands, hang up every call, give the call tasks a few
-seconds to record their last events, drain the outbox (what is not delivered stays spooled for
-the next start), close the transports.
+Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
+the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
+their last events, drain the outbox (what is not delivered stays spooled for the next start),
+close the transports.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ class RelayService:
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
         self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
-        self._deps: CallDeps | None = None
+        self.call_deps: CallDeps | None = None
+        """What each new call is given (set by :meth:`run`); tests wrap a dependency to inject a fault."""
+        self.commands: CommandConsumer | None = None
+        """The command consumer, while :meth:`run` runs with a command queue."""
         self._guard_refresh_at = float("-inf")
 
     def _local_addresses(self) -> dict[Transport, Address]:
@@ -136,7 +140,7 @@ class RelayService:
             ) as control,
             EventOutbox(control, s.spool_dir, max_spool_bytes=s.spool_max_bytes) as outbox,
         ):
-            self._deps = CallDeps(
+            self.call_deps = CallDeps(
                 decide=control.decide,
                 record=outbox.record,
                 transmit=self.transport.transmit,
@@ -160,8 +164,8 @@ class RelayService:
             background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
             if s.command_queue_url:
                 handlers = CommandHandlers(hangup=self._hang_up_command)
-                consumer = command_consumer(s, handlers, sqs_client())
-                background.append(loop.create_task(consumer.run()))
+                self.commands = command_consumer(s, handlers, sqs_client())
+                background.append(loop.create_task(self.commands.run()))
             logger.info(
                 "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",
                 s.sip_host,
@@ -178,6 +182,7 @@ class RelayService:
                 await self._shut_down(background, outbox)
 
     async def _shut_down(self, background: list[asyncio.Task[Any]], outbox: EventOutbox) -> None:
+        self.ready.clear()  # new INVITEs get 503 Retry-After: 1, not a call dropped at exit
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -233,10 +238,10 @@ class RelayService:
 
     def _incoming(self, event: IncomingCallReceived) -> None:
         call, now = event.call, asyncio.get_running_loop().time()
-        if self._deps is None or not self.ready.is_set():
+        if self.call_deps is None or not self.ready.is_set():
             call.reject(503, now=now, headers=(("Retry-After", "1"),))
             return
-        flow = IncomingCallFlow(call, event.request, self._deps)
+        flow = IncomingCallFlow(call, event.request, self.call_deps)
         self.flows[call] = flow
         task = asyncio.get_running_loop().create_task(flow.run())
         self._call_tasks[task] = flow

@@ -124,7 +124,7 @@ def plan_incoming_invite(
 
 
 def plan_unavailable(retry_after_s: int) -> RejectPlan:
-    """Return 503 with Retry-After: the control plane did not decide in time."""
+    """Return 503 with Retry-After: no decision in time, or no RTP port free (the relay is busy)."""
     return RejectPlan(
         SERVICE_UNAVAILABLE,
         REASON_PHRASES[SERVICE_UNAVAILABLE],
