@@ -36,7 +36,7 @@ from relay.service import RelayService
 from relay.sip.message import Request, Response, make_response
 from relay.sip.parser import parse_message
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS
-from tests.unit.relay.control.fake_control_plane import (
+from tests.integration.relay.control.fake_control_plane import (
     ACCEPT,
     ALLOWLIST,
     SECRET,

@@ -18,6 +18,7 @@ import pytest
 
 from chalicelib.contracts import CallEvent, CallEventType
 from tests.integration.relay.bridge.harness import Agent, agent_server
+from tests.integration.relay.control.fake_control_plane import FakeControlPlane
 from tests.integration.relay.harness import (
     CALL_ID,
     LOOPBACK,
@@ -29,7 +30,6 @@ from tests.integration.relay.harness import (
     settings_for,
     until,
 )
-from tests.unit.relay.control.fake_control_plane import FakeControlPlane
 
 
 async def _connected(agent: Agent) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from relay import __main__ as relay_main
 from relay.control.webhooks import EVENTS_PATH
 from tests.integration.relay.bridge.harness import Agent, agent_server
+from tests.integration.relay.control.fake_control_plane import Reply
 from tests.integration.relay.harness import (
     CALL_ID,
     STOP_S,
@@ -31,7 +32,6 @@ from tests.integration.relay.harness import (
     start,
     until,
 )
-from tests.unit.relay.control.fake_control_plane import Reply
 
 
 def _events_refused(path: str) -> Reply | None:

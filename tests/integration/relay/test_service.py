@@ -32,6 +32,7 @@ from relay.config import RelaySettings
 from relay.control.webhooks import INVITE_PATH
 from scripts.localstack import Credentials, LocalStack, free_port
 from tests.integration.relay.bridge.harness import Agent, agent_server
+from tests.integration.relay.control.fake_control_plane import FakeControlPlane, Reply
 from tests.integration.relay.harness import (
     WAIT_S,
     ControlPlane,
@@ -44,7 +45,6 @@ from tests.integration.relay.harness import (
     start,
     until,
 )
-from tests.unit.relay.control.fake_control_plane import FakeControlPlane, Reply
 
 BUSY = {"action": "reject", "sipStatus": 486, "reason": "busy_here"}
 
