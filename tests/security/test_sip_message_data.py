@@ -38,7 +38,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures)
     services,
 )
 from tests.integration.harness import FALLBACK_SECRET, TABLE, Api, Aws, FallbackServer
-from tests.interop.stack import free_port_range, free_sip_port
+from tests.support.ports import free_port_range, free_sip_port
 from tests.unit.relay.control.fake_control_plane import ALLOWLIST, SECRET, FakeControlPlane
 
 CARRIER = "203.0.113.0/24"
