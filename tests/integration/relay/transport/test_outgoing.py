@@ -72,10 +72,9 @@ def test_a_refused_connection_is_reported_to_the_core_as_a_transport_error() -> 
     async def scenario() -> None:
         core = FakeCore()
         endpoint = await started(core, config())
-        closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-        port = closed.sockets[0].getsockname()[1]
-        closed.close()
-        await closed.wait_closed()
+        refusing = socket.socket()  # bound and held, so nobody else listens there; not listening
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
         try:
             target = Address("127.0.0.1", port, Transport.TCP)
             core.outbox.append((request(transport="TCP"), target))
@@ -85,6 +84,7 @@ def test_a_refused_connection_is_reported_to_the_core_as_a_transport_error() -> 
             assert endpoint.connection_count == 0 and core.lost_connections == []
         finally:
             await endpoint.close()
+            refusing.close()
 
     run(scenario)
 
