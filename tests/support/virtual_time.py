@@ -12,7 +12,7 @@ of the loop's sight.
 
 Limits: a peer in another thread or process (SIPp, baresip, a server on its own loop) answers
 in real time, which this clock does not wait for; such tests run on a real loop and assert order,
-counts and content, never durations (tests/README.md).
+counts and content, never durations (bench/README.md: timing claims are benchmarks).
 """
 
 from __future__ import annotations
