@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) -m bench.rtp
 	$(PY) -m bench.codecs
 	$(PY) -m bench.media
+	$(PY) -m bench.rtp_pacing
 
 bench-load: $(STAMP)
 	scripts/system-deps.sh bench

@@ -397,6 +397,8 @@ class AgentBridge:
             except (OSError, TimeoutError, InvalidHandshake) as failure:
                 error = f"{type(failure).__name__}: {failure}"
                 logger.info("agent %s not reachable (%s)", self.endpoint.url, error)
+            if attempt + 1 == settings.max_attempts:
+                break  # pauses come between attempts (docs/agents.md), not after the last
             delay = settings.retry_delays_s[min(attempt, len(settings.retry_delays_s) - 1)]
             await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
         return AgentUnreachable(self.counters.connect_attempts, error)

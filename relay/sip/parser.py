@@ -242,6 +242,11 @@ class StreamFramer:
         """Return the number of bytes received but not yet consumed."""
         return len(self._buffer)
 
+    @property
+    def message_begun(self) -> bool:
+        """Return whether unconsumed bytes begin a message (not just a CRLF CRLF ping's start)."""
+        return bool(self._buffer) and not b"\r\n\r\n".startswith(bytes(self._buffer[:4]))
+
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
         self._buffer += data

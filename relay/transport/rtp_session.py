@@ -1,7 +1,8 @@
 """The asyncio side of one call's media: a UDP socket pair driving a `CallMedia` core.
 
 The I/O shell of the sans-I/O media core (``relay/media``), beside the SIP transports. It is
-thin on purpose: datagrams go to the core with ``time.monotonic()``, one
+thin on purpose: datagrams go to the core with the loop's clock (``time.monotonic()`` on
+asyncio's loop; a test's loop may simulate it), one
 ``loop.call_at`` follows the core's `CallMedia.get_timer` (so the send grid, kept in the core,
 never drifts), and what the core returns is sent, or handed to the agent bridge.
 
@@ -329,13 +330,13 @@ class RtpSession:
         self._guard(None)
 
     def _clock(self) -> float:
-        """Return the core's time: ``time.monotonic()`` (the loop's base), never going back.
+        """Return the core's time: the loop's (``time.monotonic()``), never going back.
 
         A timer that fires counts as due even if the clock says a hair less (a loop with a
         coarser clock, uvloop's whole milliseconds, would otherwise make the core re-arm it at
         once and spin until the clock turns).
         """
-        now = time.monotonic()
+        now = self._loop.time()  # the clock its timers are armed on
         if now < self._last_now:
             return self._last_now
         self._last_now = now

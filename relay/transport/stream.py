@@ -48,7 +48,6 @@ __all__ = ["ConnectionTable", "StreamConnection", "StreamLimits", "StreamOwner"]
 logger = logging.getLogger("sipline.relay.transport")
 
 PONG = b"\r\n"  # RFC 5626 §3.5.1
-_KEEPALIVE_PREFIX_BYTES = 3  # "\r\n\r" may still become a ping: not a message begun
 _MAX_WRITE_BUFFER_BYTES = 1024 * 1024  # a peer that stops reading is cut off here
 
 
@@ -247,7 +246,7 @@ class StreamConnection(asyncio.Protocol):
 
     def _watch_message(self, progressed: bool) -> None:
         """Time a message from its first byte: restart on progress, stop when none is pending."""
-        pending = self._framer.buffered_bytes > _KEEPALIVE_PREFIX_BYTES
+        pending = self._framer.message_begun  # "\r\n\r" may become a ping; "OPT" will not
         if self._closing:
             return
         if (progressed or not pending) and self._deadline is not None:

@@ -6,11 +6,13 @@ it should do in its URL, ``ws://127.0.0.1:PORT/<name>?<behaviour>``:
 - ``accept_delay_s``: hold the HTTP upgrade that long (the relay keeps the caller ringing);
 - ``tone_hz`` (and ``tone_after_s``, ``tone_s``): send a sine tone as outbound ``media``,
   paced in real time in 20 ms chunks, starting ``tone_after_s`` after ``start``;
-- ``close_after_s``: close the socket that long after ``start`` (the relay must hang up).
+- ``close_after_s``: close the socket that long after ``start`` (the relay must hang up); the
+  session's events get ``agent_closing`` just before.
 
 Every connection is recorded as an :class:`AgentSession` under its name: the ``start``
 message, each inbound ``media`` payload (μ-law) with its arrival wall-clock time, ``dtmf``
-digits, ``stop``, and the close.
+digits, ``stop``, and the close. Every upgrade request is counted under its name too
+(:meth:`AgentServer.upgrade_requests`), also those given up on before the answer.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class AgentServer:
     def __init__(self) -> None:
         self.port = 0
         self._sessions: dict[str, list[AgentSession]] = {}
+        self._upgrades: dict[str, int] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -99,6 +102,11 @@ class AgentServer:
     def sessions(self, name: str) -> list[AgentSession]:
         with self._lock:
             return list(self._sessions.get(name, []))
+
+    def upgrade_requests(self, name: str) -> int:
+        """Return how many WebSocket upgrades to ``name`` were asked for (answered or not)."""
+        with self._lock:
+            return self._upgrades.get(name, 0)
 
     def wait_sessions(
         self, name: str, count: int = 1, timeout_s: float = 10.0
@@ -126,7 +134,11 @@ class AgentServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        delay = float(dict(parse_qsl(urlsplit(request.path).query)).get("accept_delay_s", 0))
+        parts = urlsplit(request.path)
+        with self._lock:
+            name = parts.path.strip("/")
+            self._upgrades[name] = self._upgrades.get(name, 0) + 1
+        delay = float(dict(parse_qsl(parts.query)).get("accept_delay_s", 0))
         if delay:
             await asyncio.sleep(delay)
         return None
@@ -174,7 +186,7 @@ class AgentServer:
             tasks.append(asyncio.create_task(self._tone(session, connection, stream_sid, params)))
         if "close_after_s" in params:
             tasks.append(
-                asyncio.create_task(self._close_after(connection, params["close_after_s"]))
+                asyncio.create_task(self._close_after(session, connection, params["close_after_s"]))
             )
         return tasks
 
@@ -200,6 +212,9 @@ class AgentServer:
             await asyncio.sleep(max(0.0, began + (index + 1) * CHUNK_S - loop.time()))
 
     @staticmethod
-    async def _close_after(connection: ServerConnection, delay_s: float) -> None:
+    async def _close_after(
+        session: AgentSession, connection: ServerConnection, delay_s: float
+    ) -> None:
         await asyncio.sleep(delay_s)
+        session.events.append("agent_closing")
         await connection.close()

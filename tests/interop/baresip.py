@@ -1,8 +1,9 @@
 """baresip 1.0 headless, driven over its ``ctrl_tcp`` JSON control.
 
 :class:`Baresip` writes a config directory (SIP on a free 127.0.0.1 port, the ALSA ``null``
-device as player, ``ausine`` at 440 Hz as source, its own RTP port range), starts baresip under
-``timeout -k 3``, and talks netstrings of JSON to ``ctrl_tcp``: ``dial``, ``hangup``, and
+device as player, ``ausine`` at 440 Hz as source, its own RTP port range; its ports are chosen
+as it starts, and again if baresip finds one taken), starts baresip under ``timeout -k 3``, and
+talks netstrings of JSON to ``ctrl_tcp``: ``dial``, ``hangup``, and
 events such as ``CALL_ESTABLISHED`` and ``CALL_CLOSED``.
 
 baresip 1.0.0's ``aufile`` module is a source only (its WAV *player* came later), so what
@@ -23,7 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.interop.stack import free_port_range, free_sip_port, require
+from tests.interop.stack import require
+from tests.support.ports import (
+    PortTaken,
+    address_in_use,
+    free_port_range,
+    free_sip_port,
+    with_fresh_ports,
+)
 
 SOURCE_HZ = 440
 CONFIG = """\
@@ -70,27 +78,36 @@ class Baresip:
         extra_config: str = "",
     ) -> None:
         self.directory = directory
-        self.sip_port = free_sip_port(tls_above=True)  # TLS listens on the port above
-        self.ctrl_port = free_sip_port(avoid=(self.sip_port, self.sip_port + 1))
-        self.rtp_ports = free_port_range(20)
+        self.account_params = account_params
+        self.extra_config = extra_config
         self.lifetime_s = lifetime_s
+        self.sip_port = self.ctrl_port = 0
+        self.rtp_ports = (0, 0)
         self.events: list[dict[str, Any]] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._buffer = b""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config").write_text(
+
+    def _configure(self) -> None:
+        """Choose free ports and write baresip's config and account files for them."""
+        self.sip_port = free_sip_port(tls_above=True)  # TLS listens on the port above
+        self.ctrl_port = free_sip_port(avoid=(self.sip_port, self.sip_port + 1))
+        self.rtp_ports = free_port_range(20)
+        (self.directory / "config").write_text(
             CONFIG.format(
                 sip_port=self.sip_port,
                 ctrl_port=self.ctrl_port,
                 source_hz=SOURCE_HZ,
                 rtp_low=self.rtp_ports[0],
                 rtp_high=self.rtp_ports[1],
-                directory=directory,
-                extra=extra_config,
+                directory=self.directory,
+                extra=self.extra_config,
             )
         )
-        (directory / "accounts").write_text(f"<sip:bob@127.0.0.1>;regint=0{account_params}\n")
+        (self.directory / "accounts").write_text(
+            f"<sip:bob@127.0.0.1>;regint=0{self.account_params}\n"
+        )
 
     @property
     def log(self) -> str:
@@ -98,7 +115,13 @@ class Baresip:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def __enter__(self) -> Baresip:
+        self._control = with_fresh_ports(self._start)
+        return self
+
+    def _start(self) -> socket.socket:
+        """Start baresip on fresh ports; `PortTaken` if one was taken since it was probed."""
         baresip = require("baresip")
+        self._configure()
         log = open(self.directory / "baresip.log", "wb")  # noqa: SIM115 - closed by the process
         self._process = subprocess.Popen(
             ["timeout", "-k", "3", str(self.lifetime_s), baresip, "-f", str(self.directory)],
@@ -108,8 +131,12 @@ class Baresip:
             start_new_session=True,
         )
         log.close()
-        self._control = self._connect_control()
-        return self
+        try:
+            return self._connect_control()
+        except BaresipError:
+            if self._process.poll() is not None and address_in_use(self.log):
+                raise PortTaken(self.log) from None
+            raise
 
     def _connect_control(self) -> socket.socket:
         deadline = time.monotonic() + 10

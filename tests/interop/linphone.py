@@ -23,7 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.interop.stack import free_port_range, free_sip_port, require
+from tests.interop.stack import require
+from tests.support.ports import free_port_range, free_sip_port
 
 CONFIG = """\
 [sip]

@@ -3,7 +3,9 @@
 ``run_sipp`` runs one SIPp UAC (built-in ``-sn`` scenario or a file of ``scenarios/``) under
 ``timeout -k 3``, with ``-timeout`` as SIPp's own bound, and returns its exit code with the
 trace of every message it sent and received, for assertions and failure messages. SIPp's rc:
-0 every call succeeded, 1 some failed, 255 fatal (SIPp's documented exit codes).
+0 every call succeeded, 1 some failed, 255 fatal (SIPp's documented exit codes). Its SIP and
+media ports are probed just before it starts; if one was taken meanwhile (SIPp says "Address
+already in use"), it runs again on fresh ones.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.interop.stack import InteropStack, free_port_range, free_sip_port, require
+from tests.interop.stack import InteropStack, require
+from tests.support.ports import (
+    PortTaken,
+    address_in_use,
+    free_port_range,
+    free_sip_port,
+    with_fresh_ports,
+)
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 TRANSPORTS = {"udp": "u1", "tcp": "t1", "tls": "l1"}
@@ -74,31 +83,38 @@ def run_sipp(
     workdir.mkdir(parents=True, exist_ok=True)
     port = stack.tls_port if transport == "tls" else stack.sip_port
     messages, errors = workdir / "messages.log", workdir / "errors.log"
-    for stale in (messages, errors):
-        stale.unlink(missing_ok=True)
-    command = ["timeout", "-k", "3", str(timeout_s + 5), sipp, f"127.0.0.1:{port}"]
-    command += ["-sn", builtin] if builtin else ["-sf", str(scenario_file)]
-    command += [
-        "-i", "127.0.0.1", "-p", str(free_sip_port()), "-t", TRANSPORTS[transport],
-        "-mi", "127.0.0.1", "-mp", str(free_port_range(4)[0]),
-        "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
-        "-trace_msg", "-message_file", str(messages), "-trace_err", "-error_file", str(errors),
-    ]  # fmt: skip
-    if transport == "tls":
-        cert, key = stack.tls_files
-        command += ["-tls_cert", str(cert), "-tls_key", str(key)]
-    command += list(extra)
-    result = subprocess.run(
-        command,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        errors="replace",  # SIPp echoes what it received, bytes that are not UTF-8 included
-        timeout=timeout_s + 15,
-    )
-    return SippRun(
-        returncode=result.returncode,
-        stdout=result.stdout + result.stderr,
-        messages=messages.read_text(errors="replace") if messages.exists() else "",
-        errors=errors.read_text(errors="replace") if errors.exists() else "",
-    )
+
+    def attempt() -> SippRun:
+        for stale in (messages, errors):
+            stale.unlink(missing_ok=True)
+        command = ["timeout", "-k", "3", str(timeout_s + 5), sipp, f"127.0.0.1:{port}"]
+        command += ["-sn", builtin] if builtin else ["-sf", str(scenario_file)]
+        command += [
+            "-i", "127.0.0.1", "-p", str(free_sip_port()), "-t", TRANSPORTS[transport],
+            "-mi", "127.0.0.1", "-mp", str(free_port_range(4)[0]),
+            "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
+            "-trace_msg", "-message_file", str(messages), "-trace_err", "-error_file", str(errors),
+        ]  # fmt: skip
+        if transport == "tls":
+            cert, key = stack.tls_files
+            command += ["-tls_cert", str(cert), "-tls_key", str(key)]
+        command += list(extra)
+        result = subprocess.run(
+            command,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            errors="replace",  # SIPp echoes what it received, bytes that are not UTF-8 included
+            timeout=timeout_s + 15,
+        )
+        run = SippRun(
+            returncode=result.returncode,
+            stdout=result.stdout + result.stderr,
+            messages=messages.read_text(errors="replace") if messages.exists() else "",
+            errors=errors.read_text(errors="replace") if errors.exists() else "",
+        )
+        if run.returncode != 0 and not run.messages and address_in_use(run.stdout + run.errors):
+            raise PortTaken(run.explain())  # it never sent a message: start again
+        return run
+
+    return with_fresh_ports(attempt)

@@ -1,17 +1,19 @@
 """The whole system for the interop tests: moto + ``chalice local`` + the relay, on free ports.
 
 Each test module gets its own agent and To-user pattern (``InteropStack.add_agent``); the
-account's routing rules are the union of them, so modules never see each other's calls. The
-relay polls the allowlist every second here: after a change, wait ``ALLOWLIST_SETTLE_S``.
+account's routing rules are the union of them, so modules never see each other's calls. A test
+that changes the allowlist does so for itself (``InteropStack.allowed_cidrs`` puts the old one
+back), and every change is waited for until the relay says it holds it: its log names each
+allowlist version it takes, and the control plane tells which version a change made.
 """
 
 from __future__ import annotations
 
-import random
+import re
 import shutil
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,16 @@ from typing import Any
 import pytest
 import requests
 
+from chalicelib import signing
 from scripts.localstack import LocalStack
 
-ALLOWLIST_SETTLE_S = 1.5
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 10
+ALLOWLIST_PATH = "/webhooks/sip/allowlist"
+ALLOWLIST_TAKEN_S = 10.0
+"""How long the relay may take to log a new allowlist (it polls every second here): a bound on a
+wait for an event, not a duration asserted."""
+ALLOWLIST_LOGGED = re.compile(r"allowlist version (\d+): ")
 
 
 def require(tool: str) -> str:
@@ -36,45 +43,6 @@ def require(tool: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def _bindable(port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_sip_port(*, tls_above: bool = False, avoid: tuple[int, ...] = ()) -> int:
-    """Return a port free for both UDP and TCP on 127.0.0.1 (SIP listens on both).
-
-    ``tls_above``: the port above it must be free for TCP too (baresip listens for TLS there).
-    ``avoid``: ports already promised to something else (they are not bound yet).
-    """
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            port = int(sock.getsockname()[1])
-        if port in avoid or not _bindable(port, socket.SOCK_DGRAM):
-            continue
-        if not tls_above or _bindable(port + 1, socket.SOCK_STREAM):
-            return port
-    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
-
-
-RELAY_RTP_PORTS = (30000, 40000)
-"""Where the relay's RTP range is drawn from; the SIP clients' ranges come from above it."""
-
-
-def free_port_range(size: int, low: int = 40000, high: int = 60000) -> tuple[int, int]:
-    """Return ``(first, last)`` of ``size`` consecutive UDP ports, all free a moment ago."""
-    for _ in range(100):
-        first = random.randrange(low, high - size) & ~1
-        if all(_bindable(port, socket.SOCK_DGRAM) for port in range(first, first + size)):
-            return first, first + size - 1
-    raise RuntimeError(f"no {size} consecutive free UDP ports in {low}-{high}")
 
 
 @dataclass
@@ -124,10 +92,47 @@ class InteropStack:
         return agent_id
 
     def set_allowed_cidrs(self, ranges: list[str]) -> None:
-        """Replace the account's allowlist, then wait until the relay has picked it up."""
+        """Replace the account's allowlist, then wait until the relay's log says it holds it."""
+        logged_before = len(self.relay_log())
         patched = self.api("PATCH", "/api/sip", {"allowedCidrRanges": ranges})
         assert patched.status_code == 200, patched.text
-        time.sleep(ALLOWLIST_SETTLE_S)
+        wanted = self.edge_allowlist_version()
+        deadline = time.monotonic() + ALLOWLIST_TAKEN_S
+        while True:
+            log = self.relay_log()
+            taken = ALLOWLIST_LOGGED.findall(log[logged_before:]) or ALLOWLIST_LOGGED.findall(log)
+            if taken and int(taken[-1]) == wanted:  # logged since, or the relay held it already
+                return
+            assert time.monotonic() < deadline, f"the relay never took allowlist {wanted}:\n{log}"
+            time.sleep(0.05)
+
+    @contextmanager
+    def allowed_cidrs(self, ranges: list[str]) -> Iterator[None]:
+        """Hold ``ranges`` as the allowlist for the with-block, then put back what was there."""
+        current = self.api("GET", "/api/sip")
+        assert current.status_code == 200, current.text
+        before: list[str] = current.json()["allowedCidrRanges"]
+        self.set_allowed_cidrs(ranges)
+        try:
+            yield
+        finally:
+            self.set_allowed_cidrs(before)
+
+    def edge_allowlist_version(self) -> int:
+        """Return the allowlist version the control plane serves the relay now (asked as it asks)."""
+        headers = signing.sign(
+            self.local.credentials.webhook_secret,
+            int(time.time()),
+            b"",
+            method="GET",
+            path=ALLOWLIST_PATH,
+        )
+        answer = requests.get(
+            self.local.api_url + ALLOWLIST_PATH, headers=headers, timeout=HTTP_TIMEOUT_S
+        )
+        assert answer.status_code == 200, answer.text
+        version: int = answer.json()["version"]
+        return version
 
     def calls(self, agent_id: str) -> list[dict[str, Any]]:
         """The agent's call records, newest first."""

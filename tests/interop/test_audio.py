@@ -4,7 +4,8 @@ baresip calls in once per codec (PCMU, PCMA, G722, opus; restricted per account)
 ``ausine`` source at 440 Hz; the test agent records what it gets (μ-law) and plays a 1 kHz tone
 back from one second after ``start``. Both tones are measured by FFT at the other end: what the
 agent heard, and what baresip decoded (its ``sndfile`` dump). The one-way latency is measured
-roughly and printed (``-s`` shows it), never asserted tightly:
+roughly and printed (``-s`` shows it), never asserted (how long it takes is a benchmark's
+figure, ``bench/latency_probe.py``; a bound here would fail on a loaded machine by luck):
 
 - agent -> caller: when the agent sent its first tone chunk, against when the RTP carrying the
   tone's onset reached baresip (the arrival of baresip's first RTP packet, plus the onset's
@@ -115,7 +116,6 @@ def test_tones_cross_the_relay_both_ways(
         f"{AGENT_TONE_HZ} Hz heard by baresip ({rate} Hz) as {at_phone_hz:.1f} Hz; "
         f"agent->caller ~{to_caller_ms:.0f} ms, caller->agent ~{to_agent_ms:.0f} ms"
     )
-    assert -100 < to_caller_ms < 1000 and -100 < to_agent_ms < 1000
 
 
 def _loud(frame: bytes) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.sipp import run_sipp, scenario
-from tests.interop.stack import LOOPBACK, InteropStack
+from tests.interop.stack import InteropStack
 
 pytestmark = pytest.mark.interop
 
@@ -60,11 +60,8 @@ def test_a_source_outside_the_allowlist_gets_403(
 ) -> None:
     refused = scenario("reject.xml", tmp_path, status="403")
     calls_before = len(stack.calls(agent_id))
-    stack.set_allowed_cidrs(["203.0.113.0/24"])
-    try:
+    with stack.allowed_cidrs(["203.0.113.0/24"]):  # for this test only
         run = run_sipp(stack, tmp_path, service=SERVICE, scenario_file=refused)
-    finally:
-        stack.set_allowed_cidrs([f"{LOOPBACK}/32"])
 
     assert run.returncode == 0, run.explain()
     assert run.count("403") == 1, run.explain()

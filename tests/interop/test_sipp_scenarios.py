@@ -122,18 +122,21 @@ def test_max_duration_ends_the_call_with_a_bye(
     [call] = stack.wait_for_call(agents["short"])
     assert call["endReason"] == "timeout", call
     assert call["sipDetails"]["terminationReason"] == "SIP_TERMINATION_TIMEOUT", call
+    # Not before its 2 s (docs/api.md: counted from the answer, which follows the agent's
+    # joining); how late after them depends on the machine's load and is not asserted.
     lasted = datetime.fromisoformat(call["ended"]) - datetime.fromisoformat(call["joined"])
-    assert 1.9 <= lasted.total_seconds() < 3.5, call
+    assert lasted.total_seconds() >= 1.9, call
 
 
 def test_join_timeout_gives_up_on_a_slow_agent_before_the_default_bound(
-    stack: InteropStack, agents: dict[str, str], tmp_path: Path
+    stack: InteropStack, agents: dict[str, str], agent_server: AgentServer, tmp_path: Path
 ) -> None:
     run = run_sipp(stack, tmp_path, service="interop_late", builtin="uac", timeout_s=10)
 
     assert run.count("480") >= 1, run.explain()
     [call] = stack.wait_for_call(agents["late"])
     assert call["joined"] is None and call["endReason"] == "unjoined", call
-    created = datetime.fromisoformat(call["created"])
-    ended = datetime.fromisoformat(call["ended"])
-    assert (ended - created).total_seconds() < 4, "the relay waited past the 1 s joinTimeout"
+    # The agent holds each upgrade 5 s. Within the 1 s joinTimeout there is room for one
+    # attempt only; the default bounds (3 s an attempt, 8 s in all, docs/agents.md) would have
+    # made three.
+    assert agent_server.upgrade_requests("late") == 1

@@ -41,8 +41,8 @@ from tests.integration import conftest as route_tests
 from tests.integration.harness import TABLE, Api, Aws, apply, load_vector
 from tests.integration.relay.control.fake_control_plane import SECRET, FakeControlPlane
 from tests.integration.relay.transport.fake_core import UdpClient, until
-from tests.interop.stack import free_port_range, free_sip_port
 from tests.support.fakes import START, signed_headers
+from tests.support.ports import free_port_range, free_sip_port
 
 # The route tests' fixtures (moto table and queue, services, the Chalice client), as they are.
 boto_clients, aws, clock = route_tests.boto_clients, route_tests.aws, route_tests.clock

@@ -39,7 +39,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures)
 )
 from tests.integration.harness import FALLBACK_SECRET, TABLE, Api, Aws, FallbackServer
 from tests.integration.relay.control.fake_control_plane import ALLOWLIST, SECRET, FakeControlPlane
-from tests.interop.stack import free_port_range, free_sip_port
+from tests.support.ports import free_port_range, free_sip_port
 
 CARRIER = "203.0.113.0/24"
 # docs/routing.md, "Context from SIP headers": the limits an INVITE's X- headers meet.

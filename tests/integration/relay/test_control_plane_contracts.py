@@ -29,26 +29,17 @@ from chalicelib.contracts import (
 from relay.control.commands import CommandConsumer, CommandHandlers
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import ControlPlaneClient, ControlPlaneUnavailable
-from scripts.localstack import REGION, Credentials, LocalStack, free_port
+from scripts.localstack import REGION, LocalStack
 from tests.support.fakes import invite_body
+from tests.support.localstack import local_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    home = tmp_path_factory.mktemp("relay-localstack")
-    local = LocalStack(
-        Credentials.load_or_create(home / "credentials.json"),
-        moto_port=free_port(),
-        api_port=free_port(),
-        log_dir=home / "logs",
-    )
-    try:
-        local.start()
+    with local_stack(tmp_path_factory.mktemp("relay-localstack")) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def api(stack: LocalStack, method: str, path: str, body: Any = None) -> requests.Response:

@@ -8,8 +8,8 @@ import hashlib
 import json
 import socket
 import statistics
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 
 import pytest
@@ -36,6 +36,7 @@ from tests.integration.relay.bridge.harness import (
     run,
     until,
 )
+from tests.support.virtual_time import run_in_virtual_time
 
 SID = IDENTITY.stream_sid
 
@@ -237,54 +238,58 @@ def test_stop_sends_stop_last_and_closes_the_socket_normally() -> None:
     run(scenario)
 
 
-def _refused_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/agent"
+@contextmanager
+def refused_url() -> Iterator[str]:
+    """A URL whose port is bound (so nobody else takes it) but not listening: connects are refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"ws://127.0.0.1:{held.getsockname()[1]}/agent"
 
 
 def test_an_agent_that_is_down_is_retried_a_bounded_number_of_times() -> None:
     async def scenario() -> None:
-        under_test = bridge(_refused_url(), FakeMediaPort())
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        outcome = await under_test.run()
-        elapsed = loop.time() - started
+        with refused_url() as url:
+            under_test = bridge(url, FakeMediaPort())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = await under_test.run()
+            elapsed = loop.time() - started
         assert isinstance(outcome, AgentUnreachable)
         assert outcome.attempts == FAST.max_attempts == under_test.counters.connect_attempts
         assert "Connect" in outcome.error  # ConnectionRefusedError
-        assert elapsed < FAST.connect_timeout_s
+        # Refused at once each time: only the pauses between the 4 attempts take time.
+        assert elapsed == pytest.approx(3 * FAST.retry_delays_s[0], abs=1e-9)
         assert await under_test.connected() is False
 
-    run(scenario)
+    run_in_virtual_time(scenario)
 
 
 @asynccontextmanager
-async def black_hole() -> AsyncIterator[str]:
-    """A TCP server that accepts and never answers the WebSocket upgrade."""
+async def black_hole() -> AsyncIterator[tuple[str, list[float]]]:
+    """A TCP server that accepts and never answers the WebSocket upgrade; and when it accepted."""
     held: list[asyncio.StreamWriter] = []
+    accepted: list[float] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(asyncio.get_running_loop().time())
         held.append(writer)
         while await reader.read(4096):
             pass
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     try:
-        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent"
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/agent", accepted
     finally:
         for writer in held:
             writer.close()
         server.close()
+        await server.wait_closed()
 
 
 def test_an_agent_that_never_answers_the_upgrade_fails_within_the_total_bound() -> None:
     async def scenario() -> None:
-        settings = replace(
-            FAST, connect_timeout_s=1.0, attempt_timeout_s=0.3, max_attempts=10
-        )
-        async with black_hole() as url:
+        settings = replace(FAST, connect_timeout_s=1.0, attempt_timeout_s=0.3, max_attempts=10)
+        async with black_hole() as (url, accepted):
             under_test = bridge(url, FakeMediaPort(), settings=settings)
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -292,23 +297,30 @@ def test_an_agent_that_never_answers_the_upgrade_fails_within_the_total_bound() 
             elapsed = loop.time() - started
         assert isinstance(outcome, AgentUnreachable)
         assert "TimeoutError" in outcome.error
-        assert 2 <= outcome.attempts <= 4
-        assert 0.9 < elapsed < 1.3
+        # 0.3 s per attempt and 0.05 s between them: attempts start at 0, 0.35 and 0.7 s; the
+        # third gets the 0.3 s left of the 1 s, and the total bound, not the 10 attempts, ends it.
+        assert outcome.attempts == 3
+        assert [t - started for t in accepted] == pytest.approx([0.0, 0.35, 0.7], abs=1e-9)
+        assert elapsed == pytest.approx(settings.connect_timeout_s, abs=1e-9)
 
-    run(scenario)
+    run_in_virtual_time(scenario)
 
 
 def test_stop_while_connecting_gives_up_at_once() -> None:
     async def scenario() -> None:
-        async with black_hole() as url:
+        async with black_hole() as (url, accepted):
             under_test = bridge(url, FakeMediaPort())
             task = asyncio.create_task(under_test.run())
             await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            stopped_at = loop.time()
             under_test.stop()
-            assert await asyncio.wait_for(task, 0.5) == BridgeStopped()
+            assert await task == BridgeStopped()
+            assert loop.time() == stopped_at  # no timer had to run out first
+            assert accepted != []  # it was in the middle of an attempt
             assert await under_test.connected() is False
 
-    run(scenario)
+    run_in_virtual_time(scenario)
 
 
 def test_an_agent_flooding_audio_is_capped_by_the_media_core_and_counted() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from chalicelib.contracts import CallEventBatch, EdgeHeartbeat, InviteWebhook
 from chalicelib.signing import SignatureError, verify
+from tests.support.ports import free_port  # below the ephemeral range: it can come back
 
 SECRET = "whsec_relay_test"
 ACCEPT = {
@@ -44,12 +44,6 @@ class Reply:
     body: bytes = b""
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

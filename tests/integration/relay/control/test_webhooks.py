@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,13 +29,12 @@ from tests.integration.relay.control.fake_control_plane import (
     SECRET,
     FakeControlPlane,
     Reply,
-    free_port,
 )
 from tests.support.fakes import invite_body
+from tests.support.virtual_time import run_in_virtual_time
 
 T = TypeVar("T")
 TIMEOUT_S = 0.3
-MARGIN_S = 1.0  # loose: the bound is what matters, not the speed
 
 
 def run(scenario: Callable[[FakeControlPlane, ControlPlaneClient], Awaitable[T]], **fake: Any) -> T:
@@ -51,7 +50,7 @@ def run(scenario: Callable[[FakeControlPlane, ControlPlaneClient], Awaitable[T]]
         finally:
             await plane.stop()
 
-    return asyncio.run(main())
+    return run_in_virtual_time(main)  # the timeouts asserted are exact on a simulated clock
 
 
 def invite() -> InviteWebhook:
@@ -90,10 +89,13 @@ def test_decisions_reuse_one_kept_alive_connection() -> None:
 
 def _unavailable_within_timeout(reply: Reply) -> ControlPlaneUnavailable:
     async def scenario(plane: FakeControlPlane, client: ControlPlaneClient) -> Any:
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         with pytest.raises(ControlPlaneUnavailable) as raised:
             await client.decide(invite())
-        assert time.monotonic() - started < TIMEOUT_S + MARGIN_S
+        elapsed = loop.time() - started
+        # A slow plane is given up on at the timeout; any other failure at once.
+        assert elapsed == pytest.approx(TIMEOUT_S if reply.delay_s > TIMEOUT_S else 0.0, abs=1e-9)
         return raised.value
 
     return run(scenario, script=lambda path: reply)  # type: ignore[no-any-return]
@@ -151,17 +153,21 @@ def test_a_wrong_secret_is_unavailable_and_logged_loudly(caplog: pytest.LogCaptu
 
 def test_decide_raises_unavailable_at_once_when_nothing_listens() -> None:
     async def main() -> None:
-        async with ControlPlaneClient(
-            f"http://127.0.0.1:{free_port()}", SECRET, decision_timeout_s=TIMEOUT_S
-        ) as client:
-            started = time.monotonic()
-            with pytest.raises(ControlPlaneUnavailable) as raised:
-                await client.decide(invite())
-            assert time.monotonic() - started < TIMEOUT_S + MARGIN_S
-            assert raised.value.status is None
-            assert "ClientConnectorError" in raised.value.reason
+        with socket.socket() as bound_not_listening:  # held: nobody else can take the port
+            bound_not_listening.bind(("127.0.0.1", 0))
+            port = bound_not_listening.getsockname()[1]
+            async with ControlPlaneClient(
+                f"http://127.0.0.1:{port}", SECRET, decision_timeout_s=TIMEOUT_S
+            ) as client:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(ControlPlaneUnavailable) as raised:
+                    await client.decide(invite())
+                assert loop.time() == started  # refused at once, no timeout waited for
+                assert raised.value.status is None
+                assert "ClientConnectorError" in raised.value.reason
 
-    asyncio.run(main())
+    run_in_virtual_time(main)
 
 
 def test_post_events_returns_the_acknowledgement() -> None:

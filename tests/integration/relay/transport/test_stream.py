@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from relay.sip.address import Transport
 from relay.sip.message import Request, Response, error_response
 from relay.sip.parser import StreamFramer
@@ -18,6 +20,7 @@ from tests.integration.relay.transport.fake_core import (
     started,
     until,
 )
+from tests.support.virtual_time import run_in_virtual_time
 
 
 async def _connect(
@@ -185,13 +188,13 @@ def test_a_content_length_that_lies_is_cut_off_by_the_message_deadline() -> None
             began = loop.time()
             writer.write(request("INVITE", body=SDP[:10], content_length=len(SDP), transport="TCP"))
             assert await asyncio.wait_for(read_until_closed(reader), 3) == b""
-            assert 0.25 <= loop.time() - began < 2.0
+            assert loop.time() - began == pytest.approx(0.3, abs=1e-9)  # the deadline, exactly
             assert core.received == [] and endpoint.counters.timeouts == 1
         finally:
             writer.close()
             await endpoint.close()
 
-    run(scenario)
+    run_in_virtual_time(scenario)
 
 
 def test_a_slow_loris_peer_is_cut_off_by_the_message_deadline() -> None:
@@ -201,21 +204,28 @@ def test_a_slow_loris_peer_is_cut_off_by_the_message_deadline() -> None:
         reader, writer = await _connect(endpoint)
         loop = asyncio.get_running_loop()
         began, closed = loop.time(), asyncio.ensure_future(read_until_closed(reader))
+        closed_at: list[float] = []
+        closed.add_done_callback(lambda _: closed_at.append(loop.time()))
+        sent = 0
         try:
             for byte in request(transport="TCP"):
                 if closed.done():
                     break
                 writer.write(bytes([byte]))
+                sent += 1
                 await asyncio.sleep(0.1)
             assert closed.done() and await closed == b""
-            assert 0.45 <= loop.time() - began < 1.5
+            # A byte every 0.1 s keeps the connection busy, not the message alive: cut off 0.5 s
+            # after its first byte, with 5 or 6 of its bytes sent (the 0.5 s tick meets the cut).
+            assert closed_at[0] - began == pytest.approx(0.5, abs=1e-9)
+            assert sent in (5, 6) and sent < len(request(transport="TCP"))
             assert core.received == [] and endpoint.counters.timeouts == 1
         finally:
             closed.cancel()
             writer.close()
             await endpoint.close()
 
-    run(scenario)
+    run_in_virtual_time(scenario)
 
 
 def test_an_idle_connection_is_closed_and_the_core_told() -> None:
