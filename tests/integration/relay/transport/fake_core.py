@@ -136,9 +136,26 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
             await asyncio.sleep(0.005)
 
 
-def open_fds() -> int:
-    """Return how many file descriptors this process holds."""
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> frozenset[tuple[int, str]]:
+    """Return this process's file descriptors, each with the object it refers to.
+
+    The object (``socket:[inode]``, a path) tells a descriptor apart from a later one that
+    reuses its number. Compare snapshots with :func:`opened_since`, never by count: other
+    threads of the test process (one left by an earlier test, such as a relay's SQS long poll
+    that outlives its consumer, see relay/control/commands.py) close theirs at any moment.
+    """
+    snapshot = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            snapshot.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except FileNotFoundError:  # closed since the listing (the listing's own fd, for one)
+            continue
+    return frozenset(snapshot)
+
+
+def opened_since(before: frozenset[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Return the descriptors open now that were not open in the snapshot ``before``."""
+    return set(open_fds() - before)
 
 
 async def started(core: FakeCore, endpoint_config: TransportConfig) -> TransportEndpoint:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from tests.integration.relay.transport.fake_core import (
     FakeCore,
     config,
     open_fds,
+    opened_since,
     request,
     run,
     started,
@@ -54,7 +57,7 @@ def test_close_leaves_no_task_and_no_socket_with_connections_in_every_state(
         await asyncio.gather(*(w.wait_closed() for _, w in peers), return_exceptions=True)
         await asyncio.sleep(0)
         assert asyncio.all_tasks() == tasks_before
-        assert open_fds() == fds_before
+        assert opened_since(fds_before) == set()
         assert endpoint.connection_count == 0
 
     run(scenario)
@@ -70,7 +73,7 @@ def test_a_listener_that_cannot_bind_releases_what_was_bound() -> None:
             endpoint = TransportEndpoint(FakeCore(), replace(config(), tcp_port=port))
             with pytest.raises(OSError):
                 await endpoint.start()
-            assert open_fds() == fds_before
+            assert opened_since(fds_before) == set()
 
     run(scenario)
 
@@ -86,3 +89,18 @@ def test_close_twice_is_harmless_and_a_closed_endpoint_sends_nothing() -> None:
         assert core.outbox and core.transport_errors == []
 
     run(scenario)
+
+
+def test_the_descriptor_check_sees_a_leak_and_not_what_another_thread_closed() -> None:
+    """The checks above compare descriptors, not their count: one that another thread of the test
+    process closes meanwhile (a thread left by an earlier test) is not a leak; one opened and left
+    open is, even when it reuses the number of one that was closed."""
+    theirs = socket.socket()
+    before = open_fds()
+    closer = threading.Thread(target=theirs.close)
+    closer.start()
+    closer.join()
+    assert opened_since(before) == set()
+    with socket.socket() as left_open:
+        inode = os.fstat(left_open.fileno()).st_ino
+        assert opened_since(before) == {(left_open.fileno(), f"socket:[{inode}]")}
