@@ -32,6 +32,7 @@ from chalicelib.context import CallerInfo, incoming_context
 from chalicelib.context_schema import filter_one_by_one
 from chalicelib.contracts import InviteWebhook, MediaEndpoint, Transport
 from chalicelib.crypto import FernetCipher
+from chalicelib.egress import EgressPolicy
 from chalicelib.fallback import HttpFallbackClient
 from chalicelib.ids import id_factory
 from chalicelib.invites import decide_invite
@@ -123,7 +124,7 @@ def services_with_strict_agent() -> Services:
         store=store,
         cipher=FernetCipher(Fernet.generate_key().decode()),
         commands=MemoryCommandSender(),
-        fallback=HttpFallbackClient(timeout_s=1.0),
+        fallback=HttpFallbackClient(timeout_s=1.0, egress=EgressPolicy()),
         new_id=new_id,
     )
 
