@@ -46,7 +46,7 @@ from chalicelib.observability import count, flush, logger, tracer
 from chalicelib.request_size import check_body_size
 from chalicelib.runtime import services
 from chalicelib.signing import SignatureError, verify
-from chalicelib.store.repository import MAX_PAGE_SIZE, PageRequest, PageResult
+from chalicelib.store.paging import MAX_PAGE_SIZE, PageRequest, PageResult
 from chalicelib.validation import invalid_input
 
 app = Chalice(app_name="sipline")

@@ -18,7 +18,7 @@ from chalicelib.models import (
     format_seconds,
 )
 from chalicelib.services import Services, retry_on_conflict
-from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.store.paging import PageRequest, PageResult
 from chalicelib.targets import check_url
 from chalicelib.templates import TemplateError, check_template
 from chalicelib.validation import invalid_input

@@ -24,7 +24,7 @@ from chalicelib.invites import media_endpoint
 from chalicelib.models import CallTemplate
 from chalicelib.services import Services, send_command
 from chalicelib.sip_uri import user_part
-from chalicelib.store.repository import PageRequest, PageResult
+from chalicelib.store.paging import PageRequest, PageResult
 from chalicelib.targets import check_sip_uri
 from chalicelib.templates import render_system_prompt
 from chalicelib.validation import shown

@@ -14,7 +14,8 @@ from chalicelib.contracts import RegisterCommand, UnregisterCommand
 from chalicelib.errors import CommandNotSent, InvalidInput, NotFound, UnreadableRecord
 from chalicelib.models import Registration, RegistrationFields, RegistrationPatch
 from chalicelib.services import Services, retry_on_conflict, send_command
-from chalicelib.store.repository import PageRequest, PageResult, Versioned
+from chalicelib.store.paging import PageRequest, PageResult
+from chalicelib.store.repository import Versioned
 from chalicelib.targets import check_host_port
 
 _SERVERS = {"proxy": "proxy", "outbound_proxy": "outboundProxy"}

@@ -3,17 +3,11 @@
 Every record is one item: its keys, a ``version`` bumped by each write, and the model as JSON in
 ``data``. Writers that can race (two PATCHes, two event batches) write with ``version`` as their
 condition; a lost race raises :class:`~chalicelib.errors.StaleVersion` and the caller re-reads and
-re-applies, so no write is lost silently.
-
-An item that no longer reads never breaks a list (``readable.py``); a list's ``total`` is counted
-by the table (DynamoDB ``Select=COUNT``), not by loading every item.
+re-applies, so no write is lost silently. Lists are read through ``paging.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +29,7 @@ from chalicelib.models import Agent, Registration, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.heartbeats import Heartbeats
 from chalicelib.store.item_size import check_item_size
+from chalicelib.store.paging import PageRequest, PageResult, Scan, read_page, scan_items
 from chalicelib.store.readable import read_one, readable
 from chalicelib.store.table import (
     ABSENT,
@@ -43,14 +38,12 @@ from chalicelib.store.table import (
     ConditionFailed,
     Increment,
     Item,
-    Key,
     Match,
     Table,
 )
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-MAX_PAGE_SIZE = 100
 MAX_AGENT_FILTER = MAX_MATCH_VALUES
 """At most this many ``agentIds`` in one calls query (one DynamoDB ``IN``)."""
 CALL_AGENT = "agent"
@@ -73,34 +66,6 @@ class Versioned(Generic[T]):
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class PageRequest:
-    """``cursor`` and ``pageSize`` of a list request."""
-
-    cursor: str | None = None
-    page_size: int = MAX_PAGE_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class PageResult(Generic[T]):
-    """One page of results with the cursors around it and the total count."""
-
-    results: list[T]
-    next_cursor: str | None
-    previous_cursor: str | None
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    pk: str
-    index: str | None = None
-    sk_prefix: str | None = None
-    sk_between: tuple[str, str] | None = None
-    descending: bool = False
-    where: Match | None = None
-
-
 def _item(pk: str, sk: str, model: BaseModel, version: int, **extra: str) -> Item:
     """The item of a record; RecordTooLarge (413) if it is over DynamoDB's 400 KB."""
     data = model.model_dump_json(by_alias=True)
@@ -118,23 +83,6 @@ def _load(model: type[M], item: Item, what: str, account_id: str | None = None) 
 def _parsed_sip_config(data: str) -> SipConfig:
     """Parse a stored configuration once per distinct content (routing caches by identity)."""
     return SipConfig.model_validate_json(data)
-
-
-def _encode_cursor(direction: str, key: Key) -> str:
-    raw = json.dumps({"d": direction, "k": key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, Key]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        body = json.loads(raw)
-        direction, key = body["d"], body["k"]
-        if direction not in ("next", "prev") or not all(isinstance(v, str) for v in key.values()):
-            raise ValueError(direction)
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise InvalidInput("cursor", f"{cursor!r} is not a cursor this API returned") from None
-    return direction, key
 
 
 class Store:
@@ -178,9 +126,9 @@ class Store:
 
     def agent_ids(self, account_id: str) -> set[str]:
         """Return the ids of every agent of the account (one query, however many rules name them)."""
-        scan = _Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk())
+        scan = Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk())
         prefix = len(keys.agent_sk())
-        return {item["sk"][prefix:] for item in self._scan_items(scan, None)}
+        return {item["sk"][prefix:] for item in scan_items(self.table, scan)}
 
     def save_agent(self, account_id: str, agent: Agent, read_version: int) -> None:
         """Write an agent read at ``read_version``."""
@@ -195,8 +143,8 @@ class Store:
 
     def list_agents(self, account_id: str, request: PageRequest) -> PageResult[Agent]:
         """List an account's agents, newest first."""
-        scan = _Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk(), descending=True)
-        return self._page(scan, Agent, request)
+        scan = Scan(keys.account_pk(account_id), sk_prefix=keys.agent_sk(), descending=True)
+        return read_page(self.table, scan, Agent, request)
 
     # --- registrations ---------------------------------------------------------------------------
 
@@ -225,8 +173,8 @@ class Store:
 
     def list_registrations(self, account_id: str, request: PageRequest) -> PageResult[Registration]:
         """List an account's registrations, newest first."""
-        scan = _Scan(keys.registrations_gsi1pk(account_id), index=keys.GSI1, descending=True)
-        return self._page(scan, Registration, request)
+        scan = Scan(keys.registrations_gsi1pk(account_id), index=keys.GSI1, descending=True)
+        return read_page(self.table, scan, Registration, request)
 
     @staticmethod
     def _registration_item(account_id: str, registration: Registration, version: int) -> Item:
@@ -331,29 +279,29 @@ class Store:
             raise InvalidInput(
                 "agentIds", f"at most {MAX_AGENT_FILTER} agent ids (got {len(agent_ids)})"
             )
-        scan = _Scan(
+        scan = Scan(
             keys.calls_gsi1pk(account_id),
             index=keys.GSI1,
             sk_between=between,
             descending=True,
             where=Match(CALL_AGENT, agent_ids) if agent_ids else None,
         )
-        return self._page(scan, Call, request)
+        return read_page(self.table, scan, Call, request)
 
     def iter_calls(
         self, account_id: str, created_between: tuple[datetime, datetime]
     ) -> Iterator[Call]:
         """Yield every readable call of the account created in the range (for usage reports)."""
         low, high = (keys.calls_gsi1sk(_iso(t), "") for t in created_between)
-        scan = _Scan(keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=(low, high + "~"))
-        for _, call in readable(Call, self._scan_items(scan, None)):
+        scan = Scan(keys.calls_gsi1pk(account_id), index=keys.GSI1, sk_between=(low, high + "~"))
+        for _, call in readable(Call, scan_items(self.table, scan)):
             yield call
 
     def iter_open_calls(self) -> Iterator[Call]:
         """Yield every call that has not ended, oldest first in each GSI2 shard (the reaper's)."""
         for shard in range(keys.OPEN_CALL_SHARDS):
-            scan = _Scan(keys.open_calls_gsi2pk(shard), index=keys.GSI2)
-            for _, call in readable(Call, self._scan_items(scan, None)):
+            scan = Scan(keys.open_calls_gsi2pk(shard), index=keys.GSI2)
+            for _, call in readable(Call, scan_items(self.table, scan)):
                 yield call
 
     @staticmethod
@@ -389,8 +337,8 @@ class Store:
     def list_events(self, pk: str) -> list[CallEvent]:
         """Return every readable event stored under ``pk`` (unordered: callers order by edge
         time)."""
-        scan = _Scan(pk, sk_prefix=keys.event_sk())
-        return [event for _, event in readable(CallEvent, self._scan_items(scan, None))]
+        scan = Scan(pk, sk_prefix=keys.event_sk())
+        return [event for _, event in readable(CallEvent, scan_items(self.table, scan))]
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -403,78 +351,6 @@ class Store:
             if read_version == 0:
                 raise AlreadyExists(f"{what} already exists") from None
             raise StaleVersion(f"{what} changed since version {read_version}") from None
-
-    def _scan_items(
-        self,
-        scan: _Scan,
-        start_after: Key | None,
-        *,
-        descending: bool | None = None,
-        batch: int = MAX_PAGE_SIZE,
-    ) -> Iterator[Item]:
-        """Yield the items of ``scan``, asking the table for ``batch`` at a time."""
-        order = scan.descending if descending is None else descending
-        while True:
-            page = self.table.query(
-                scan.pk,
-                sk_prefix=scan.sk_prefix,
-                sk_between=scan.sk_between,
-                index=scan.index,
-                descending=order,
-                limit=batch,
-                start_after=start_after,
-                where=scan.where,
-            )
-            yield from page.items
-            if page.last_key is None:
-                return
-            start_after = page.last_key
-
-    def _page(self, scan: _Scan, model: type[M], request: PageRequest) -> PageResult[M]:
-        direction, start = ("next", None) if not request.cursor else _decode_cursor(request.cursor)
-        partition = "pk" if scan.index is None else "gsi1pk"
-        if start is not None and start.get(partition) != scan.pk:
-            # a cursor of another list or account: DynamoDB would refuse it with a 500
-            raise InvalidInput("cursor", f"{request.cursor!r} is not a cursor of this list")
-        backwards = direction == "prev"
-        chosen: list[tuple[Item, M]] = []
-        wanted = request.page_size + 1  # one more than the page: is there a next one?
-        items = self._scan_items(scan, start, descending=scan.descending != backwards, batch=wanted)
-        for pair in readable(model, items):
-            chosen.append(pair)
-            if len(chosen) > request.page_size:
-                break
-        more = len(chosen) > request.page_size
-        chosen = chosen[: request.page_size]
-        if backwards:
-            chosen.reverse()
-        total = self.table.count(
-            scan.pk,
-            sk_prefix=scan.sk_prefix,
-            sk_between=scan.sk_between,
-            index=scan.index,
-            where=scan.where,
-        )
-        return PageResult(
-            results=[value for _, value in chosen],
-            next_cursor=self._cursor("next", chosen[-1:], scan, more or backwards),
-            previous_cursor=self._cursor(
-                "prev", chosen[:1], scan, (more and backwards) or (start and not backwards)
-            ),
-            total=total,
-        )
-
-    @staticmethod
-    def _cursor(
-        direction: str, edge: list[tuple[Item, M]], scan: _Scan, wanted: object
-    ) -> str | None:
-        if not wanted or not edge:
-            return None
-        item = edge[0][0]
-        key = {"pk": item["pk"], "sk": item["sk"]}
-        if scan.index is not None:
-            key |= {"gsi1pk": item["gsi1pk"], "gsi1sk": item["gsi1sk"]}
-        return _encode_cursor(direction, key)
 
 
 def _iso(value: datetime) -> str:

@@ -56,6 +56,9 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
         transport.transmit()
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
+
+Size: a little over 400 lines: the refusal policy and replies already live in ``stateless.py``;
+what stays (``_refused``) reads the endpoint's transactions, dialogs, counters and events.
 """
 
 from __future__ import annotations

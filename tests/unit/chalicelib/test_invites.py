@@ -16,7 +16,7 @@ from chalicelib.errors import (
 from chalicelib.invites import decide_invite
 from chalicelib.models import AgentFields, RegistrationFields, SipConfigPatch
 from chalicelib.services import Services
-from chalicelib.store.repository import PageRequest
+from chalicelib.store.paging import PageRequest
 from tests.support.fakes import FakeFallback, invite_body
 
 

@@ -22,7 +22,8 @@ from chalicelib.models import Agent, CallTemplate, SipConfig
 from chalicelib.store import keys
 from chalicelib.store.dynamodb import DynamoTable
 from chalicelib.store.memory import MemoryTable
-from chalicelib.store.repository import PageRequest, Store
+from chalicelib.store.paging import PageRequest
+from chalicelib.store.repository import Store
 from chalicelib.store.schema import create_table
 from tests.support.fakes import START
 
