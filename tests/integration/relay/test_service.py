@@ -45,6 +45,7 @@ from tests.integration.relay.harness import (
     start,
     until,
 )
+from tests.support.queues import queue_name
 
 BUSY = {"action": "reject", "sipStatus": 486, "reason": "busy_here"}
 
@@ -175,7 +176,7 @@ def sqs(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _queues(sqs: Any, name: str) -> tuple[str, str]:
     """A command queue and a dead-letter queue of their own (no redrive policy between them)."""
-    name = name.replace("[", "-").replace("]", "")[:70]
+    name = queue_name(name)
     return (
         sqs.create_queue(QueueName=name)["QueueUrl"],
         sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"],

@@ -19,6 +19,7 @@ from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotH
 from relay.service import command_consumer
 from scripts.localstack import MAX_RECEIVE_COUNT, create_command_queues
 from tests.integration.relay.control.fake_control_plane import free_port
+from tests.support.queues import queue_name
 
 
 @dataclass
@@ -58,9 +59,9 @@ def queues(moto_url: str, request: pytest.FixtureRequest) -> Queues:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    name = request.node.name[:60]
+    name = queue_name(request.node.name)
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    dead_letters = sqs.create_queue(QueueName=name[:55] + "-dlq")["QueueUrl"]
+    dead_letters = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
     return Queues(sqs, url, dead_letters)
 
 
