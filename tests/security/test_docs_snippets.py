@@ -1,4 +1,4 @@
-"""Leftovers of issue 8: what a customer copies from the docs must stand up to a hostile request.
+"""What a customer copies from the docs must stand up to a hostile request.
 
 ``docs/routing.md`` ("The fallback handler") gives the code a fallback handler runs to check
 sipline's signature. Anyone can send that handler a request, with any header bytes: the code as
