@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -362,9 +361,22 @@ def test_a_dial_the_edge_never_receives_frees_its_slot(
 
 
 def test_control_plane_instances_racing_for_the_last_slots_never_pass_the_limit(aws: Aws) -> None:
-    """Concurrent Lambdas each take a slot with one conditional transaction (no read, then
-    write), so however they interleave exactly the limit gets through."""
+    """Concurrent Lambdas must not read the count and then write it (two could both see room).
+    Each takes its slot in the one ``TransactWriteItems`` that creates the call, conditioned on
+    the count: DynamoDB runs a transaction's conditions and writes atomically (its API
+    reference), so however instances interleave, exactly the limit gets through.
+
+    What is checked here is that shape, request by request, and the limit over many instances.
+    (Racing threads against moto would not test it: moto's transactions are not atomic across
+    threads, and a loaded CI machine let three calls through a limit of two that way.)
+    """
     instances = [Store(DynamoTable(aws.dynamodb, TABLE)) for _ in range(12)]
+    requests: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        requests.append((model.name, params))
+
+    aws.dynamodb.meta.events.register("provide-client-params.dynamodb.*", record)
 
     def place(n: int) -> bool:
         new = Call(
@@ -383,8 +395,19 @@ def test_control_plane_instances_racing_for_the_last_slots_never_pass_the_limit(
             return False
         return True
 
-    with ThreadPoolExecutor(max_workers=len(instances)) as pool:
-        placed = list(pool.map(place, range(len(instances))))
+    placed = [place(n) for n in range(len(instances))]
+    aws.dynamodb.meta.events.unregister("provide-client-params.dynamodb.*", record)
 
-    assert placed.count(True) == LIMIT
+    assert placed.count(True) == LIMIT and placed[:LIMIT] == [True] * LIMIT
     assert instances[0].active_calls("default") == LIMIT
+    # Each attempt is one request: a transaction whose count update carries the limit as its
+    # condition, with no read of the count before it.
+    assert [name for name, _ in requests] == ["TransactWriteItems"] * len(instances)
+    for _, params in requests:
+        updates = [i["Update"] for i in params["TransactItems"] if "Update" in i]
+        assert len(updates) == 1, params
+        (update,) = updates
+        # The count may be at most LIMIT - 1 before this call adds one (or not exist yet).
+        condition, values = update["ConditionExpression"], update["ExpressionAttributeValues"]
+        bound = [name for name, value in values.items() if f"<= {name}" in condition]
+        assert [values[name] for name in bound] == [{"N": str(LIMIT - 1)}], update
