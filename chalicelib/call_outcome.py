@@ -20,7 +20,7 @@ Theory of operation, over the canonical timeline of :func:`chalicelib.billing.or
 5. **SIP termination reason** (:func:`termination_reason_for`), from the caller leg's end:
    ``REFER_SUCCEEDED`` or ``referred`` -> REFERRED; ``error`` -> ERROR; ``timeout`` -> TIMEOUT;
    a hang-up after the answer -> NORMAL; otherwise the final SIP status (:data:`STATUS_REASONS`,
-   any other 3xx-6xx -> REJECTED); a hang-up before the answer without a status -> CANCELED.
+   any other 3xx-6xx -> UNKNOWN); a hang-up before the answer without a status -> CANCELED.
    A ``LEG_ENDED`` without a reason reads as ``rejected`` when it carries a 3xx-6xx status, else
    as ``remote_hangup``.
 6. **Bill** is :func:`chalicelib.billing.bill` over the same events (``until`` is passed through
@@ -69,6 +69,7 @@ class SipTerminationReason(StrEnum):
     REJECTED = "SIP_TERMINATION_REJECTED"
     REFERRED = "SIP_TERMINATION_REFERRED"
     ERROR = "SIP_TERMINATION_ERROR"
+    UNKNOWN = "SIP_TERMINATION_UNKNOWN"
 
 
 END_REASONS: dict[LegEndReason, EndReason] = {
@@ -93,9 +94,11 @@ STATUS_REASONS: dict[int, SipTerminationReason] = {
     502: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Bad Gateway
     503: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Service Unavailable
     504: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Server Time-out
+    403: SipTerminationReason.REJECTED,  # Forbidden
+    603: SipTerminationReason.REJECTED,  # Decline
 }
-"""Final SIP statuses with a termination reason of their own (RFC 3261 §21); other 3xx-6xx
-are REJECTED (403 Forbidden, 603 Decline, ...)."""
+"""Final SIP statuses with a termination reason of their own (RFC 3261 §21); any other 3xx-6xx
+is UNKNOWN (302, 488, 500, ...): the status itself is in the call's SIP details."""
 
 _HANGUPS = frozenset({LegEndReason.REMOTE_HANGUP, LegEndReason.LOCAL_HANGUP})
 
@@ -154,7 +157,7 @@ def termination_reason_for(
     if answered and reason in _HANGUPS:
         return SipTerminationReason.NORMAL
     if sip_status is not None and _is_final_failure(sip_status):
-        return STATUS_REASONS.get(sip_status, SipTerminationReason.REJECTED)
+        return STATUS_REASONS.get(sip_status, SipTerminationReason.UNKNOWN)
     if reason is LegEndReason.REJECTED:
         return SipTerminationReason.REJECTED
     return SipTerminationReason.CANCELED  # hung up (either side) before the answer

@@ -82,15 +82,15 @@ TERMINATIONS: list[tuple[Reason | None, int | None, bool, Sip]] = [
     (Reason.REJECTED, 502, False, Sip.DESTINATION_UNAVAILABLE),
     (Reason.REJECTED, 503, False, Sip.DESTINATION_UNAVAILABLE),
     (Reason.REJECTED, 504, False, Sip.DESTINATION_UNAVAILABLE),
-    # REJECTED: "any other 3xx-6xx final status (403, 603, 488, 500, ...), or reason rejected
-    # without a status"
-    (Reason.REJECTED, 302, False, Sip.REJECTED),
+    # REJECTED: "final status 403 or 603, or reason rejected without a status" (issue 9's table)
     (Reason.REJECTED, 403, False, Sip.REJECTED),
-    (Reason.REJECTED, 488, False, Sip.REJECTED),
-    (Reason.REJECTED, 500, False, Sip.REJECTED),
     (Reason.REJECTED, 603, False, Sip.REJECTED),
-    (Reason.REJECTED, 699, False, Sip.REJECTED),
     (Reason.REJECTED, None, False, Sip.REJECTED),
+    # UNKNOWN: "any other 3xx-6xx final status (302, 488, 500, ...)"
+    (Reason.REJECTED, 302, False, Sip.UNKNOWN),
+    (Reason.REJECTED, 488, False, Sip.UNKNOWN),
+    (Reason.REJECTED, 500, False, Sip.UNKNOWN),
+    (Reason.REJECTED, 699, False, Sip.UNKNOWN),
 ]
 
 
