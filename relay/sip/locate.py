@@ -215,6 +215,8 @@ class Locator:
     _steps: Steps[list[Target]] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.uri.scheme not in ("sip", "sips") or not self.uri.host:
+            raise LocateError(f"cannot locate {self.uri.scheme}: URIs", LocateFailure.INVALID)
         self.domain = (self.uri.param("maddr") or self.uri.host).strip("[]").rstrip(".").lower()
         self._transport = self._named_transport()
         self._steps = self._walk()

@@ -37,6 +37,7 @@ from relay.sip.locate import (
     parse_server,
     parse_target,
 )
+from relay.sip.uri import SipUri
 
 NAPTR, SRV, A, AAAA = RecordType.NAPTR, RecordType.SRV, RecordType.A, RecordType.AAAA
 UDP, TCP, TLS = Transport.UDP, Transport.TCP, Transport.TLS
@@ -421,6 +422,12 @@ def test_a_transport_we_do_not_speak_is_refused_before_any_query(uri: str, messa
         Locator(parse_target(uri), ScriptedDraws())
     assert caught.value.kind is LocateFailure.INVALID
     assert message in str(caught.value)
+
+
+def test_a_tel_uri_cannot_be_located() -> None:
+    with pytest.raises(LocateError) as caught:
+        Locator(SipUri.parse("tel:+15551234567"), ScriptedDraws())
+    assert caught.value.kind is LocateFailure.INVALID
 
 
 def test_a_hostile_zone_is_bounded() -> None:
