@@ -33,6 +33,9 @@ SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edg
 SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
                                 public (chalicelib/egress.py)
 SIPLINE_HEARTBEAT_S             heartbeat period                       15
+SIPLINE_DNS_SERVERS             DNS servers, ``ip[:port]``, comma-sep. /etc/resolv.conf's
+SIPLINE_DNS_TIMEOUT_S           bound on one DNS query                 2.0
+SIPLINE_DNS_DEADLINE_S          bound on locating one SIP target       5.0
 =============================== ====================================== ===========================
 """
 
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
+from relay.transport.dns import DnsSettings, parse_nameservers
 
 
 class RelayConfigError(ValueError):
@@ -80,6 +84,7 @@ class RelaySettings:
     edge_id: str = "local-edge"
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     heartbeat_s: float = 15.0
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
     @property
     def advertised_address(self) -> str:
@@ -131,6 +136,7 @@ class RelaySettings:
             edge_id=reader.text("SIPLINE_EDGE_ID", cls.edge_id),
             egress=reader.egress(ALLOWANCE_VARIABLE),
             heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
+            dns=reader.dns(),
         )
 
 
@@ -176,6 +182,18 @@ class _Reader:
             return EgressPolicy.from_setting(self.optional(name) or "")
         except ValueError as error:
             raise RelayConfigError(str(error)) from None
+
+    def dns(self) -> DnsSettings:
+        try:
+            servers = parse_nameservers(self.optional("SIPLINE_DNS_SERVERS") or "")
+        except ValueError as error:
+            raise RelayConfigError(f"SIPLINE_DNS_SERVERS: {error}") from None
+        default = DnsSettings()
+        return DnsSettings(
+            nameservers=servers,
+            timeout_s=self.positive("SIPLINE_DNS_TIMEOUT_S", default.timeout_s),
+            deadline_s=self.positive("SIPLINE_DNS_DEADLINE_S", default.deadline_s),
+        )
 
     def port(self, name: str, default: int) -> int:
         raw = self.optional(name)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the local stack need: codec libraries for the relay, and the SIP
-# software the interop tests run against. Installs what is missing (root), or says what to install.
+# software the interop tests run against (and dnsmasq-base, the DNS server of the RFC 3263 tests).
+# Installs what is missing (root), or says what to install.
 # `scripts/system-deps.sh bench` adds what the load benchmarks need (dumpcap, for bench/sip_load.py).
 set -euo pipefail
-PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng)
+PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng dnsmasq-base)
 [ "${1:-}" = bench ] && PACKAGES+=(wireshark-common)
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -260,6 +260,47 @@ def test_target_over_udp_tcp_or_tls_is_accepted(api: Api, agent_id: str, to: str
 
 
 @pytest.mark.parametrize(
+    ("to", "stored"),
+    [
+        # The seed docs' Twilio example, without a scheme (docs/api.md).
+        (
+            "+15551234567@trunkname.pstn.twilio.com",
+            "sip:+15551234567@trunkname.pstn.twilio.com",
+        ),
+        ("SIP:sales@pbx.example.test", "sip:sales@pbx.example.test"),
+        (" <sips:sales@pbx.example.test> ", "sips:sales@pbx.example.test"),
+    ],
+)
+def test_target_is_stored_returned_and_dialled_in_its_normalised_sip_form(
+    api: Api, agent_id: str, queue: Queue, to: str, stored: str
+) -> None:
+    reply = api.dial(agent_id, to, templateContext={"customer_name": "Bob"})
+
+    assert reply.status == 201, reply.body
+    assert reply.body["medium"]["sip"]["outgoing"]["to"] == stored
+    assert reply.body["sipDetails"]["to"] == stored
+    assert reply.body["callee"] == stored.partition(":")[2].partition("@")[0]
+    assert (
+        api.get(f"/api/calls/{reply.body['callId']}").body["medium"]["sip"]["outgoing"]["to"]
+        == stored
+    )
+    [command] = queue.drain()
+    assert isinstance(command, DialCommand)
+    assert command.to == stored
+
+
+def test_target_without_scheme_still_meets_the_egress_policy(
+    api: Api, agent_id: str, queue: Queue
+) -> None:
+    reply = api.dial(agent_id, "+15551234567@192.168.1.10", templateContext={"customer_name": "B"})
+
+    assert reply.status == 400
+    assert reply.body["field"] == "medium.sip.outgoing.to"
+    assert "192.168.1.10 is not a public address (private)" in reply.body["detail"]
+    assert queue.drain() == []
+
+
+@pytest.mark.parametrize(
     ("context", "field"),
     [
         ({"customer_name": 7}, "templateContext.customer_name"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import RelayConfigError, RelaySettings
+from relay.transport.dns import DnsSettings
 
 
 def test_an_empty_environment_runs_next_to_make_dev() -> None:
@@ -48,6 +49,9 @@ def test_every_variable_is_read() -> None:
             "SIPLINE_INVITE_RATE_PER_S": "50",
             "SIPLINE_INVITE_BURST": "200",
             "SIPLINE_EDGE_ID": "edge-7",
+            "SIPLINE_DNS_SERVERS": "10.0.0.2, 127.0.0.1:5353, [::1]:53",
+            "SIPLINE_DNS_TIMEOUT_S": "0.5",
+            "SIPLINE_DNS_DEADLINE_S": "3",
         }
     )
     assert settings == RelaySettings(
@@ -75,6 +79,11 @@ def test_every_variable_is_read() -> None:
         invite_rate_per_s=50.0,
         invite_burst=200,
         edge_id="edge-7",
+        dns=DnsSettings(
+            nameservers=(("10.0.0.2", 53), ("127.0.0.1", 5353), ("::1", 53)),
+            timeout_s=0.5,
+            deadline_s=3.0,
+        ),
     )
     assert settings.advertised_address == "198.51.100.20"
     assert settings.tls_enabled
@@ -103,6 +112,16 @@ def test_every_variable_is_read() -> None:
             {"SIPLINE_INVITE_BURST": "2.5"},
             "SIPLINE_INVITE_BURST must be a whole number from 1 (got '2.5')",
         ),
+        (
+            {"SIPLINE_DNS_SERVERS": "10.0.0.2,dns.example"},
+            "SIPLINE_DNS_SERVERS: 'dns.example' is not a DNS server address",
+        ),
+        (
+            {"SIPLINE_DNS_SERVERS": "127.0.0.1:0"},
+            "SIPLINE_DNS_SERVERS: '127.0.0.1:0' is not a DNS server address",
+        ),
+        ({"SIPLINE_DNS_TIMEOUT_S": "0"}, "SIPLINE_DNS_TIMEOUT_S must be positive"),
+        ({"SIPLINE_DNS_DEADLINE_S": "never"}, "SIPLINE_DNS_DEADLINE_S must be a number"),
         (
             {"SIPLINE_TLS_CERT": "/c.pem"},
             "SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together",
