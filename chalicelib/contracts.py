@@ -341,16 +341,14 @@ class UnregisterCommand(Contract):
     registration_id: str = Field(alias="registrationId")
 
 
-EdgeCommand = Annotated[
-    DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand,
-    Field(discriminator="type"),
-]
+Command = DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand
+"""Every command to the edge (contract 3): the one list of them; a new command is added here."""
+EdgeCommand = Annotated[Command, Field(discriminator="type")]
+"""A :data:`Command` told apart by its ``type``, as a message body is parsed."""
 
 
 _decision_adapter: TypeAdapter[InviteAccepted | InviteRejected] = TypeAdapter(InviteDecision)
-_command_adapter: TypeAdapter[DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand] = (
-    TypeAdapter(EdgeCommand)
-)
+_command_adapter: TypeAdapter[Command] = TypeAdapter(EdgeCommand)
 
 
 def parse_decision(data: bytes | str) -> InviteAccepted | InviteRejected:
@@ -358,9 +356,7 @@ def parse_decision(data: bytes | str) -> InviteAccepted | InviteRejected:
     return _decision_adapter.validate_json(data)
 
 
-def parse_command(
-    data: bytes | str,
-) -> DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand:
+def parse_command(data: bytes | str) -> Command:
     """Parse the JSON body of a command message."""
     return _command_adapter.validate_json(data)
 
