@@ -36,11 +36,25 @@ class Contract(BaseModel):
 
 
 class Transport(StrEnum):
-    """SIP transports sipline speaks (RFC 3261 §18)."""
+    """SIP transports sipline speaks (RFC 3261 §18): the webhook's ``transport``, and the relay's.
+
+    The relay's SIP core uses this enum too (``relay.sip.address``): one definition, here,
+    because the control plane ships ``chalicelib/`` alone and cannot import the relay.
+    ``reliable`` ones need no retransmissions (RFC 3261 §17.1.1.2).
+    """
 
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+
+    @property
+    def reliable(self) -> bool:
+        return self is not Transport.UDP
+
+    @property
+    def via_name(self) -> str:
+        """The transport as a Via header writes it (``SIP/2.0/UDP``)."""
+        return self.value.upper()
 
 
 class MediaFraming(StrEnum):
