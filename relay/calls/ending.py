@@ -102,13 +102,11 @@ def local_leg_end(detail: AgentEnd) -> LegEndReason:
     return LegEndReason.TIMEOUT if detail in TIMED_OUT else LegEndReason.LOCAL_HANGUP
 
 
-def sip_leg_end(ended: CallEnded) -> tuple[LegEndReason, str, int | None]:
-    """``leg_ended``'s ``reason``, ``detail`` and ``sipStatus`` when the SIP side ended the leg."""
-    if ended.reason is CallEndReason.BYE:
-        reason = LegEndReason.REMOTE_HANGUP if ended.by_remote else LegEndReason.LOCAL_HANGUP
-    else:
-        reason = _SIP_END_REASONS[ended.reason]
-    return reason, ended.reason.value, ended.status
+def sip_leg_end(ended: CallEndReason, *, by_remote: bool) -> LegEndReason:
+    """``leg_ended``'s ``reason`` when the SIP side ended the leg (its ``detail``: ``ended``)."""
+    if ended is CallEndReason.BYE:
+        return LegEndReason.REMOTE_HANGUP if by_remote else LegEndReason.LOCAL_HANGUP
+    return _SIP_END_REASONS[ended]
 
 
 def max_duration_s(max_duration: float | None) -> float:
@@ -141,8 +139,12 @@ async def until_the_end(
 
 def record_sip_end(events: LegEvents, ended: CallEnded) -> None:
     """Record ``leg_ended`` for a leg the SIP side ended."""
-    reason, detail, status = sip_leg_end(ended)
-    events.record(CallEventType.LEG_ENDED, reason=reason, detail=detail, sip_status=status)
+    events.record(
+        CallEventType.LEG_ENDED,
+        reason=sip_leg_end(ended.reason, by_remote=ended.by_remote),
+        detail=ended.reason,
+        sip_status=ended.status,
+    )
 
 
 def record_the_end(events: LegEvents, ending: Ending, hang_up: Callable[[], None]) -> None:
