@@ -163,12 +163,13 @@ def seed(env: dict[str, str]) -> str:
     import boto3
 
     from chalicelib import agents, sip_config
+    from chalicelib.clock import utc_now
     from chalicelib.config import load_settings
     from chalicelib.crypto import FernetCipher
     from chalicelib.fallback import HttpFallbackClient
     from chalicelib.ids import id_factory
     from chalicelib.models import AgentFields, SipConfigPatch
-    from chalicelib.services import Services, utc_now
+    from chalicelib.services import Services
     from chalicelib.store.dynamodb import DynamoTable
     from chalicelib.store.repository import Store
     from chalicelib.store.schema import create_table

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from bench.machine import banner
+from chalicelib.clock import utc_now
 from chalicelib.commands import MemoryCommandSender
 from chalicelib.config import Settings
 from chalicelib.context import CallerInfo, incoming_context
@@ -38,7 +39,7 @@ from chalicelib.ids import id_factory
 from chalicelib.invites import decide_invite
 from chalicelib.models import Agent, AllowedAgent, CallTemplate, SipConfig
 from chalicelib.observability import logger
-from chalicelib.services import Services, utc_now
+from chalicelib.services import Services
 from chalicelib.store.memory import MemoryTable
 from chalicelib.store.repository import Store
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from chalicelib.contracts import DialCommand, HangUpCommand, RegisterCommand, UnregisterCommand
-
-Command = DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand
+from chalicelib.contracts import Command
 
 
 class CommandSender(Protocol):

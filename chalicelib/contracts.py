@@ -36,11 +36,25 @@ class Contract(BaseModel):
 
 
 class Transport(StrEnum):
-    """SIP transports sipline speaks (RFC 3261 §18)."""
+    """SIP transports sipline speaks (RFC 3261 §18): the webhook's ``transport``, and the relay's.
+
+    The relay's SIP core uses this enum too (``relay.sip.address``): one definition, here,
+    because the control plane ships ``chalicelib/`` alone and cannot import the relay.
+    ``reliable`` ones need no retransmissions (RFC 3261 §17.1.1.2).
+    """
 
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+
+    @property
+    def reliable(self) -> bool:
+        return self is not Transport.UDP
+
+    @property
+    def via_name(self) -> str:
+        """The transport as a Via header writes it (``SIP/2.0/UDP``)."""
+        return self.value.upper()
 
 
 class MediaFraming(StrEnum):
@@ -341,16 +355,14 @@ class UnregisterCommand(Contract):
     registration_id: str = Field(alias="registrationId")
 
 
-EdgeCommand = Annotated[
-    DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand,
-    Field(discriminator="type"),
-]
+Command = DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand
+"""Every command to the edge (contract 3): the one list of them; a new command is added here."""
+EdgeCommand = Annotated[Command, Field(discriminator="type")]
+"""A :data:`Command` told apart by its ``type``, as a message body is parsed."""
 
 
 _decision_adapter: TypeAdapter[InviteAccepted | InviteRejected] = TypeAdapter(InviteDecision)
-_command_adapter: TypeAdapter[DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand] = (
-    TypeAdapter(EdgeCommand)
-)
+_command_adapter: TypeAdapter[Command] = TypeAdapter(EdgeCommand)
 
 
 def parse_decision(data: bytes | str) -> InviteAccepted | InviteRejected:
@@ -358,9 +370,7 @@ def parse_decision(data: bytes | str) -> InviteAccepted | InviteRejected:
     return _decision_adapter.validate_json(data)
 
 
-def parse_command(
-    data: bytes | str,
-) -> DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand:
+def parse_command(data: bytes | str) -> Command:
     """Parse the JSON body of a command message."""
     return _command_adapter.validate_json(data)
 

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.clock import utc_now
 from chalicelib.commands import CommandSender, MemoryCommandSender, SqsCommandSender
 from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.crypto import Cipher, FernetCipher, KmsCipher
 from chalicelib.fallback import HttpFallbackClient
 from chalicelib.ids import id_factory
 from chalicelib.observability import logger
-from chalicelib.services import Services, utc_now
+from chalicelib.services import Services
 from chalicelib.store.dynamodb import DynamoTable
 from chalicelib.store.repository import Store
 

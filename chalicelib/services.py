@@ -8,11 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
-from chalicelib.commands import Command, CommandSender
+from chalicelib.clock import utc_now
+from chalicelib.commands import CommandSender
 from chalicelib.config import Settings
+from chalicelib.contracts import Command
 from chalicelib.crypto import Cipher
 from chalicelib.egress import Resolver, system_resolver
 from chalicelib.errors import CommandNotSent, StaleVersion
@@ -22,11 +24,6 @@ from chalicelib.store.repository import Store
 
 T = TypeVar("T")
 MAX_WRITE_ATTEMPTS = 8
-
-
-def utc_now() -> datetime:
-    """The wall clock, in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass

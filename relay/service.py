@@ -20,7 +20,8 @@ from typing import Any
 
 from chalicelib.contracts import HangUpCommand
 from relay.admission import NOT_ALLOWED, InviteAdmission
-from relay.calls import CallDeps, IncomingCallFlow
+from relay.calls.deps import CallDeps
+from relay.calls.incoming import IncomingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
 from relay.control.heartbeat import HeartbeatSender

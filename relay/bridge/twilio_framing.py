@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from relay.ids import IdSource
+from relay.media.dtmf import KEYPAD_DIGITS
 
 PROTOCOL = "Call"  # Twilio's "connected" message
 PROTOCOL_VERSION = "1.0.0"
@@ -52,7 +53,6 @@ FRAME_MS = 20
 MULAW_FRAME_BYTES = MULAW_SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160: one byte per sample
 INBOUND_TRACK = "inbound"  # the caller's audio, as Twilio names it in "media" and "start"
 DTMF_TRACK = "inbound_track"  # Twilio's track name in "dtmf" messages
-DTMF_DIGITS = frozenset("0123456789*#")
 
 
 # --- wire models (third-party shape: unknown fields ignored) -------------------------------------
@@ -388,7 +388,7 @@ class TwilioFraming:
         Raises:
             ValueError: ``digit`` is not a DTMF digit.
         """
-        if digit not in DTMF_DIGITS:
+        if digit not in KEYPAD_DIGITS:  # docs/agents.md: 0-9, * and #; A-D are not forwarded
             raise ValueError(f"not a DTMF digit: {digit!r}")
         return DtmfMessage(
             stream_sid=self.identity.stream_sid,

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from chalicelib.contracts import (
+    Command,
     DialCommand,
     HangUpCommand,
     RegisterCommand,
@@ -48,8 +49,7 @@ from chalicelib.contracts import (
 
 logger = logging.getLogger(__name__)
 
-Command = DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand
-C = TypeVar("C", DialCommand, HangUpCommand, RegisterCommand, UnregisterCommand)
+C = TypeVar("C", bound=Command)
 Handler = Callable[[C], Awaitable[None]]
 SQS_MAX_MESSAGES = 10  # ReceiveMessage's MaxNumberOfMessages limit
 SQS_MAX_VISIBILITY_S = 43_200

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
+from chalicelib.clock import utc_now
 from chalicelib.contracts import MAX_HEARTBEAT_CALLS, EdgeHeartbeat, EdgeHeartbeatResult
 from relay.control.webhooks import ControlPlaneUnavailable
 
@@ -53,7 +54,7 @@ class HeartbeatSender:
         calls: Callable[[], set[str]],
         *,
         interval_s: float = 15.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sink = sink
         self._edge_id = edge_id

@@ -29,6 +29,8 @@ from relay.media.rtp import RtpPacket, RtpPacketizer
 from relay.media.seq import timestamp_diff
 
 DTMF_DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2: events 0-9, 10 = *, 11 = #, 12-15 = A-D
+KEYPAD_DIGITS = frozenset(DTMF_DIGITS[:12])
+"""The twelve keys of a phone keypad (events 0-11): the digits Twilio's framing can carry."""
 TELEPHONE_EVENT_LENGTH = 4  # RFC 4733 §2.3
 MAX_DURATION = 0xFFFF  # RFC 4733 §2.3.5: 16 bits
 MAX_VOLUME = 63  # RFC 4733 §2.3.4: 0 to -63 dBm0, 6 bits

@@ -21,28 +21,11 @@ The transports (``relay/transport/``) own sockets and stream framing; the core (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
+from chalicelib.contracts import Transport as Transport  # defined there: the webhook carries it
 from relay.sip.errors import SipParseError
 from relay.sip.message import Request, Response
-
-
-class Transport(StrEnum):
-    """SIP transports (RFC 3261 §18); ``reliable`` ones need no retransmissions."""
-
-    UDP = "udp"
-    TCP = "tcp"
-    TLS = "tls"
-
-    @property
-    def reliable(self) -> bool:
-        return self is not Transport.UDP
-
-    @property
-    def via_name(self) -> str:
-        """The transport as a Via header writes it (``SIP/2.0/UDP``)."""
-        return self.value.upper()
 
 
 @dataclass(frozen=True, slots=True)

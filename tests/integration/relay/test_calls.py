@@ -1,4 +1,4 @@
-"""One call's glue (``relay/calls.py``) inside a running relay: a phone on UDP, a scripted agent.
+"""One call's glue (``relay/calls/``) inside a running relay: a phone on UDP, a scripted agent.
 
 Expected values come from the docs: the agent's ``dtmf`` message from docs/agents.md (To the
 agent), the INFO bodies read from docs/codecs.md (DTMF), what a bug in a call does from

@@ -1,0 +1,71 @@
+"""What a call's flow is given (:class:`CallDeps`) and what the SIP side tells it (:class:`CallSignals`).
+
+Theory of operation
+===================
+
+A call flow (``incoming.py``; the outgoing call's flow next to it) does no I/O of its own and
+reads no clock of its own for SIP: every effect goes through :class:`CallDeps`, which the
+service builds once at start and hands to every call.
+
+- ``decide`` asks the control plane (contract 1) and may raise ``ControlPlaneUnavailable``;
+- ``record`` takes a call event (contract 2) for the outbox, which delivers it at least once;
+- ``transmit`` sends what the sans-I/O SIP endpoint has queued: the flow calls the endpoint's
+  call object (``ringing``, ``accept``, ``reject``, ``hang_up``) and then ``transmit()``;
+- ``now`` is the clock those endpoint calls are given (the loop's clock);
+- ``ports`` hands out RTP port pairs; ``ids`` makes the call's ids.
+
+So a test drives a whole call in-process with fakes: a scripted ``decide``, a ``record`` that
+appends, a ``transmit`` that collects the endpoint's datagrams
+(``tests/integration/relay/calls/test_incoming.py``).
+
+:class:`CallSignals` is the other direction. The service's drain loop is synchronous (it must
+never await): it turns the endpoint's events for a call into these futures and this event, and
+the flow awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from chalicelib.contracts import CallEvent, InviteAccepted, InviteRejected, InviteWebhook
+from chalicelib.egress import EgressPolicy
+from relay.ids import IdSource
+from relay.sip.events import CallEnded
+from relay.sip.offer_answer import NegotiatedMedia
+from relay.transport.rtp_session import RtpPortAllocator
+
+
+@dataclass
+class CallSignals:
+    """What the SIP side tells a running call task (set by the service's event loop)."""
+
+    answered: asyncio.Future[NegotiatedMedia | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    """The ACK came (with the answer to our offer, for a late offer)."""
+    ended: asyncio.Future[CallEnded] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    """The SIP side ended the call (BYE, CANCEL, a timeout): there is nothing left to hang up."""
+    hang_up_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    """The API (a ``hangup`` command) or the relay's shutdown wants the call ended."""
+
+
+@dataclass(frozen=True)
+class CallDeps:
+    """What a call task needs from the service (see the module docstring)."""
+
+    decide: Callable[[InviteWebhook], Awaitable[InviteAccepted | InviteRejected]]
+    record: Callable[[CallEvent], None]
+    transmit: Callable[[], None]
+    now: Callable[[], float]
+    ports: RtpPortAllocator
+    ids: IdSource
+    advertised_address: str
+    edge_id: str
+    webhook_secret: str
+    retry_after_s: int
+    egress: EgressPolicy
+    """Where agents may be: the deployment's ``SIPLINE_ALLOWED_PRIVATE_TARGETS``."""
