@@ -226,7 +226,7 @@ def _scan(value: str, header: str) -> list[tuple[str, dict[str, str]]]:
                 )
             params = {}
             challenges.append((name.group(), params))
-            token68 = _TOKEN68.match(value, pos)
+            token68 = None if name.group().lower() == "digest" else _TOKEN68.match(value, pos)
             if token68 is not None:
                 pos = token68.end()
         pos = _separator(value, pos, header)
