@@ -48,7 +48,8 @@ def _params(value: str) -> dict[str, str]:
 
 
 _QUOTABLE = st.text(
-    st.characters(min_codepoint=0x20, max_codepoint=0x17F, exclude_characters='"\\\x7f'), max_size=24
+    st.characters(min_codepoint=0x20, max_codepoint=0x17F, exclude_characters='"\\\x7f'),
+    max_size=24,
 )
 _USERNAME = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x17F, exclude_characters='"\\\x7f'),
