@@ -47,6 +47,7 @@ from relay.bridge.agent_ws import AgentBridge, AgentLeft, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.ids import IdSource
+from relay.sip.dtmf_info import DTMF_RELAY, dtmf_relay_body
 from relay.sip.events import CallEnded, CallEndReason
 from relay.sip.invite_session import IncomingCall
 from relay.sip.message import Request
@@ -191,6 +192,11 @@ class IncomingCallFlow:
         if digit is not None and self.session is not None:
             self.session.inject_dtmf(digit)
 
+    def _send_dtmf_info(self, digit: str, duration_ms: int) -> None:
+        """Send the agent's digit as INFO (the callee has no telephone-event)."""
+        if self.call.send_info(DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()):
+            self.deps.transmit()
+
     # --- SIP actions (each one followed by a transmit) ------------------------------------
 
     def _reject(self, plan: RejectPlan) -> None:
@@ -236,6 +242,7 @@ class IncomingCallFlow:
         self._record(CallEventType.INVITE_RECEIVED, at=self.received_at)
         try:
             session = self.session = await RtpSession.open(self.deps.ports)
+            session.info_dtmf = self._send_dtmf_info
         except RtpPortsExhausted:  # busy, not broken: the carrier may try another relay
             logger.error("call %s: no RTP port pair free; answered 503", self.call_id)
             self._reject(plan_unavailable(self.deps.retry_after_s))
