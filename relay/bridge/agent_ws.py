@@ -20,7 +20,7 @@ Theory of operation:
    call is mostly this path: ``bench/relay_calls.py``). The agent's messages are applied as
    websockets parses them, in the callback that read their bytes (``_AgentConnection``):
    ``media`` to :meth:`MediaPort.play`, ``mark`` to :meth:`MediaPort.mark`, ``clear`` to
-   :meth:`MediaPort.clear`. Waking a reader task instead put each echo one loop iteration
+   :meth:`MediaPort.clear`, ``dtmf`` to ``send_dtmf`` (:mod:`relay.bridge.agent_dtmf`). Waking a reader task instead put each echo one loop iteration
    behind, 9-10 ms at 100 calls, when the callers' RTP comes in one burst per 20 ms. One task
    waits for the socket to close (and reads, should an agent ever fragment a message) and one
    for :meth:`AgentBridge.stop`.
@@ -67,6 +67,7 @@ from websockets.uri import parse_uri
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
 from chalicelib.egress import EgressPolicy, TargetRefused
+from relay.bridge.agent_dtmf import AgentDigits, DtmfPort
 from relay.bridge.hd_framing import HdFraming
 from relay.bridge.twilio_framing import (
     AgentCommand,
@@ -101,7 +102,7 @@ class MediaListener(Protocol):
         ...
 
 
-class MediaPort(Protocol):
+class MediaPort(DtmfPort, Protocol):
     """What the bridge needs from the per-call media core; audio is in the framing's format."""
 
     def listen(self, listener: MediaListener | None) -> None:
@@ -325,6 +326,8 @@ class AgentBridge:
         """The open socket the media callbacks write to; None before and after the session."""
         self._outcome: asyncio.Future[BridgeOutcome] | None = None
         self._pending_marks = 0
+        self.digits = AgentDigits(port, call.call_id)
+        """The agent's ``dtmf`` messages for the caller, and their counters."""
 
     async def connected(self) -> bool:
         """Wait until the agent is connected and ``start`` sent (``True``) or it never will be."""
@@ -608,3 +611,5 @@ class AgentBridge:
         elif isinstance(command, ClearAudio):
             counters.clears += 1
             self._port.clear()
+        elif command is not None:
+            self.digits.apply(command)

@@ -18,15 +18,16 @@ Theory of operation:
    ``system_prompt`` when known, and ``template_context`` (and ``call_template`` when not empty)
    as **JSON text**: ``json.loads(params["template_context"])`` gives the rendered context with
    its types and nesting intact.
-4. From the agent: ``media`` (a base64 μ-law payload of any length), ``mark`` (a name) and
-   ``clear`` (flush queued audio, for barge-in). ``streamSid`` and every unknown field are
+4. From the agent: ``media`` (a base64 μ-law payload of any length), ``mark`` (a name),
+   ``clear`` (flush queued audio, for barge-in) and, a sipline extension, ``dtmf`` (digits for
+   the caller, bounded in :mod:`relay.bridge.agent_dtmf`). ``streamSid`` and every unknown field are
    ignored (``extra="ignore"``: this is a third-party shape). Invalid JSON, an unknown
    ``event``, a message of the wrong shape and a payload that is not base64 are counted in
    :class:`FramingCounters` and dropped: an agent's bad message never ends the call.
 5. This module is sans-I/O: :class:`TwilioFraming` turns bridge actions into message text and
    message text into :data:`AgentCommand` values; ``relay.bridge.agent_ws`` moves them.
 
-Size: a little over 400 lines: the wire models of both directions and the framing that encodes
+Size: about 480 lines: the wire models of both directions and the framing that encodes
 them belong together (one change to the protocol touches both).
 """
 
@@ -42,6 +43,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
+from relay.bridge.agent_dtmf import DEFAULT_DURATION_MS, DigitsRefused, SendDigits, digits_command
 from relay.ids import IdSource
 from relay.media.dtmf import KEYPAD_DIGITS
 
@@ -202,13 +204,30 @@ class AgentClear(TwilioModel):
     stream_sid: str | None = None
 
 
+class AgentDtmfPayload(TwilioModel):
+    """``dtmf.dtmf`` from the agent (a sipline extension): digits for the caller."""
+
+    digits: str
+    duration_ms: int = DEFAULT_DURATION_MS
+
+
+class AgentDtmf(TwilioModel):
+    """Send DTMF digits to the caller (a sipline extension; bounds in ``agent_dtmf``)."""
+
+    event: Literal["dtmf"]
+    stream_sid: str | None = None
+    dtmf: AgentDtmfPayload
+
+
 RelayMessage = Annotated[
     ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
     Field(discriminator="event"),
 ]
 """Any message the relay sends (what an agent parses)."""
 
-AgentMessage = Annotated[AgentMedia | AgentMark | AgentClear, Field(discriminator="event")]
+AgentMessage = Annotated[
+    AgentMedia | AgentMark | AgentClear | AgentDtmf, Field(discriminator="event")
+]
 """Any message an agent may send."""
 
 RELAY_MESSAGE: TypeAdapter[RelayMessage] = TypeAdapter(RelayMessage)
@@ -237,7 +256,7 @@ class ClearAudio:
     """The agent asked to drop the audio queued for the caller."""
 
 
-AgentCommand = PlayAudio | PlaceMark | ClearAudio
+AgentCommand = PlayAudio | PlaceMark | ClearAudio | SendDigits | DigitsRefused
 
 
 @dataclass(slots=True)
@@ -251,11 +270,14 @@ class FramingCounters:
     """Valid JSON of a known event but the wrong shape (or not an object)."""
     bad_payloads: int = 0
     """Media whose payload is not base64, or not whole samples."""
+    bad_dtmf: int = 0
+    """``dtmf`` messages whose digits or duration are out of bounds."""
 
     @property
     def dropped(self) -> int:
         """Return how many agent messages were dropped as bad input."""
-        return self.invalid_json + self.unknown_events + self.invalid_messages + self.bad_payloads
+        invalid = self.invalid_json + self.unknown_events + self.invalid_messages
+        return invalid + self.bad_payloads + self.bad_dtmf
 
 
 # --- identity and start parameters ---------------------------------------------------------------
@@ -429,6 +451,10 @@ class TwilioFraming:
             return self._play(message.media.payload)
         if isinstance(message, AgentMark):
             return PlaceMark(message.mark.name)
+        if isinstance(message, AgentDtmf):
+            command = digits_command(message.dtmf.digits, message.dtmf.duration_ms)
+            self.counters.bad_dtmf += isinstance(command, DigitsRefused)
+            return command
         return ClearAudio()
 
     def _count_invalid(self, error: ValidationError) -> None:

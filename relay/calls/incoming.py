@@ -45,7 +45,7 @@ from chalicelib.contracts import (
 from relay.bridge.agent_ws import AgentBridge
 from relay.calls.agent import agent_bridge, start_media, uri_user
 from relay.calls.deps import CallDeps, CallSignals
-from relay.calls.dtmf import dtmf_relay_digit
+from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
 from relay.calls.ending import EndDetail, record_sip_end, record_the_end, until_the_end
 from relay.calls.recorder import LegEvents
 from relay.calls.webhook import invite_webhook
@@ -86,6 +86,11 @@ class IncomingCallFlow:
             self.session.inject_dtmf(digit)
 
     # --- SIP actions (each one followed by a transmit) ------------------------------------
+
+    def _send_dtmf_info(self, digit: str, duration_ms: int) -> None:
+        """Send the agent's digit as INFO (the caller has no telephone-event)."""
+        if self.call.send_info(DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()):
+            self.deps.transmit()
 
     def _reject(self, plan: RejectPlan) -> None:
         self.call.reject(plan.status, plan.reason, now=self.deps.now(), headers=plan.headers)
@@ -130,6 +135,7 @@ class IncomingCallFlow:
         self.events.record(CallEventType.INVITE_RECEIVED, at=self.received_at)
         try:
             session = self.session = await RtpSession.open(self.deps.ports)
+            session.info_dtmf = self._send_dtmf_info
         except RtpPortsExhausted:  # busy, not broken: the carrier may try another relay
             logger.error("call %s: no RTP port pair free; answered 503", self.call_id)
             self._reject(plan_unavailable(self.deps.retry_after_s))

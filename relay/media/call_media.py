@@ -29,8 +29,13 @@ Theory of operation:
 5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
    to where the caller's RTCP comes from.
 
-Size: a little over 400 lines: both directions of a call share its source latch, codec, hold
-state and timer, and each stage it wires up lives in its own module already.
+6. **Agent DTMF** (`relay.media.dtmf_playout`): `send_dtmf` queues the agent's digits; each send
+   tick asks the playout first, which sends RFC 4733 events on the audio stream (agent audio
+   waits) or, without a negotiated telephone-event, gives a `DtmfInfoDue` event per digit for
+   the call to send as SIP INFO.
+
+Size: about 500 lines: both directions of a call share its source latch, codec, hold state,
+packetizer and timer, and each stage it wires up lives in its own module already.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from chalicelib.contracts import MediaFraming
 from relay.ids import IdSource
 from relay.media.codecs import get_decoder, get_encoder, get_spec
 from relay.media.dtmf import DtmfReceived, DtmfReceiver
+from relay.media.dtmf_playout import QUIET, DtmfInfoDue, DtmfPlayout, EventPacket
 from relay.media.jitter import JitterBuffer, JitterBufferStats
 from relay.media.pacing import SendPacer
 from relay.media.pipeline import ReceivePath, SendPath, agent_format
@@ -60,7 +66,14 @@ from relay.media.source import Address, SourceLatch, SourceVerdict, TokenBucket
 from relay.media.stats import ReceptionStatistics
 from relay.sip.offer_answer import NegotiatedMedia
 
-__all__ = ["CallMedia", "CallMediaStats", "MarkPlayed", "MediaEvent", "MediaTimedOut"]
+__all__ = [
+    "CallMedia",
+    "CallMediaStats",
+    "DtmfInfoDue",
+    "MarkPlayed",
+    "MediaEvent",
+    "MediaTimedOut",
+]
 
 MAX_SEND_CATCH_UP_S = 0.100  # a longer stall of our caller skips send ticks instead of bursting
 MAX_EVENTS = 256
@@ -83,7 +96,7 @@ class MediaTimedOut:
     idle_s: float
 
 
-MediaEvent = DtmfReceived | MarkPlayed | MediaTimedOut
+MediaEvent = DtmfReceived | MarkPlayed | MediaTimedOut | DtmfInfoDue
 
 
 @dataclass(slots=True)
@@ -157,6 +170,8 @@ class CallMedia:
             self._packetizer, ids=ids, now=now, wall_clock_offset_s=wall_clock_offset_s
         )
         self._playout = PlayoutQueue(self._agent, max_ms=max_playout_ms)
+        self.dtmf_out = DtmfPlayout()
+        """The agent's digits for the caller (`send_dtmf`); its ``stats`` say what became of them."""
         self._lag = StandingLag(self._agent)
         self._events: deque[MediaEvent] = deque()
         self._bucket = TokenBucket(max_packets_per_s, max(10, max_packets_per_s / 5), now=now)
@@ -294,6 +309,14 @@ class CallMedia:
         self._pacer.interrupt()
         self._lag.restart()
 
+    def send_dtmf(self, digits: str, duration_ms: int) -> bool:
+        """Queue digits for the caller (`DtmfPlayout`); False when refused (queue full).
+
+        RFC 4733 events on the next ticks when telephone-event was negotiated, else a
+        `DtmfInfoDue` event per digit. Call `rtp_to_send` after, as after `play`.
+        """
+        return self.dtmf_out.queue(digits, duration_ms)
+
     def rtp_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Return the datagrams due by ``now``: RTP ticks (see `SendPacer`), RTCP when due."""
         out: list[tuple[bytes, Address]] = []
@@ -319,20 +342,25 @@ class CallMedia:
 
     def _next_tick_at(self) -> float:
         sends = self._negotiated.direction.sends and self.destination is not None
-        ready = sends and self._playout.ready()
+        ready = sends and self._playout.ready() and not self.dtmf_out.holds_audio
         return self._pacer.next_at(ready=ready, partial_s=self._playout.queued_ms / 1000)
 
     def _tick(self, out: list[tuple[bytes, Address]], increment: int, now: float) -> bool:
         """Send (or, on hold, skip) one packet; return whether it carried agent audio."""
-        frame = self._playout.pop_frame()
         destination = self.destination
         if not self._negotiated.direction.sends or destination is None:
+            frame = self._playout.pop_frame()
             self._collect_marks()
             self._lag.restart()  # on hold: a standing queue is no lag the caller hears
             self._packetizer.advance(increment)
             self._marker_next = True
             self.stats.frames_discarded_on_hold += frame is not None
             return False
+        if (digit := self._dtmf_packet(increment)) is not None:
+            out.append((bytes(digit), destination))
+            self.stats.rtp_sent += 1
+            return False
+        frame = self._playout.pop_frame()
         for _ in range(self._lag.ticked(self._playout.queued_bytes, now)):
             self.stats.lag_frames_dropped += self._playout.drop_frame()
         self._collect_marks()
@@ -351,6 +379,33 @@ class CallMedia:
         out.append((bytes(packet), destination))
         self.stats.rtp_sent += 1
         return frame is not None
+
+    def _dtmf_packet(self, increment: int) -> RtpPacket | None:
+        """Return this tick's packet when it is the agent's digits' (audio waits meanwhile)."""
+        n, packetizer = self._negotiated, self._packetizer
+        tick = self.dtmf_out.tick(
+            packetizer.timestamp,
+            payload_type=n.telephone_event_payload_type,
+            clock_rate_hz=n.clock_rate_hz,
+            samples=increment,
+        )
+        if tick is None:
+            return None
+        if isinstance(tick, DtmfInfoDue):  # sent as SIP INFO; audio goes on as usual
+            self._emit(tick)
+            return None
+        if tick is QUIET:
+            silence = self._send.silence()
+            return packetizer.packetize(silence, payload_type=n.payload_type, samples=increment)
+        assert isinstance(tick, EventPacket)
+        packet = packetizer.stamp(
+            tick.payload,
+            payload_type=tick.payload_type,
+            timestamp=tick.timestamp,
+            marker=tick.marker,
+        )
+        packetizer.advance(increment)  # the RTP clock runs on under the event
+        return packet
 
     def _collect_marks(self) -> None:
         for name in self._playout.played_marks():
@@ -397,7 +452,7 @@ class CallMedia:
         self._inactivity_on = self._inactivity_armed(negotiated)
 
     def next_event(self) -> MediaEvent | None:
-        """Return the next event (`DtmfReceived`, `MarkPlayed`, `MediaTimedOut`), or None."""
+        """Return the next event (`DtmfReceived`, `MarkPlayed`, `MediaTimedOut`, `DtmfInfoDue`)."""
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float:

@@ -228,6 +228,16 @@ def _continues(previous: _Pending, packet: RtpPacket, event: int) -> bool:
     )
 
 
+def event_durations(total: int, step: int) -> list[int]:
+    """Return the duration field of each packet of one event, one packet every ``step`` units.
+
+    Each update carries the duration so far, up to the end of its packet interval (RFC 4733
+    §2.5.1.2); the last, with the End bit, carries ``total`` and is sent three times in all
+    (§2.5.1.4).
+    """
+    return [*range(step, total, step), *([total] * END_PACKET_COUNT)]
+
+
 class DtmfSender:
     """Build the RFC 4733 packets of one digit on an outgoing stream."""
 
@@ -270,13 +280,11 @@ class DtmfSender:
         step = self.clock_rate_hz * self.packet_interval_ms // 1000
         if not 0 < total <= MAX_DURATION or step <= 0:
             raise ValueError(f"duration_ms must give 1..{MAX_DURATION} samples, got {total}")
-        updates = list(range(step, total, step))
-        durations = [*updates, *([total] * END_PACKET_COUNT)]
         start = self.packetizer.timestamp
         packets = []
-        for index, duration in enumerate(durations):
+        for index, duration in enumerate(event_durations(total, step)):
             payload = TelephoneEvent(
-                event=event, end=index >= len(updates), volume=self.volume, duration=duration
+                event=event, end=duration == total, volume=self.volume, duration=duration
             )
             packets.append(
                 self.packetizer.stamp(

@@ -180,6 +180,21 @@ class IncomingCall:
         """End the call: BYE once established, else 480 to the INVITE (rule 4)."""
         self._handle(CallInput.HANG_UP, now, (UNAVAILABLE_ON_HANG_UP, None, ()))
 
+    def send_info(self, content_type: str, body: bytes, now: float) -> bool:
+        """Send an INFO within the confirmed dialog (RFC 6086), e.g. a DTMF digit.
+
+        Returns False, sending nothing, before the ACK or once the call has ended. The response
+        is not waited for, and a failed INFO does not end the call.
+        """
+        self.leg.outputs.touched.add(self)
+        if self._state is not CallState.CONFIRMED:
+            return False
+        try:
+            self.leg.send("INFO", now, owner=self, sdp=body, content_type=content_type)
+        except RemoteProtocolError:
+            return False
+        return True
+
     # --- what the endpoint feeds in -------------------------------------------------------
 
     def receive_cancel(self, cancel: Request, now: float) -> None:

@@ -139,6 +139,7 @@ class Leg:
         cseq: int,
         headers: Iterable[tuple[str, str]],
         sdp: bytes,
+        content_type: str = SDP,
     ) -> tuple[Request, Address]:
         destination = self.dialog.destination()
         fields = [("User-Agent", self.settings.user_agent), *headers]
@@ -148,7 +149,7 @@ class Leg:
             cseq=cseq,
             extra_headers=fields,
             body=sdp,
-            content_type=SDP if sdp else None,
+            content_type=content_type if sdp else None,
         )
         return request, destination
 
@@ -160,13 +161,17 @@ class Leg:
         owner: object,
         headers: Iterable[tuple[str, str]] = (),
         sdp: bytes = b"",
+        content_type: str = SDP,
     ) -> ClientTransaction:
         """Send a new request within the dialog in a client transaction (§12.2.1.1).
+
+        ``sdp`` is the body, of ``content_type`` (another type for INFO, RFC 6086).
 
         Raises:
             RemoteProtocolError: the dialog's next hop is not routable.
         """
-        request, destination = self._request(method, self.dialog.next_cseq(self.ids), headers, sdp)
+        cseq = self.dialog.next_cseq(self.ids)
+        request, destination = self._request(method, cseq, headers, sdp, content_type)
         return self.layer.send_request(request, destination, now, owner=owner)
 
     def send_ack(self, cseq: int, *, sdp: bytes = b"") -> tuple[Request, Address]:

@@ -13,7 +13,11 @@ from the caller's datagram to the agent's socket in one callback, with no task s
 150 calls per core this way, ``bench/relay_calls.py``). Agent audio is
 serviced at once too, so the core can send it without waiting for its next tick. The session
 creates no task, and `RtpSession.close` cancels the timer, closes both sockets, waits for them
-to be gone and gives the ports back.
+to be gone and gives the ports back. The agent's digits for the caller go in with `send_dtmf`;
+those the core wants sent as SIP INFO come out through ``info_dtmf``, set by the call.
+
+Size: a little over 400 lines: the port allocator and the socket protocol are this session's
+alone, and the session is the media port the agent bridge sees, whole.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 from chalicelib.contracts import MediaFraming
 from relay.ids import IdSource
-from relay.media.call_media import CallMedia, MarkPlayed, MediaTimedOut
+from relay.media.call_media import CallMedia, DtmfInfoDue, MarkPlayed, MediaTimedOut
 from relay.media.dtmf import DTMF_DIGITS, DtmfReceived
 from relay.media.rtcp import is_rtcp
 from relay.sip.offer_answer import NegotiatedMedia
@@ -190,6 +194,8 @@ class RtpSession:
         self._closed = False
         self._before_start: list[tuple[str, bytes | str]] = []
         self._stopped = False  # closed, or failed: no more processing
+        self.info_dtmf: Callable[[str, int], None] | None = None
+        """Sends a digit and its duration in ms as SIP INFO (without telephone-event)."""
 
     @classmethod
     async def open(cls, allocator: RtpPortAllocator) -> RtpSession:
@@ -282,6 +288,14 @@ class RtpSession:
         if not self._stopped:
             self.media.clear()
             self._guard(None)
+
+    def send_dtmf(self, digits: str, duration_ms: int) -> bool:
+        """Queue the agent's digits for the caller; False when refused (queue full, no media)."""
+        if self.media is None or self._stopped:
+            return False  # before the answer (or after the end) there is no one to send to
+        accepted = self.media.send_dtmf(digits, duration_ms)
+        self._guard(None)
+        return accepted
 
     def inject_dtmf(self, digit: str) -> None:
         """Report a digit that came another way (SIP INFO) as if it had come over RTP."""
@@ -381,6 +395,11 @@ class RtpSession:
                 self._output(_dtmf, event.digit)
             elif isinstance(event, MediaTimedOut):
                 self._end("media_timeout")
+            elif isinstance(event, DtmfInfoDue):
+                if self.info_dtmf is None:
+                    logger.warning("digit for the caller dropped: no telephone-event, no INFO")
+                else:
+                    self.info_dtmf(event.digit, event.duration_ms)
 
     def _output(self, deliver: Callable[[MediaListener, _T], None], value: _T) -> None:
         if self._listener is not None:

@@ -7,7 +7,9 @@ it should do in its URL, ``ws://127.0.0.1:PORT/<name>?<behaviour>``:
 - ``tone_hz`` (and ``tone_after_s``, ``tone_s``): send a sine tone as outbound ``media``,
   paced in real time in 20 ms chunks, starting ``tone_after_s`` after ``start``;
 - ``close_after_s``: close the socket that long after ``start`` (the relay must hang up); the
-  session's events get ``agent_closing`` just before.
+  session's events get ``agent_closing`` just before;
+- ``digits`` (and ``digits_after_s``): send them to the caller in one ``dtmf`` message (the
+  sipline extension, docs/agents.md) that long after ``start``.
 
 Every connection is recorded as an :class:`AgentSession` under its name: the ``start``
 message, each inbound ``media`` payload (μ-law) with its arrival wall-clock time, ``dtmf``
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -95,7 +98,7 @@ class AgentServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
-    def url(self, name: str, **behaviour: float) -> str:
+    def url(self, name: str, **behaviour: float | str) -> str:
         query = urlencode(behaviour)
         return f"ws://127.0.0.1:{self.port}/{name}" + (f"?{query}" if query else "")
 
@@ -180,8 +183,17 @@ class AgentServer:
     def _behave(
         self, session: AgentSession, connection: ServerConnection, stream_sid: str
     ) -> list[asyncio.Task[None]]:
-        params = {key: float(value) for key, value in session.params.items()}
+        params = {key: float(value) for key, value in session.params.items() if key != "digits"}
         tasks = []
+        if "digits" in session.params:
+            digits = {"digits": session.params["digits"]}
+            tasks.append(
+                asyncio.create_task(
+                    self._send_after(
+                        connection, stream_sid, params.get("digits_after_s", 0), digits
+                    )
+                )
+            )
         if "tone_hz" in params:
             tasks.append(asyncio.create_task(self._tone(session, connection, stream_sid, params)))
         if "close_after_s" in params:
@@ -210,6 +222,15 @@ class AgentServer:
             except ConnectionClosed:
                 return
             await asyncio.sleep(max(0.0, began + (index + 1) * CHUNK_S - loop.time()))
+
+    @staticmethod
+    async def _send_after(
+        connection: ServerConnection, stream_sid: str, delay_s: float, dtmf: dict[str, str]
+    ) -> None:
+        await asyncio.sleep(delay_s)
+        message = {"event": "dtmf", "streamSid": stream_sid, "dtmf": dtmf}
+        with contextlib.suppress(ConnectionClosed):
+            await connection.send(json.dumps(message))
 
     @staticmethod
     async def _close_after(

@@ -186,6 +186,17 @@ class Baresip:
                 raise BaresipError(f"no {kind} within {timeout_s}s (saw {seen}):\n{self.log}")
             self._receive(remaining)
 
+    def wait_events(self, kind: str, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Return the first ``count`` events of type ``kind``, waiting for them if need be."""
+        deadline = time.monotonic() + timeout_s
+        while len(found := [e for e in self.events if e.get("type") == kind]) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [event.get("type") for event in self.events]
+                raise BaresipError(f"{len(found)} {kind} of {count} (saw {seen}):\n{self.log}")
+            self._receive(remaining)
+        return found[:count]
+
     def _receive(self, timeout_s: float) -> None:
         assert self._control is not None
         self._control.settimeout(min(timeout_s, 0.5))

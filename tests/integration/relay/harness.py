@@ -21,6 +21,7 @@ import asyncio
 import errno
 import secrets
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ from tests.integration.relay.control.fake_control_plane import (
 
 LOOPBACK = "127.0.0.1"
 RTP_PORTS = (26000, 26199)
+RTP_KEPT = 500  # 10 s of 20 ms packets
 WAIT_S = 10.0
 """Bound on any one wait for the relay, the phone or the agent (a failure, never a pass)."""
 STOP_S = 30.0
@@ -203,8 +205,14 @@ class _Socket(asyncio.DatagramProtocol):
         self.phone.received(data, (addr[0], addr[1]))
 
 
-class _Sink(asyncio.DatagramProtocol):
-    """The phone's RTP socket: what the relay sends there is not looked at."""
+class _RtpSocket(asyncio.DatagramProtocol):
+    """The phone's RTP socket: what the relay sends there is kept, the latest few seconds."""
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.phone.rtp.append(data)
 
 
 class Phone:
@@ -227,6 +235,8 @@ class Phone:
         self._arrived = asyncio.Event()
         self._sip: asyncio.DatagramTransport | None = None
         self._rtp: asyncio.DatagramTransport | None = None
+        self.rtp: deque[bytes] = deque(maxlen=RTP_KEPT)
+        """The datagrams the relay sent to the phone's RTP port (RTCP goes to the next port)."""
 
     async def __aenter__(self) -> Phone:
         loop = asyncio.get_running_loop()
@@ -234,7 +244,7 @@ class Phone:
             lambda: _Socket(self), local_addr=(LOOPBACK, 0), family=socket.AF_INET
         )
         self._rtp, _ = await loop.create_datagram_endpoint(
-            _Sink, local_addr=(LOOPBACK, 0), family=socket.AF_INET
+            lambda: _RtpSocket(self), local_addr=(LOOPBACK, 0), family=socket.AF_INET
         )
         return self
 
@@ -295,11 +305,11 @@ class Phone:
     def _branch(self) -> str:
         return f"z9hG4bK{secrets.token_hex(6)}"
 
-    def invite(self, user: str = "sales") -> None:
-        """Send the INVITE (PCMU and telephone-event offered)."""
+    def invite(self, user: str = "sales", *, offer: str = SDP_OFFER) -> None:
+        """Send the INVITE (PCMU and telephone-event offered, unless ``offer`` says otherwise)."""
         self.user = user
         self.invite_branch = self._branch()
-        sdp = SDP_OFFER.format(rtp_port=self.rtp_port)
+        sdp = offer.format(rtp_port=self.rtp_port)
         self._send(
             f"INVITE sip:{user}@{LOOPBACK}:{self.relay[1]} SIP/2.0\n"
             f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch={self.invite_branch};rport\n"

@@ -78,6 +78,7 @@ class FakeMediaPort:
         self.pending_marks: list[tuple[int, str]] = []  # (end of the audio before it, name)
         self.received = bytearray()  # every byte the agent sent, dropped or not
         self.played = bytearray()  # what the caller heard
+        self.digits_sent: list[tuple[str, int]] = []  # the agent's dtmf messages, as queued
         self.clears = 0
         self.dropped = 0
         self.fail_on_play = False
@@ -111,6 +112,10 @@ class FakeMediaPort:
         self.queued.clear()
         self.pending_marks = [(0, name) for _, name in self.pending_marks]
         self._report_played()
+
+    def send_dtmf(self, digits: str, duration_ms: int) -> bool:
+        self.digits_sent.append((digits, duration_ms))
+        return True
 
     # --- test controls ---
 

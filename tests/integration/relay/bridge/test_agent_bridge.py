@@ -187,6 +187,25 @@ def test_dtmf_digits_reach_the_agent_in_order_and_a_bad_digit_is_counted() -> No
     run(scenario)
 
 
+def test_the_agents_digits_reach_the_media_and_bad_ones_are_counted_not_fatal() -> None:
+    async def scenario() -> None:
+        agent, port = Agent(), FakeMediaPort()
+        async with call(agent, port) as (under_test, task):
+            dtmf = {"event": "dtmf", "streamSid": SID}
+            await agent.send({**dtmf, "dtmf": {"digits": "1#", "durationMs": 120}})
+            await agent.send({**dtmf, "dtmf": {"digits": "1" * 33}})
+            await agent.send({**dtmf, "dtmf": {"digits": "12w"}})
+            await agent.send({**dtmf, "dtmf": {}})
+            await agent.send({**dtmf, "dtmf": {"digits": "*9"}})
+            await until(lambda: len(port.digits_sent) == 2)
+            assert port.digits_sent == [("1#", 120), ("*9", 100)]
+            assert under_test.digits.counters.refused_invalid == 2
+            assert under_test.framing.counters.invalid_messages == 1
+            assert not task.done()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(("code", "reason"), [(1000, ""), (4000, "conversation over")])
 def test_the_agent_closing_the_socket_ends_the_bridge_with_agent_left(
     code: int, reason: str

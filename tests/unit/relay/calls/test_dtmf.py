@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.calls.dtmf import dtmf_relay_digit
+from relay.calls.dtmf import dtmf_relay_body, dtmf_relay_digit
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,19 @@ def test_the_content_type_is_matched_without_case_or_parameters(content_type: st
 )
 def test_anything_else_gives_no_digit(content_type: str | None, body: bytes) -> None:
     assert dtmf_relay_digit(content_type, body) is None
+
+
+def test_the_body_is_the_cisco_format_asterisk_and_baresip_read() -> None:
+    # "Signal=<digit>" and "Duration=<ms>", CRLF-terminated lines (docs/codecs.md)
+    assert dtmf_relay_body("5", 100) == b"Signal=5\r\nDuration=100\r\n"
+    assert dtmf_relay_body("#", 250) == b"Signal=#\r\nDuration=250\r\n"
+    assert dtmf_relay_body("*", 40) == b"Signal=*\r\nDuration=40\r\n"
+
+
+@pytest.mark.parametrize(
+    ("digit", "duration_ms"),
+    [("", 100), ("12", 100), ("\n", 100), ("=", 100), ("é", 100), ("1", 0)],
+)
+def test_the_body_refuses_what_would_break_its_lines(digit: str, duration_ms: int) -> None:
+    with pytest.raises(ValueError, match="DTMF"):
+        dtmf_relay_body(digit, duration_ms)
