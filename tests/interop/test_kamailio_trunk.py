@@ -36,12 +36,14 @@ def sipp_call(trunk: KamailioTrunk, workdir: Path, transport: str, password: str
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_sipp_through_the_trunk_reaches_the_callee(tmp_path: Path, transport: str) -> None:
-    with Baresip(tmp_path / "callee", account_params=ANSWER) as callee:
-        with KamailioTrunk(tmp_path / "trunk", callee_port=callee.sip_port) as trunk:
-            run = sipp_call(trunk, tmp_path, transport, TRUNK_PASSWORD)
-            assert run.returncode == 0, f"{run.explain()}\n--- kamailio ---\n{trunk.log[-3000:]}"
-            callee.wait_event("CALL_ESTABLISHED", timeout_s=10)
-            callee.wait_event("CALL_CLOSED", timeout_s=10)  # SIPp's BYE, through the route set
+    with (
+        Baresip(tmp_path / "callee", account_params=ANSWER) as callee,
+        KamailioTrunk(tmp_path / "trunk", callee_port=callee.sip_port) as trunk,
+    ):
+        run = sipp_call(trunk, tmp_path, transport, TRUNK_PASSWORD)
+        assert run.returncode == 0, f"{run.explain()}\n--- kamailio ---\n{trunk.log[-3000:]}"
+        callee.wait_event("CALL_ESTABLISHED", timeout_s=10)
+        callee.wait_event("CALL_CLOSED", timeout_s=10)  # SIPp's BYE, through the route set
 
     assert run.exchange()[:2] == ["INVITE", "401"]
     assert run.count("200") == 2 and run.count("403") == 0  # INVITE and BYE answered
@@ -62,13 +64,13 @@ def test_a_wrong_password_gets_403_and_no_call(tmp_path: Path, transport: str) -
 
 
 def test_the_proxy_challenge_is_kamailios_407(tmp_path: Path) -> None:
-    with Baresip(tmp_path / "callee", account_params=ANSWER) as callee:
-        with KamailioTrunk(
-            tmp_path / "trunk", callee_port=callee.sip_port, proxy_auth=True
-        ) as trunk:
-            run = sipp_call(trunk, tmp_path, "udp", TRUNK_PASSWORD)
-            assert run.returncode == 0, f"{run.explain()}\n--- kamailio ---\n{trunk.log[-3000:]}"
-            callee.wait_event("CALL_ESTABLISHED", timeout_s=10)
+    with (
+        Baresip(tmp_path / "callee", account_params=ANSWER) as callee,
+        KamailioTrunk(tmp_path / "trunk", callee_port=callee.sip_port, proxy_auth=True) as trunk,
+    ):
+        run = sipp_call(trunk, tmp_path, "udp", TRUNK_PASSWORD)
+        assert run.returncode == 0, f"{run.explain()}\n--- kamailio ---\n{trunk.log[-3000:]}"
+        callee.wait_event("CALL_ESTABLISHED", timeout_s=10)
 
     assert run.exchange()[:2] == ["INVITE", "407"]
     assert "Proxy-Authorization: Digest" in run.messages

@@ -26,7 +26,11 @@ CALL_MS = "300"  # how long the SIPp callers stay in an answered call (-d)
 
 
 def call(
-    uas: SippUas, workdir: Path, scenario_file: Path | None = None, extra: tuple[str, ...] = ()
+    uas: SippUas,
+    workdir: Path,
+    scenario_file: Path | None = None,
+    extra: tuple[str, ...] = (),
+    timeout_s: int = 15,
 ) -> SippRun:
     """Run one SIPp caller against ``uas``; the built-in ``uac`` unless a scenario is given."""
     return run_sipp_uac(
@@ -36,7 +40,7 @@ def call(
         builtin=None if scenario_file else "uac",
         scenario_file=scenario_file,
         transport=uas.transport,
-        timeout_s=15,
+        timeout_s=timeout_s,
         extra=extra,
     )
 
@@ -106,7 +110,7 @@ def test_ring_no_answer_fails_a_cancel_of_another_branch(tmp_path: Path) -> None
     wrong.write_text(text[:at] + text[at:].replace("-inv;rport", "-other;rport", 1))
 
     with SippUas("uas_ring_no_answer", tmp_path, timeout_s=10) as uas:
-        call(uas, tmp_path, wrong)  # it waits in vain for the CANCEL's 200: its rc says little
+        call(uas, tmp_path, wrong, timeout_s=3)  # it waits in vain for the CANCEL's 200
         callee = uas.wait()
 
     assert callee.returncode == 1, callee.explain()
