@@ -4,7 +4,8 @@
 # Installs what is missing (root), or says what to install.
 # `scripts/system-deps.sh bench` adds what the load benchmarks need (dumpcap, for bench/sip_load.py).
 set -euo pipefail
-PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng dnsmasq-base)
+PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng
+  dnsmasq-base kamailio kamailio-tls-modules openssl)
 [ "${1:-}" = bench ] && PACKAGES+=(wireshark-common)
 missing=()
 for package in "${PACKAGES[@]}"; do

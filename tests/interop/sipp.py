@@ -78,16 +78,43 @@ def run_sipp(
     extra: tuple[str, ...] = (),
 ) -> SippRun:
     """Place one call with SIPp to the relay's ``service`` user; see the module docstring."""
+    port = stack.tls_port if transport == "tls" else stack.sip_port
+    if transport == "tls":
+        cert, key = stack.tls_files
+        extra = ("-tls_cert", str(cert), "-tls_key", str(key), *extra)
+    return run_sipp_uac(
+        f"127.0.0.1:{port}",
+        workdir,
+        service=service,
+        builtin=builtin,
+        scenario_file=scenario_file,
+        transport=transport,
+        timeout_s=timeout_s,
+        extra=extra,
+    )
+
+
+def run_sipp_uac(
+    target: str,
+    workdir: Path,
+    *,
+    service: str,
+    builtin: str | None = None,
+    scenario_file: Path | None = None,
+    transport: str = "udp",
+    timeout_s: int = 20,
+    extra: tuple[str, ...] = (),
+) -> SippRun:
+    """Place one call with SIPp to ``service`` at ``target`` (``host:port``), any peer."""
     sipp = require("sipp")
     assert (builtin is None) != (scenario_file is None), "one of builtin or scenario_file"
     workdir.mkdir(parents=True, exist_ok=True)
-    port = stack.tls_port if transport == "tls" else stack.sip_port
     messages, errors = workdir / "messages.log", workdir / "errors.log"
 
     def attempt() -> SippRun:
         for stale in (messages, errors):
             stale.unlink(missing_ok=True)
-        command = ["timeout", "-k", "3", str(timeout_s + 5), sipp, f"127.0.0.1:{port}"]
+        command = ["timeout", "-k", "3", str(timeout_s + 5), sipp, target]
         command += ["-sn", builtin] if builtin else ["-sf", str(scenario_file)]
         command += [
             "-i", "127.0.0.1", "-p", str(free_sip_port()), "-t", TRANSPORTS[transport],
@@ -95,9 +122,6 @@ def run_sipp(
             "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
             "-trace_msg", "-message_file", str(messages), "-trace_err", "-error_file", str(errors),
         ]  # fmt: skip
-        if transport == "tls":
-            cert, key = stack.tls_files
-            command += ["-tls_cert", str(cert), "-tls_key", str(key)]
         command += list(extra)
         result = subprocess.run(
             command,
