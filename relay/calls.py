@@ -47,13 +47,13 @@ from relay.bridge.agent_ws import AgentBridge, AgentLeft, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.ids import IdSource
+from relay.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
 from relay.sip.events import CallEnded, CallEndReason
-from relay.sip.invite_session import IncomingCall
-from relay.sip.message import Request
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
-from relay.sip.text import readable
-from relay.sip.uri import SipUri
+from relay.sip.sdp.offer_answer import NegotiatedMedia
+from relay.sip.syntax.message import Request
+from relay.sip.syntax.text import readable
+from relay.sip.syntax.uri import SipUri
+from relay.sip.usage.incoming import IncomingCall
 from relay.transport.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
@@ -120,7 +120,7 @@ class CallDeps:
 def invite_webhook(call: IncomingCall, request: Request, edge_id: str) -> InviteWebhook:
     """Describe an INVITE for the control plane (contract 1): only the packet's source counts.
 
-    Header text goes through :func:`~relay.sip.text.readable`: bytes that are not UTF-8 arrive
+    Header text goes through :func:`~relay.sip.syntax.text.readable`: bytes that are not UTF-8 arrive
     as U+FFFD, never as raw bytes the JSON body cannot hold.
     """
     source = call.source

@@ -39,8 +39,8 @@ from relay.sip.events import (
     InviteRefused,
     MediaUpdated,
 )
-from relay.sip.invite_session import IncomingCall
-from relay.sip.timers import Timers
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import IncomingCall
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context

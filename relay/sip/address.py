@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from relay.sip.errors import SipParseError
-from relay.sip.message import Request, Response
+from relay.sip.syntax.message import Request, Response
 
 
 class Transport(StrEnum):

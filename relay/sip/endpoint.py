@@ -69,7 +69,6 @@ from typing import TYPE_CHECKING
 
 from relay.ids import IdSource, new_tag
 from relay.sip.address import Address, SipCore, Transport
-from relay.sip.deadlines import Deadlines
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.errors import RemoteProtocolError, SipParseError
 from relay.sip.events import (
@@ -79,23 +78,24 @@ from relay.sip.events import (
     InviteRefused,
     ParseErrorDropped,
 )
-from relay.sip.invite_session import IncomingCall
-from relay.sip.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
-from relay.sip.message import Request, Response, error_response, make_response
-from relay.sip.parser import is_keepalive, parse_message, validate_request, validate_response
-from relay.sip.sdp import SessionDescription
-from relay.sip.sdp_fields import SdpParseError
-from relay.sip.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.sdp.fields import SdpParseError
 from relay.sip.stateless import Admission, invite_refusal, stateless_reply
-from relay.sip.timers import Timers
-from relay.sip.transaction_layer import (
+from relay.sip.syntax.message import Request, Response, error_response, make_response
+from relay.sip.syntax.parser import is_keepalive, parse_message, validate_request, validate_response
+from relay.sip.syntax.via import response_destination, stamp_top_via
+from relay.sip.transaction.deadlines import Deadlines
+from relay.sip.transaction.layer import (
     RequestArrived,
     ResponseArrived,
     ServerTransaction,
     TransactionFailed,
     TransactionLayer,
 )
-from relay.sip.via import response_destination, stamp_top_via
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import IncomingCall
+from relay.sip.usage.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
+from relay.sip.usage.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
 
 __all__ = ["EndpointCounters", "SipEndpoint"]
 

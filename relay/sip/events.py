@@ -2,7 +2,7 @@
 
 Every :class:`IncomingCallReceived` is followed, sooner or later, by exactly one
 :class:`CallEnded` for the same call; the events in between say what happened to it. Events
-name the :class:`~relay.sip.invite_session.IncomingCall` they concern, so the application
+name the :class:`~relay.sip.usage.incoming.IncomingCall` they concern, so the application
 answers on the object it was given.
 """
 
@@ -13,13 +13,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, TypeAlias
 
 from relay.sip.address import Address
-from relay.sip.message import Request
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.sdp import SessionDescription
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.stateless import Refusal
+from relay.sip.syntax.message import Request
 
 if TYPE_CHECKING:
-    from relay.sip.invite_session import IncomingCall
+    from relay.sip.usage.incoming import IncomingCall
 
 __all__ = [
     "BadRequestRejected",

@@ -15,12 +15,12 @@ from relay.sip.events import (
     IncomingCallReceived,
     ParseErrorDropped,
 )
-from relay.sip.invite_session import CallState
-from relay.sip.message import Response
-from relay.sip.offer_answer import Answer, NoCommonCodec, negotiate
-from relay.sip.parser import parse_message
-from relay.sip.sdp import SessionDescription
-from relay.sip.timers import Timers
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.sdp.offer_answer import Answer, NoCommonCodec, negotiate
+from relay.sip.syntax.message import Response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import CallState
 from tests.unit.relay.harness import (
     CONNECTION_ID,
     Action,
