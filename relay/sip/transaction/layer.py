@@ -19,8 +19,9 @@ Theory of operation
    with its destination and an ``owner``. Responses match by branch and CSeq method (§17.1.3);
    an unmatched response whose sent-by is ours is passed up without a transaction (a 2xx
    retransmitted after Timer M), anything else is dropped.
-5. Ownership: every transaction carries an opaque ``owner`` the TU sets (the call it belongs
-   to); the layer never looks at it. Events name their transaction, so the TU finds the owner.
+5. Ownership: every transaction carries the ``owner`` the TU sets, the
+   :class:`~relay.sip.transaction.match.Usage` it belongs to; the layer never looks at it.
+   Events name their transaction, so the TU finds the owner.
    Once a terminated transaction is dropped and the TU has taken every event (``next_event()``
    returned ``None``), its ``owner`` is cleared: the owner usually holds the transaction too,
    and that cycle would otherwise keep each call alive until a full collection of the cyclic
@@ -61,6 +62,7 @@ from relay.sip.transaction.match import (
     ServerMachine,
     ServerTransaction,
     TransactionKey,
+    Usage,
     client_key,
     server_key,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "ServerTransaction",
     "TransactionFailed",
     "TransactionLayer",
+    "Usage",
     "non_2xx_ack",
 ]
 
@@ -260,7 +263,7 @@ class TransactionLayer:
         return Via(transport=transport.via_name, host=local.host, port=local.port, params=params)
 
     def send_request(
-        self, request: Request, destination: Address, now: float, *, owner: object = None
+        self, request: Request, destination: Address, now: float, *, owner: Usage | None = None
     ) -> ClientTransaction:
         """Send a request in a new client transaction (RFC 3261 §17.1).
 

@@ -4,13 +4,17 @@ A server transaction is found by the top Via's branch, its sent-by and the metho
 counting as INVITE (§17.2.3); a client transaction by branch and CSeq method (§17.1.3), the
 sent-by being always ours. A branch without the magic cookie comes from an RFC 2543 peer: its
 key falls back to Call-ID, From tag and CSeq number. The handles pair a state machine with
-where its messages go and an opaque ``owner`` the TU sets.
+where its messages go and the :class:`Usage` that owns it.
+
+A :class:`Usage` is the transaction user of RFC 3261 §17: one use of a dialog (RFC 5057 §3),
+such as the INVITE session of ``relay/sip/usage/``. It is declared here, beside the handles,
+because each names the other; the layer never calls it, the endpoint does (``endpoint.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from relay.ids import BRANCH_MAGIC_COOKIE
 from relay.sip.address import Address
@@ -26,6 +30,7 @@ __all__ = [
     "ServerMachine",
     "ServerTransaction",
     "TransactionKey",
+    "Usage",
     "client_key",
     "server_key",
 ]
@@ -64,7 +69,7 @@ class ServerTransaction:
         self.source = source
         self.destination = response_destination(request.top_via, source)
         self.machine = machine
-        self.owner: object = None
+        self.owner: Usage | None = None
         self.last_sent: bytes | None = None
 
     @property
@@ -84,7 +89,7 @@ class ClientTransaction:
         request: Request,
         destination: Address,
         machine: ClientMachine,
-        owner: object,
+        owner: Usage | None,
     ) -> None:
         self.key = key
         self.request = request
@@ -96,6 +101,54 @@ class ClientTransaction:
     def state(self) -> TransactionState:
         """The machine's state."""
         return self.machine.state
+
+
+class Usage(Protocol):
+    """One use of a dialog, as the endpoint drives it (RFC 5057 §3; pjsip's dialog usages).
+
+    The endpoint offers a usage what concerns it, then re-arms it (``get_timer()``) or forgets
+    it (``finished``); a usage marks itself only when the application acts on it directly.
+    """
+
+    @property
+    def finished(self) -> bool:
+        """Whether the usage is over and may be forgotten, with every dialog it is bound to."""
+        ...
+
+    def receive_request(self, request: Request, tx: ServerTransaction, now: float) -> bool:
+        """Take a request within one of its dialogs, or a CANCEL of its INVITE.
+
+        Returns:
+            Whether the usage took it (and answers ``tx``); if no usage does, the endpoint
+            answers 481.
+        """
+        ...
+
+    def receive_ack(self, ack: Request, now: float) -> bool:
+        """Take an ACK to a 2xx within one of its dialogs; return whether it was its own."""
+        ...
+
+    def receive_response(
+        self, response: Response, tx: ClientTransaction | None, now: float
+    ) -> bool:
+        """Take a response to its request (``tx``), or a stray 2xx (``tx`` is ``None``).
+
+        Returns:
+            Whether it was the usage's (a stray 2xx is offered to each usage of its dialog).
+        """
+        ...
+
+    def transaction_failed(self, tx: ServerTransaction | ClientTransaction, now: float) -> None:
+        """Take a timeout or transport failure of one of its transactions (RFC 3261 §8.1.3.1)."""
+        ...
+
+    def get_timer(self) -> float | None:
+        """Return the usage's earliest deadline, or ``None``."""
+        ...
+
+    def handle_timer(self, now: float) -> None:
+        """Fire what is due at ``now``."""
+        ...
 
 
 def server_key(request: Request) -> TransactionKey:

@@ -64,6 +64,7 @@ from relay.sip.usage.session_timer import SessionTimer
 __all__ = ["CallInput", "CallState", "IncomingCall"]
 
 UNAVAILABLE_ON_HANG_UP = 480  # RFC 3261 §21.4.18: our hang-up before the answer
+_IN_DIALOG_METHODS = frozenset({"BYE", "INVITE", "UPDATE", "INFO", "OPTIONS"})
 
 
 P, E, A, C, T = (
@@ -180,19 +181,14 @@ class IncomingCall:
         """End the call: BYE once established, else 480 to the INVITE (rule 4)."""
         self._handle(CallInput.HANG_UP, now, (UNAVAILABLE_ON_HANG_UP, None, ()))
 
-    # --- what the endpoint feeds in -------------------------------------------------------
+    # --- what the endpoint feeds in (the Usage protocol) ---------------------------------
 
-    def receive_cancel(self, cancel: Request, now: float) -> None:
-        """Take a CANCEL that matched our INVITE (the endpoint answered it 200)."""
-        self._handle(CallInput.RECV_CANCEL, now, cancel)
-
-    def receive_ack(self, ack: Request, now: float) -> None:
+    def receive_ack(self, ack: Request, now: float) -> bool:
         """Take an ACK to one of our 2xx responses (classified per rule 3)."""
-        self.leg.outputs.touched.add(self)
         if self._updates is not None and self._updates.receive_ack(ack, now):
-            return
+            return True
         if ack.cseq.number != self.request.cseq.number:
-            return
+            return False
         media = self._updates.negotiated if self._updates is not None else None
         if self._state is CallState.ACCEPTED and self._updates is not None:
             if self._updates.media.remote is None:  # a late offer: the ACK must answer
@@ -200,22 +196,32 @@ class IncomingCall:
                 if media is None:
                     reason = CallEndReason.MEDIA_FAILED
                     self._handle(CallInput.RECV_ACK_WITHOUT_ANSWER, now, reason)
-                    return
+                    return True
             if self._hang_up_pending:
                 self._handle(CallInput.RECV_ACK_AFTER_HANG_UP, now, (ack, media))
-                return
+                return True
         self._handle(CallInput.RECV_ACK, now, (ack, media))
+        return True
 
-    def receive_request(self, request: Request, tx: ServerTransaction, now: float) -> None:
-        """Take a request within the dialog (BYE, re-INVITE, UPDATE, INFO, OPTIONS)."""
-        self.leg.outputs.touched.add(self)
+    def receive_request(self, request: Request, tx: ServerTransaction, now: float) -> bool:
+        """Take a CANCEL of our INVITE, or a request within the dialog that this usage serves.
+
+        BYE, re-INVITE, UPDATE, INFO and OPTIONS are ours; anything else is left to the other
+        usages of the dialog.
+        """
+        if request.method == "CANCEL":
+            self.leg.respond(tx, 200, now)  # the same To tag as the INVITE's responses (§9.2)
+            self._handle(CallInput.RECV_CANCEL, now, request)
+            return True
+        if request.method not in _IN_DIALOG_METHODS:
+            return False
         tx.owner = self
         if self._state is CallState.TERMINATED and request.method != "BYE":
             self.leg.respond(tx, 481, now)
-            return
+            return True
         if not self.dialog.accept_cseq(request):
             self.leg.respond(tx, 500, now, reason="CSeq Out Of Order")
-            return
+            return True
         self.dialog.flow = tx.source
         if request.method == "BYE":
             self._handle(CallInput.RECV_BYE, now, tx)
@@ -224,9 +230,10 @@ class IncomingCall:
         elif request.method == "INFO":
             self.leg.respond(tx, 200, now)
             self._emit(InfoReceived(self, request, request.content_type, request.body))
-        else:  # OPTIONS (the endpoint lets only allowed methods through); Leg adds Allow
+        else:  # OPTIONS; Leg adds Allow
             accept = ("Accept", ", ".join(self.leg.settings.accept))
             self.leg.respond(tx, 200, now, headers=(accept,))
+        return True
 
     def _session_update(self, request: Request, tx: ServerTransaction, now: float) -> None:
         if self._updates is not None and self._state is CallState.CONFIRMED:
@@ -239,15 +246,14 @@ class IncomingCall:
 
     def receive_response(
         self, response: Response, tx: ClientTransaction | None, now: float
-    ) -> None:
+    ) -> bool:
         """Take a response to a request we sent in the dialog."""
-        self.leg.outputs.touched.add(self)
         if self._updates is not None and self._state is not CallState.TERMINATED:
             self._session_ending(self._updates.receive_response(response, tx, now), now)
+        return True
 
     def transaction_failed(self, tx: ServerTransaction | ClientTransaction, now: float) -> None:
         """Take a timeout or transport failure of one of our transactions."""
-        self.leg.outputs.touched.add(self)
         if tx is self._tx:
             self._handle(CallInput.INVITE_FAILED, now, None)
         elif isinstance(tx, ClientTransaction) and self._updates is not None:
@@ -285,7 +291,7 @@ class IncomingCall:
     # --- the table (rule 3) ---------------------------------------------------------------
 
     def _handle(self, event: CallInput, now: float, arg: object) -> None:
-        self.leg.outputs.touched.add(self)
+        self.leg.outputs.touched.add(self)  # for the application's calls; harmless for others
         entry = self._TRANSITIONS.get((self._state, event))
         if entry is None:
             raise LocalProtocolError(

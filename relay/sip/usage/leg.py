@@ -26,13 +26,17 @@ from relay.sip.address import Address, Transport
 from relay.sip.dialog import Dialog
 from relay.sip.syntax.message import Request, Response, make_response
 from relay.sip.syntax.uri import NameAddr, SipUri
-from relay.sip.transaction.layer import ClientTransaction, ServerTransaction, TransactionLayer
+from relay.sip.transaction.layer import (
+    ClientTransaction,
+    ServerTransaction,
+    TransactionLayer,
+    Usage,
+)
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.session_timer import SessionTimerPolicy
 
 if TYPE_CHECKING:
     from relay.sip.events import Event
-    from relay.sip.usage.incoming import IncomingCall
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -69,10 +73,10 @@ class UserAgentSettings:
 
 @dataclass(slots=True)
 class Outputs:
-    """Where the calls of one endpoint queue their events and mark themselves for re-arming."""
+    """Where the usages of one endpoint queue their events, and the ones to re-arm."""
 
     events: deque[Event] = field(default_factory=deque)
-    touched: set[IncomingCall] = field(default_factory=set)
+    touched: set[Usage] = field(default_factory=set)
 
 
 def local_contact(local: Address, *, sips: bool = False) -> NameAddr:
@@ -157,7 +161,7 @@ class Leg:
         method: str,
         now: float,
         *,
-        owner: object,
+        owner: Usage,
         headers: Iterable[tuple[str, str]] = (),
         sdp: bytes = b"",
     ) -> ClientTransaction:

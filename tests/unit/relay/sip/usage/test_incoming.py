@@ -67,7 +67,7 @@ def test_basic_call_runs_invite_100_180_200_ack_bye_200() -> None:
         "IncomingCallReceived", "CallAnswered", "CallEnded",
     ]  # fmt: skip
     assert ended(pair)[0] == CallEnded(call, CallEndReason.BYE, by_remote=True)
-    assert pair.uas.calls == [] and pair.uas.get_timer() is None
+    assert pair.uas.usages == [] and pair.uas.get_timer() is None
 
 
 def test_100_trying_is_sent_before_the_application_decides() -> None:
@@ -108,7 +108,7 @@ def test_a_duplicated_invite_creates_one_call() -> None:
     pair.duplicate(is_("INVITE"))
     pair.uac.invite(0.0)
     pair.pump()
-    assert len(pair.uas.calls) == 1
+    assert len(pair.uas.usages) == 1
     assert pair.labels(to_uas=False) == ["100 INVITE", "100 INVITE"]
 
 
@@ -262,7 +262,7 @@ def test_reject_sends_the_status_with_headers_and_absorbs_the_ack() -> None:
     )  # fmt: skip
     assert pair.labels()[-1] == "ACK"
     assert ended(pair) == [CallEnded(call, CallEndReason.REJECTED, by_remote=False, status=503)]
-    assert pair.uas.calls == []
+    assert pair.uas.usages == []
 
 
 def test_reject_with_a_status_below_300_is_our_bug() -> None:
