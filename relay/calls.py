@@ -48,12 +48,13 @@ from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.ids import IdSource
 from relay.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
-from relay.sip.events import CallEnded, CallEndReason
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.syntax.message import Request
 from relay.sip.syntax.text import readable
 from relay.sip.syntax.uri import SipUri
+from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.incoming import IncomingCall
+from relay.sip.usage.invite_session import CallEnded
 from relay.transport.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")

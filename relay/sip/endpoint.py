@@ -22,11 +22,11 @@ Theory of operation
      or gets 481 (§9.2);
    - a request with a To tag is offered to its dialog's usages in the order they were bound
      (``usage/table.py``); the first that takes it answers; if none does, 481 (§12.2.2);
-   - a new INVITE becomes an :class:`IncomingCall` once it passes the checks a UAS makes
-     before ringing (Contact, SDP body, session timer: 400, 415, 422; a merged request: 482);
+   - a new INVITE becomes an :class:`~relay.sip.usage.incoming.IncomingCall` once it passes
+     the checks a UAS makes before ringing (``screen_invite``: Contact, SDP body, session
+     timer: 400, 415, 422; a merged request: 482);
    - OPTIONS outside a dialog gets 200 with Allow, Accept and Supported (§11.2);
-   - any other request outside a dialog gets 481.
-
+   - any other request outside a dialog gets 481;
    - responses go to the usage owning their transaction; a stray 2xx (no transaction left) to
      its dialog's usages; a failed transaction to its owner.
 
@@ -38,8 +38,9 @@ Theory of operation
 4. Usages the application makes (an outgoing call): :meth:`SipEndpoint.add_usage` holds one,
    :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
    (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
-   means of speaking in that dialog, and :attr:`SipEndpoint.transactions` sends its requests
-   outside any dialog, with the usage as owner.
+   means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
+   outside any dialog, with the usage as owner, and :meth:`SipEndpoint.emit` queues its
+   events.
 
 Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after each step)::
 
@@ -69,13 +70,15 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: a little over 400 lines: the refusal policy and replies already live in ``stateless.py``
-and the usage table in ``usage/table.py``; what stays (``_refused``, the dispatch) reads the
-endpoint's transactions, dialogs, counters and events.
+Size: about 470 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
+table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
+(``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -91,8 +94,6 @@ from relay.sip.events import (
     InviteRefused,
     ParseErrorDropped,
 )
-from relay.sip.sdp.description import SessionDescription
-from relay.sip.sdp.fields import SdpParseError
 from relay.sip.stateless import Admission, invite_refusal, stateless_reply
 from relay.sip.syntax.message import Request, Response, error_response, make_response
 from relay.sip.syntax.parser import is_keepalive, parse_message, validate_request, validate_response
@@ -107,9 +108,9 @@ from relay.sip.transaction.layer import (
     Usage,
 )
 from relay.sip.transaction.timers import Timers
-from relay.sip.usage.incoming import IncomingCall
-from relay.sip.usage.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
-from relay.sip.usage.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
+from relay.sip.usage.incoming import IncomingCall, InviteUnfit, screen_invite
+from relay.sip.usage.leg import Leg, UserAgentSettings, local_contact
+from relay.sip.usage.session_timer import SessionTimerPolicy
 from relay.sip.usage.table import UsageTable
 
 __all__ = ["EndpointCounters", "SipEndpoint"]
@@ -169,7 +170,8 @@ class SipEndpoint:
             user_agent=user_agent, session_timer=session_timer or SessionTimerPolicy()
         )
         self._layer = TransactionLayer(local_addresses=self._local, timers=timers, ids=ids)
-        self._outputs = Outputs()
+        self._events: deque[Event] = deque()
+        self._touched: set[Usage] = set()
         self._usages = UsageTable()
         self._invites: dict[tuple[str, str, int], Usage] = {}
         self._invite_keys: dict[Usage, tuple[str, str, int]] = {}
@@ -190,7 +192,7 @@ class SipEndpoint:
     def add_usage(self, usage: Usage) -> None:
         """Hold ``usage``: time it, and forget it once it is ``finished`` (rule 4)."""
         self._usages.add(usage)
-        self._outputs.touched.add(usage)
+        self._touched.add(usage)
 
     def bind_dialog(self, dialog: Dialog, usage: Usage) -> None:
         """Offer ``dialog``'s requests, ACKs and stray 2xx to ``usage`` (rule 4).
@@ -201,7 +203,11 @@ class SipEndpoint:
             LocalProtocolError: another ``Dialog`` object is bound under the same id.
         """
         self._usages.bind(dialog, usage)
-        self._outputs.touched.add(usage)
+        self._touched.add(usage)
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for :meth:`next_event` (the usages' ``emit``, rule 4)."""
+        self._events.append(event)
 
     def new_leg(self, dialog: Dialog) -> Leg:
         """Return the means of answering and sending within ``dialog`` (rule 4)."""
@@ -211,7 +217,7 @@ class SipEndpoint:
             ids=self._ids,
             timers=self._timers,
             settings=self._settings,
-            outputs=self._outputs,
+            touch=self._touched.add,
         )
 
     # --- SipCore: input -------------------------------------------------------------------
@@ -242,7 +248,7 @@ class SipEndpoint:
         except SipParseError as err:
             if isinstance(message, Response):
                 self.counters.responses_dropped += 1
-                self._outputs.events.append(ParseErrorDropped(source, err.message))
+                self.emit(ParseErrorDropped(source, err.message))
                 return
             self.receive_parse_error(err, source, now)
             return
@@ -253,7 +259,7 @@ class SipEndpoint:
         reply = error_response(error, to_tag=new_tag(self._ids))
         if reply is None:
             self.counters.dropped_unparseable += 1
-            self._outputs.events.append(ParseErrorDropped(source, error.message))
+            self.emit(ParseErrorDropped(source, error.message))
             return
         try:
             reply = replace(reply, headers=stamp_top_via(reply.headers, source))
@@ -262,7 +268,7 @@ class SipEndpoint:
             destination = source  # the Via was the problem: answer where it came from
         self._layer.send_stateless(reply, destination)
         self.counters.stateless_errors_sent += 1
-        self._outputs.events.append(BadRequestRejected(source, reply.status, reply.reason))
+        self.emit(BadRequestRejected(source, reply.status, reply.reason))
 
     def _refused(self, request: Request, source: Address, now: float) -> bool:
         """Refuse statelessly an INVITE that would start a call or names no dialog (rule 2)."""
@@ -275,7 +281,7 @@ class SipEndpoint:
         reply, destination = stateless_reply(request, source, refusal, self._settings.user_agent)
         self._layer.send_stateless(reply, destination)
         self.counters.invites_refused += 1
-        self._outputs.events.append(InviteRefused(source, refusal))
+        self.emit(InviteRefused(source, refusal))
         return True
 
     def connection_lost(self, connection_id: int, now: float) -> None:
@@ -300,7 +306,7 @@ class SipEndpoint:
     def next_event(self) -> Event | None:
         """Return the oldest event for the application, or ``None``."""
         self._sync()
-        events = self._outputs.events
+        events = self._events
         return events.popleft() if events else None
 
     def get_timer(self) -> float | None:
@@ -316,12 +322,12 @@ class SipEndpoint:
         self._sync()
         for usage in self._deadlines.pop_due(now):
             usage.handle_timer(now)
-            self._outputs.touched.add(usage)
+            self._touched.add(usage)
         self._drain(now)
 
     def _sync(self) -> None:
         """Re-arm the usages that changed and forget the finished ones."""
-        touched = self._outputs.touched
+        touched = self._touched
         while touched:
             usage = touched.pop()
             if usage.finished:
@@ -345,7 +351,7 @@ class SipEndpoint:
             except RemoteProtocolError as err:  # a lazily parsed field was malformed
                 self.counters.dropped_unparseable += 1
                 source = None if isinstance(event, TransactionFailed) else event.source
-                self._outputs.events.append(ParseErrorDropped(source, err.message))
+                self.emit(ParseErrorDropped(source, err.message))
 
     def _dispatch(
         self, event: RequestArrived | ResponseArrived | TransactionFailed, now: float
@@ -360,13 +366,13 @@ class SipEndpoint:
             self._offer(usages, lambda usage: usage.receive_response(response, tx, now))
         elif (owner := event.transaction.owner) is not None:
             owner.transaction_failed(event.transaction, now)
-            self._outputs.touched.add(owner)
+            self._touched.add(owner)
 
     def _offer(self, usages: Iterable[Usage], take: Callable[[Usage], bool]) -> bool:
         """Offer a message to ``usages`` in order until one takes it; mark each one asked."""
         for usage in usages:
             taken = take(usage)
-            self._outputs.touched.add(usage)
+            self._touched.add(usage)
             if taken:
                 return True
         return False
@@ -422,31 +428,21 @@ class SipEndpoint:
         if key in self._invites:  # merged: same request by another path (§8.2.2.2)
             self._respond(tx, 482, now)
             return
-        if not request.contacts:
-            self._respond(tx, 400, now, reason="Missing Contact header field in INVITE")
+        screened = screen_invite(request, self._settings.session_timer)
+        if isinstance(screened, InviteUnfit):
+            self._respond(
+                tx, screened.status, now, reason=screened.reason, headers=screened.headers
+            )
             return
-        if request.body and request.content_type != SDP:
-            self._respond(tx, 415, now, headers=(("Accept", SDP),))
-            return
-        try:
-            offer = SessionDescription.parse(request.body) if request.body else None
-            timer = negotiate_as_uas(request, self._settings.session_timer)
-        except SdpParseError as err:
-            self._respond(tx, 400, now, reason=f"Malformed SDP body: {err}"[:120])
-            return
-        except SipParseError as err:
-            self._respond(tx, 400, now, reason=err.message)
-            return
-        if isinstance(timer, SessionTimerTooSmall):
-            self._respond(tx, timer.status, now, headers=timer.headers)
-            return
-        call = IncomingCall(tx, leg=self._leg_for(tx), offer=offer, session_timer=timer, now=now)
+        offer, timer = screened.offer, screened.session_timer
+        leg = self._leg_for(tx)
+        call = IncomingCall(tx, leg=leg, emit=self.emit, offer=offer, session_timer=timer, now=now)
         self._usages.bind(call.dialog, call)
-        self._outputs.touched.add(call)
+        self._touched.add(call)
         self._invites[key] = call
         self._invite_keys[call] = key
         self.counters.calls_received += 1
-        self._outputs.events.append(IncomingCallReceived(call, request, offer))
+        self.emit(IncomingCallReceived(call, request, offer))
 
     def _leg_for(self, tx: ServerTransaction) -> Leg:
         transport = tx.source.transport

@@ -3,7 +3,7 @@
 Theory of operation:
 
 1. A :class:`Leg` joins a :class:`~relay.sip.dialog.Dialog` to the transaction layer. Usages
-   (``incoming``, ``reinvite``) call it to answer requests and to send requests within
+   (``invite_session``, ``reinvite``) call it to answer requests and to send requests within
    the dialog; it adds what RFC 3261 asks of every such message: our To tag (§8.2.6.2),
    ``Contact`` and the copied ``Record-Route`` on dialog-creating responses (§12.1.1),
    ``Allow`` and ``Supported`` on 2xx to INVITE (§13.3.1.4), ``Server`` / ``User-Agent``.
@@ -12,14 +12,15 @@ Theory of operation:
    leaves the retransmission to the TU). The initial INVITE and every re-INVITE use it.
 3. :class:`UserAgentSettings` says what this UA does: the methods it allows, the option tags
    it supports, what it accepts, its session timer policy.
+4. The endpoint makes legs (``SipEndpoint.new_leg``) and gives each its ``touch``: a usage
+   that changed outside the endpoint's dispatch (the application accepted, hung up...) calls
+   ``leg.touch(usage)`` so that the endpoint re-arms or forgets it.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from relay.ids import IdSource
 from relay.sip.address import Address, Transport
@@ -35,15 +36,11 @@ from relay.sip.transaction.layer import (
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.session_timer import SessionTimerPolicy
 
-if TYPE_CHECKING:
-    from relay.sip.events import Event
-
 __all__ = [
     "ALLOWED_METHODS",
     "ACCEPTED_BODIES",
     "SUPPORTED_OPTIONS",
     "Leg",
-    "Outputs",
     "UnacknowledgedAnswer",
     "UserAgentSettings",
     "local_contact",
@@ -71,14 +68,6 @@ class UserAgentSettings:
         return (("Allow", ", ".join(self.allow)), ("Supported", ", ".join(self.supported)))
 
 
-@dataclass(slots=True)
-class Outputs:
-    """Where the usages of one endpoint queue their events, and the ones to re-arm."""
-
-    events: deque[Event] = field(default_factory=deque)
-    touched: set[Usage] = field(default_factory=set)
-
-
 def local_contact(local: Address, *, sips: bool = False) -> NameAddr:
     """Return our Contact for a dialog on ``local``'s transport (RFC 3261 §8.1.1.8)."""
     params: tuple[tuple[str, str | None], ...] = ()
@@ -99,14 +88,15 @@ class Leg:
         ids: IdSource,
         timers: Timers,
         settings: UserAgentSettings,
-        outputs: Outputs,
+        touch: Callable[[Usage], None],
     ) -> None:
         self.dialog = dialog
         self.layer = layer
         self.ids = ids
         self.timers = timers
         self.settings = settings
-        self.outputs = outputs
+        self.touch = touch
+        """Ask the endpoint to re-arm a usage that changed outside its dispatch (rule 4)."""
 
     def respond(
         self,

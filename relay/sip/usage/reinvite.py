@@ -4,10 +4,14 @@ RFC 3261 §14, RFC 3311, RFC 4028. Theory of operation
 =====================================================
 
 1. From the 2xx on, :class:`SessionUpdates` owns the call's media state
-   (:class:`~relay.sip.sdp.media_session.MediaSession`) and its session timer. The call hands it
-   every re-INVITE and UPDATE once the call is confirmed, the ACKs that are not the INVITE's,
-   and the responses to the requests it sent; it answers, and returns a
-   :class:`~relay.sip.events.CallEndReason` when the session must end with BYE.
+   (:class:`~relay.sip.sdp.media_session.MediaSession`) and its session timer. The INVITE
+   session (``invite_session.py``) hands it every re-INVITE and UPDATE once the call is
+   confirmed, the ACKs that are not the INVITE's, and the responses to the requests it sent;
+   it answers, and returns a :class:`~relay.sip.usage.call_state.CallEndReason` when the
+   session must end with BYE. It knows the session only through what it is given: the leg,
+   the usage that owns its requests, whether the peer allows UPDATE, and two callables for
+   what it observed (a request answered, the media changed), which the session turns into
+   its events.
 2. A re-offer is answered automatically from the negotiated media: hold (sendonly/inactive)
    gets recvonly/inactive, unhold gets sendrecv, the codec in use stays first; no common codec
    gets 488 with a Warning and the session goes on unchanged (§14.2). A re-INVITE without SDP
@@ -28,18 +32,18 @@ RFC 3261 §14, RFC 3311, RFC 4028. Theory of operation
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from relay.ids import IdSource
 from relay.sip.errors import RemoteProtocolError, SipParseError
-from relay.sip.events import CallEndReason, MediaUpdated, ReInviteReceived
 from relay.sip.sdp.description import SessionDescription
 from relay.sip.sdp.fields import SdpParseError
 from relay.sip.sdp.media_session import MediaSession
 from relay.sip.sdp.offer_answer import AnswerError, NegotiatedMedia, NoCommonCodec
 from relay.sip.syntax.message import Request, Response
-from relay.sip.transaction.layer import ClientTransaction, ServerTransaction
+from relay.sip.transaction.layer import ClientTransaction, ServerTransaction, Usage
+from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.leg import SDP, Leg, UnacknowledgedAnswer
 from relay.sip.usage.session_timer import (
     SessionTimer,
@@ -49,9 +53,6 @@ from relay.sip.usage.session_timer import (
     read_refresh_response,
     refresh_request_headers,
 )
-
-if TYPE_CHECKING:
-    from relay.sip.usage.incoming import IncomingCall
 
 __all__ = ["SessionUpdates", "parse_sdp_body", "retry_after_s"]
 
@@ -99,14 +100,28 @@ class SessionUpdates:
 
     def __init__(
         self,
-        call: IncomingCall,
         leg: Leg,
         media: MediaSession,
         timer: SessionTimer | None,
         now: float,
+        *,
+        owner: Usage,
+        peer_allows_update: bool,
+        on_answered: Callable[[Request, int], None],
+        on_media: Callable[[NegotiatedMedia], None],
     ) -> None:
-        self._call = call
+        """Take over the session established at ``now``.
+
+        Args:
+            owner: the usage that owns the refreshes we send (their responses go to it).
+            peer_allows_update: whether the peer's ``Allow`` lists UPDATE (we refresh with it).
+            on_answered: told every re-INVITE or UPDATE of the peer and the status we answered.
+            on_media: told the media each time offer and answer agree on a change.
+        """
         self._leg = leg
+        self._owner = owner
+        self._on_answered = on_answered
+        self._on_media = on_media
         self.media = media
         self.negotiated: NegotiatedMedia | None = None
         self.timer = timer
@@ -114,7 +129,7 @@ class SessionUpdates:
         self._incoming: _Incoming | None = None
         self._outgoing: _Outgoing | None = None
         self._retry_at: float | None = None
-        self._use_update = "UPDATE" in (m.upper() for m in call.request.headers.get_all("Allow"))
+        self._use_update = peer_allows_update
         self._last_ack: Request | None = None
         self._answered_media: NegotiatedMedia | None = None
 
@@ -124,7 +139,7 @@ class SessionUpdates:
         """Answer a re-INVITE or an UPDATE on the confirmed call."""
         self._answered_media = None
         status = self._answer(request, tx, now)
-        self._call.leg.outputs.events.append(ReInviteReceived(self._call, request, status))
+        self._on_answered(request, status)
         if self._answered_media is not None:
             self._media_changed(self._answered_media)
 
@@ -222,7 +237,7 @@ class SessionUpdates:
     def _media_changed(self, media: NegotiatedMedia) -> None:
         if media != self.negotiated:
             self.negotiated = media
-            self._call.leg.outputs.events.append(MediaUpdated(self._call, media))
+            self._on_media(media)
 
     # --- our refreshes (rule 5) -----------------------------------------------------------
 
@@ -236,11 +251,11 @@ class SessionUpdates:
         )
         try:
             if self._use_update:
-                tx = self._leg.send("UPDATE", now, owner=self._call, headers=headers)
+                tx = self._leg.send("UPDATE", now, owner=self._owner, headers=headers)
                 self._outgoing = _Outgoing(tx, offered=False)
             else:
                 sdp = bytes(self.media.current_offer())
-                tx = self._leg.send("INVITE", now, owner=self._call, headers=headers, sdp=sdp)
+                tx = self._leg.send("INVITE", now, owner=self._owner, headers=headers, sdp=sdp)
                 self._outgoing = _Outgoing(tx, offered=True)
         except RemoteProtocolError:
             return CallEndReason.REQUEST_FAILED

@@ -9,18 +9,14 @@ from hypothesis import strategies as st
 from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
-from relay.sip.events import (
-    BadRequestRejected,
-    CallEnded,
-    IncomingCallReceived,
-    ParseErrorDropped,
-)
+from relay.sip.events import BadRequestRejected, IncomingCallReceived, ParseErrorDropped
 from relay.sip.sdp.description import SessionDescription
 from relay.sip.sdp.offer_answer import Answer, NoCommonCodec, negotiate
 from relay.sip.syntax.message import Response
 from relay.sip.syntax.parser import parse_message
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.incoming import CallState
+from relay.sip.usage.invite_session import CallEnded
 from tests.unit.relay.harness import (
     CONNECTION_ID,
     Action,

@@ -14,20 +14,20 @@ from hypothesis import strategies as st
 
 from relay.sip.dialog import Dialog
 from relay.sip.errors import LocalProtocolError
-from relay.sip.events import (
-    CallAnswered,
-    CallCancelled,
-    CallEnded,
-    CallEndReason,
-    InfoReceived,
-    MediaUpdated,
-    ReInviteReceived,
-)
 from relay.sip.sdp.description import SessionDescription
 from relay.sip.sdp.fields import Attribute, Direction
 from relay.sip.syntax.message import Response
 from relay.sip.transaction.timers import Timers
+from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.incoming import CallInput, CallState, IncomingCall
+from relay.sip.usage.invite_session import (
+    CallAnswered,
+    CallCancelled,
+    CallEnded,
+    InfoReceived,
+    MediaUpdated,
+    ReInviteReceived,
+)
 from relay.sip.usage.session_timer import SessionTimerPolicy
 from tests.unit.relay.harness import UacUasPair, answer_for, is_, uac_offer
 
