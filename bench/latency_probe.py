@@ -5,7 +5,7 @@ UAC (its own process, asyncio, 127.0.0.1 only). Each of its K calls:
 
 1. sends an INVITE (UDP; retransmitted at 0.5, 1, 2, 4 s, RFC 3261 Timer A) offering PCMU with
    ``a=rtcp-mux`` and its own RTP port, reads the relay's RTP address and port from the 200's
-   SDP (``relay.sip.parser`` and ``relay.sip.sdp``), and ACKs it;
+   SDP (``relay.sip.syntax.parser`` and ``relay.sip.sdp.description``), and ACKs it;
 2. sends RTP every 20 ms on one shared grid: 160-byte PCMU payloads that start with
    ``MAGIC`` (6 bytes), the probe id (2) and a counter (4), then a filler that depends on the
    counter, so that an altered payload shows; it records ``time.monotonic()`` just before
@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from relay.sip.message import Request, Response
-from relay.sip.parser import parse_message
-from relay.sip.sdp import SessionDescription
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import parse_message
 
 HOST = "127.0.0.1"
 MAGIC = b"SLprb\xa5"  # 6 bytes: its base64 is 8 characters, a fixed prefix whatever follows

@@ -47,8 +47,8 @@ from relay.media.pipeline import agent_format
 from relay.media.resample import PolyphaseResampleStream, ResampleStream
 from relay.media.rtcp import is_rtcp
 from relay.media.rtp import RtpPacketizer
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 
 FRAME_S = 0.020
 REPEATS = 7

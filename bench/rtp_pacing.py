@@ -38,8 +38,8 @@ from bench.machine import banner
 from chalicelib.contracts import MediaFraming
 from relay.ids import SeededIdSource
 from relay.media.rtcp import is_rtcp
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
 HOST = "127.0.0.1"

@@ -31,7 +31,7 @@ second failing step in a row.
    state, which 5 s steps do not reach. It runs in turn with two what-ifs, so that what each
    fix buys shows within one run: ``soak-cycles``, the relay as it was before this benchmark
    found every call in a reference cycle with its INVITE transaction (see
-   ``relay/sip/transaction_layer.py``, rule 5); and ``soak-gc-off``, the relay without the GC
+   ``relay/sip/transaction/machine/machine/layer.py``, rule 5); and ``soak-gc-off``, the relay without the GC
    tuning of ``relay/__main__.py`` (no ``gc.freeze()``, young generations not on a cadence).
 
 What is measured at each rate (``-r``, ``-m`` = rate x ``--step-s`` calls):
@@ -543,7 +543,7 @@ RELAY_VARIANTS = {
 RELAY = ("-m", "relay")
 RELAY_WITH_CYCLES = (
     "-c",
-    "import sys, relay.__main__ as m; from relay.sip.transaction_layer import TransactionLayer as L;"
+    "import sys, relay.__main__ as m; from relay.sip.transaction.layer import TransactionLayer as L;"
     " f = L._forget; L._forget = lambda self, tx: (f(self, tx), self._dropped.pop());"
     " sys.exit(m.main())",
 )

@@ -1,7 +1,7 @@
 """SIP message parse and serialize throughput on a softphone's INVITE with SDP.
 
 ``python -m bench.sip_parser`` parses the INVITE below ``--iterations`` times (20,000 by
-default) with :func:`relay.sip.parser.parse_message`, then serializes the parsed request as
+default) with :func:`relay.sip.syntax.parser.parse_message`, then serializes the parsed request as
 many times with ``bytes()``, and prints messages per second for each, best of ``--repeats``
 runs, above the machine's description. A third figure parses and reads the fields the
 transaction and dialog layers always touch (top Via branch, CSeq, From/To tags, Call-ID),
@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 from bench.machine import banner
-from relay.sip.message import Request
-from relay.sip.parser import parse_message
+from relay.sip.syntax.message import Request
+from relay.sip.syntax.parser import parse_message
 
 # An INVITE as a desktop softphone sends it (Linphone/baresip style headers, PCMU/PCMA/Opus).
 INVITE = (

@@ -18,8 +18,8 @@ from __future__ import annotations
 from relay.control.webhooks import AllowlistCache
 from relay.rate_limit import SourceRateLimiter
 from relay.sip.address import Address
-from relay.sip.message import Request
 from relay.sip.stateless import Refusal
+from relay.sip.syntax.message import Request
 
 __all__ = ["InviteAdmission", "NOT_ALLOWED", "rate_exceeded"]
 

@@ -31,17 +31,15 @@ from relay.ids import SecureIdSource
 from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
-from relay.sip.events import (
+from relay.sip.events import Event, IncomingCallReceived, InviteRefused
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
-    Event,
-    IncomingCallReceived,
     InfoReceived,
-    InviteRefused,
+    InviteSession,
     MediaUpdated,
 )
-from relay.sip.invite_session import IncomingCall
-from relay.sip.timers import Timers
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context
@@ -83,7 +81,7 @@ class RelayService:
         )
         rate = RateLimit(rate_per_s=settings.invite_rate_per_s, burst=settings.invite_burst)
         self.admission = InviteAdmission(self.allowlist, SourceRateLimiter(rate))
-        self.flows: dict[IncomingCall, IncomingCallFlow] = {}
+        self.flows: dict[InviteSession, IncomingCallFlow] = {}
         self.invites_refused: dict[str, int] = {}
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()

@@ -34,8 +34,8 @@ from chalicelib.contracts import MediaEndpoint
 from relay.bridge.agent_ws import AgentBridge, BridgeSettings
 from relay.bridge.twilio_framing import CallInfo, StreamIdentity, new_stream_sid
 from relay.calls.deps import CallDeps
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.uri import SipUri
+from relay.sip.sdp.offer_answer import NegotiatedMedia
+from relay.sip.syntax.uri import SipUri
 from relay.transport.rtp_session import RtpSession
 
 JITTER_MIN_DELAY_MS = 10

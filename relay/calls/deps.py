@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from chalicelib.contracts import CallEvent, InviteAccepted, InviteRejected, InviteWebhook
 from chalicelib.egress import EgressPolicy
 from relay.ids import IdSource
-from relay.sip.events import CallEnded
-from relay.sip.offer_answer import NegotiatedMedia
+from relay.sip.sdp.offer_answer import NegotiatedMedia
+from relay.sip.usage.invite_session import CallEnded
 from relay.transport.rtp_session import RtpPortAllocator
 
 

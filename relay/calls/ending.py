@@ -35,7 +35,8 @@ from chalicelib.contracts import CallEventType, LegEndReason
 from relay.bridge.agent_ws import AgentLeft, AgentLeftReason
 from relay.calls.deps import CallSignals
 from relay.calls.recorder import LegEvents
-from relay.sip.events import CallEnded, CallEndReason
+from relay.sip.usage.call_state import CallEndReason
+from relay.sip.usage.invite_session import CallEnded
 from relay.transport.rtp_session import RtpSession
 
 

@@ -50,11 +50,11 @@ from relay.calls.ending import EndDetail, record_sip_end, record_the_end, until_
 from relay.calls.recorder import LegEvents
 from relay.calls.webhook import invite_webhook
 from relay.control.webhooks import ControlPlaneUnavailable
-from relay.sip.events import CallEnded
-from relay.sip.invite_session import IncomingCall
-from relay.sip.message import Request
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
+from relay.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
+from relay.sip.sdp.offer_answer import NegotiatedMedia
+from relay.sip.syntax.message import Request
+from relay.sip.usage.incoming import IncomingCall
+from relay.sip.usage.invite_session import CallEnded
 from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")

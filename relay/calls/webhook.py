@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from chalicelib.contracts import InviteWebhook
 from relay.sip.address import Address
-from relay.sip.message import Request
-from relay.sip.sdp import SessionDescription
-from relay.sip.text import readable
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.syntax.message import Request
+from relay.sip.syntax.text import readable
 
 
 def invite_webhook(

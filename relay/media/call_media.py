@@ -64,7 +64,7 @@ from relay.media.rtcp import is_rtcp
 from relay.media.rtp import RTP_HEADER_LENGTH, RtpPacket, RtpPacketizer, RtpParseError
 from relay.media.source import Address, SourceLatch, SourceVerdict, TokenBucket
 from relay.media.stats import ReceptionStatistics
-from relay.sip.offer_answer import NegotiatedMedia
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 
 __all__ = [
     "CallMedia",

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from chalicelib.contracts import Transport as Transport  # defined there: the webhook carries it
 from relay.sip.errors import SipParseError
-from relay.sip.message import Request, Response
+from relay.sip.syntax.message import Request, Response
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Self
 from relay.ids import IdSource
 from relay.sip.address import Address, Transport
 from relay.sip.errors import RemoteProtocolError, SipParseError
-from relay.sip.headers import Via
-from relay.sip.message import Request, Response, build_request
-from relay.sip.uri import AbsoluteUri, NameAddr, SipUri
+from relay.sip.syntax.headers import Via
+from relay.sip.syntax.message import Request, Response, build_request
+from relay.sip.syntax.uri import AbsoluteUri, NameAddr, SipUri
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

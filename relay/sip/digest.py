@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from relay.ids import IdSource
-    from relay.sip.headers import Headers
-    from relay.sip.message import Request, Response
+    from relay.sip.syntax.headers import Headers
+    from relay.sip.syntax.message import Request, Response
 
 __all__ = [
     "MAX_REALMS",

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from relay.sip import abnf
 from relay.sip.errors import RemoteProtocolError
+from relay.sip.syntax import abnf
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from relay.sip.headers import Headers
+    from relay.sip.syntax.headers import Headers
 
 __all__ = [
     "MAX_AUTH_PARAMS",

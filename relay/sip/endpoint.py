@@ -12,22 +12,35 @@ Theory of operation
    limit); a refusal, and the 481 for the missing dialog, is sent statelessly, one response
    per request received, no transaction (``stateless.py``, RFC 3261 §8.2.7), and counted.
    Everything else goes to the transaction layer first, then, by the events it returns,
-   to dialogs and usages:
+   to dialogs and usages (the :class:`~relay.sip.transaction.layer.Usage` seam: the endpoint
+   calls usages through that protocol only, never a concrete call class):
 
-   - an ACK without a transaction goes to the call whose dialog it names;
+   - an ACK without a transaction goes to the usages of the dialog it names;
    - a method we do not allow gets 405 (a method SIP defines) or 501 (one it does not), both
      with ``Allow`` (RFC 3261 §8.2.1, §21.5.2);
-   - CANCEL gets 200 and cancels the INVITE it matches, or 481 (§9.2);
-   - a request with a To tag goes to its dialog, or gets 481 (§12.2.2);
-   - a new INVITE becomes an :class:`IncomingCall` once it passes the checks a UAS makes
-     before ringing (Contact, SDP body, session timer: 400, 415, 422; a merged request: 482);
+   - CANCEL goes to the usage owning the INVITE it matches, which answers 200 and cancels it,
+     or gets 481 (§9.2);
+   - a request with a To tag is offered to its dialog's usages in the order they were bound
+     (``usage/table.py``); the first that takes it answers; if none does, 481 (§12.2.2);
+   - a new INVITE becomes an :class:`~relay.sip.usage.incoming.IncomingCall` once it passes
+     the checks a UAS makes before ringing (``screen_invite``: Contact, SDP body, session
+     timer: 400, 415, 422; a merged request: 482);
    - OPTIONS outside a dialog gets 200 with Allow, Accept and Supported (§11.2);
-   - any other request outside a dialog gets 481.
+   - any other request outside a dialog gets 481;
+   - responses go to the usage owning their transaction; a stray 2xx (no transaction left) to
+     its dialog's usages; a failed transaction to its owner.
 
 3. Output: ``datagrams_to_send()`` and ``next_event()`` (the events of ``events.py``), drained
    after every call in; ``get_timer()`` / ``handle_timer(now)`` cover every transaction and
-   call. The application acts on the :class:`IncomingCall` objects it was given; the calls
-   mark themselves so that the next ``get_timer()`` or ``next_event()`` sees their changes.
+   usage. The endpoint marks a usage after every dispatch to it, so that the next
+   ``get_timer()`` re-arms it and a finished one is forgotten; when the application acts on a
+   call directly (accept, reject, hang up) the call marks itself.
+4. Usages the application makes (an outgoing call): :meth:`SipEndpoint.add_usage` holds one,
+   :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
+   (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
+   means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
+   outside any dialog, with the usage as owner, and :meth:`SipEndpoint.emit` queues its
+   events.
 
 Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after each step)::
 
@@ -57,19 +70,21 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: a little over 400 lines: the refusal policy and replies already live in ``stateless.py``;
-what stays (``_refused``) reads the endpoint's transactions, dialogs, counters and events.
+Size: about 470 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
+table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
+(``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from relay.ids import IdSource, new_tag
 from relay.sip.address import Address, SipCore, Transport
-from relay.sip.deadlines import Deadlines
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.errors import RemoteProtocolError, SipParseError
 from relay.sip.events import (
@@ -79,23 +94,24 @@ from relay.sip.events import (
     InviteRefused,
     ParseErrorDropped,
 )
-from relay.sip.invite_session import IncomingCall
-from relay.sip.leg import SDP, Leg, Outputs, UserAgentSettings, local_contact
-from relay.sip.message import Request, Response, error_response, make_response
-from relay.sip.parser import is_keepalive, parse_message, validate_request, validate_response
-from relay.sip.sdp import SessionDescription
-from relay.sip.sdp_fields import SdpParseError
-from relay.sip.session_timer import SessionTimerPolicy, SessionTimerTooSmall, negotiate_as_uas
 from relay.sip.stateless import Admission, invite_refusal, stateless_reply
-from relay.sip.timers import Timers
-from relay.sip.transaction_layer import (
+from relay.sip.syntax.message import Request, Response, error_response, make_response
+from relay.sip.syntax.parser import is_keepalive, parse_message, validate_request, validate_response
+from relay.sip.syntax.via import response_destination, stamp_top_via
+from relay.sip.transaction.deadlines import Deadlines
+from relay.sip.transaction.layer import (
     RequestArrived,
     ResponseArrived,
     ServerTransaction,
     TransactionFailed,
     TransactionLayer,
+    Usage,
 )
-from relay.sip.via import response_destination, stamp_top_via
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import IncomingCall, InviteUnfit, screen_invite
+from relay.sip.usage.leg import Leg, UserAgentSettings, local_contact
+from relay.sip.usage.session_timer import SessionTimerPolicy
+from relay.sip.usage.table import UsageTable
 
 __all__ = ["EndpointCounters", "SipEndpoint"]
 
@@ -154,15 +170,55 @@ class SipEndpoint:
             user_agent=user_agent, session_timer=session_timer or SessionTimerPolicy()
         )
         self._layer = TransactionLayer(local_addresses=self._local, timers=timers, ids=ids)
-        self._outputs = Outputs()
-        self._calls: dict[DialogId, IncomingCall] = {}
-        self._invites: dict[tuple[str, str, int], IncomingCall] = {}
-        self._deadlines: Deadlines[IncomingCall] = Deadlines()
+        self._events: deque[Event] = deque()
+        self._touched: set[Usage] = set()
+        self._usages = UsageTable()
+        self._invites: dict[tuple[str, str, int], Usage] = {}
+        self._invite_keys: dict[Usage, tuple[str, str, int]] = {}
+        self._deadlines: Deadlines[Usage] = Deadlines()
 
     @property
-    def calls(self) -> list[IncomingCall]:
-        """The calls the endpoint still holds (including terminated ones that linger)."""
-        return list(self._calls.values())
+    def usages(self) -> list[Usage]:
+        """The usages the endpoint still holds (including terminated calls that linger)."""
+        return list(self._usages)
+
+    @property
+    def transactions(self) -> TransactionLayer:
+        """The transaction layer, for a usage's requests outside any dialog (rule 4)."""
+        return self._layer
+
+    # --- usages the application makes (rule 4) --------------------------------------------
+
+    def add_usage(self, usage: Usage) -> None:
+        """Hold ``usage``: time it, and forget it once it is ``finished`` (rule 4)."""
+        self._usages.add(usage)
+        self._touched.add(usage)
+
+    def bind_dialog(self, dialog: Dialog, usage: Usage) -> None:
+        """Offer ``dialog``'s requests, ACKs and stray 2xx to ``usage`` (rule 4).
+
+        Usages already bound to the dialog are offered them first.
+
+        Raises:
+            LocalProtocolError: another ``Dialog`` object is bound under the same id.
+        """
+        self._usages.bind(dialog, usage)
+        self._touched.add(usage)
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for :meth:`next_event` (the usages' ``emit``, rule 4)."""
+        self._events.append(event)
+
+    def new_leg(self, dialog: Dialog) -> Leg:
+        """Return the means of answering and sending within ``dialog`` (rule 4)."""
+        return Leg(
+            dialog,
+            layer=self._layer,
+            ids=self._ids,
+            timers=self._timers,
+            settings=self._settings,
+            touch=self._touched.add,
+        )
 
     # --- SipCore: input -------------------------------------------------------------------
 
@@ -192,7 +248,7 @@ class SipEndpoint:
         except SipParseError as err:
             if isinstance(message, Response):
                 self.counters.responses_dropped += 1
-                self._outputs.events.append(ParseErrorDropped(source, err.message))
+                self.emit(ParseErrorDropped(source, err.message))
                 return
             self.receive_parse_error(err, source, now)
             return
@@ -203,7 +259,7 @@ class SipEndpoint:
         reply = error_response(error, to_tag=new_tag(self._ids))
         if reply is None:
             self.counters.dropped_unparseable += 1
-            self._outputs.events.append(ParseErrorDropped(source, error.message))
+            self.emit(ParseErrorDropped(source, error.message))
             return
         try:
             reply = replace(reply, headers=stamp_top_via(reply.headers, source))
@@ -212,29 +268,29 @@ class SipEndpoint:
             destination = source  # the Via was the problem: answer where it came from
         self._layer.send_stateless(reply, destination)
         self.counters.stateless_errors_sent += 1
-        self._outputs.events.append(BadRequestRejected(source, reply.status, reply.reason))
+        self.emit(BadRequestRejected(source, reply.status, reply.reason))
 
     def _refused(self, request: Request, source: Address, now: float) -> bool:
         """Refuse statelessly an INVITE that would start a call or names no dialog (rule 2)."""
         if request.method != "INVITE" or self._layer.has_server_transaction(request):
             return False  # not an INVITE, or a retransmission its transaction absorbs
-        known = request.to.tag is not None and DialogId.of_request(request) in self._calls
+        known = request.to.tag is not None and DialogId.of_request(request) in self._usages
         refusal = invite_refusal(request, source, now, self._admission, dialog_exists=known)
         if refusal is None:
             return False
         reply, destination = stateless_reply(request, source, refusal, self._settings.user_agent)
         self._layer.send_stateless(reply, destination)
         self.counters.invites_refused += 1
-        self._outputs.events.append(InviteRefused(source, refusal))
+        self.emit(InviteRefused(source, refusal))
         return True
 
     def connection_lost(self, connection_id: int, now: float) -> None:
         """Forget a closed stream: later messages go by address (RFC 3261 §18.2.2)."""
         self._layer.connection_lost(connection_id)
-        for call in self._calls.values():
-            flow = call.dialog.flow
+        for dialog in self._usages.dialogs():
+            flow = dialog.flow
             if flow is not None and flow.connection_id == connection_id:
-                call.dialog.flow = replace(flow, connection_id=None)
+                dialog.flow = replace(flow, connection_id=None)
 
     def transport_error(self, destination: Address, now: float) -> None:
         """Take a failed send (§17.1.4, §17.2.4, §18.2.2)."""
@@ -250,41 +306,40 @@ class SipEndpoint:
     def next_event(self) -> Event | None:
         """Return the oldest event for the application, or ``None``."""
         self._sync()
-        events = self._outputs.events
+        events = self._events
         return events.popleft() if events else None
 
     def get_timer(self) -> float | None:
-        """Return the earliest deadline of any transaction or call, or ``None``."""
+        """Return the earliest deadline of any transaction or usage, or ``None``."""
         self._sync()
         deadlines = (self._layer.get_timer(), self._deadlines.earliest())
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
-        """Fire every transaction and call timer due at ``now``."""
+        """Fire every transaction and usage timer due at ``now``."""
         self._layer.handle_timer(now)
         self._drain(now)
         self._sync()
-        for call in self._deadlines.pop_due(now):
-            call.handle_timer(now)
-            self._outputs.touched.add(call)
+        for usage in self._deadlines.pop_due(now):
+            usage.handle_timer(now)
+            self._touched.add(usage)
         self._drain(now)
 
     def _sync(self) -> None:
-        """Re-arm the calls that changed and forget the finished ones."""
-        touched = self._outputs.touched
+        """Re-arm the usages that changed and forget the finished ones."""
+        touched = self._touched
         while touched:
-            call = touched.pop()
-            if call.finished:
-                self._forget(call)
+            usage = touched.pop()
+            if usage.finished:
+                self._forget(usage)
             else:
-                self._deadlines.set(call, call.get_timer())
+                self._deadlines.set(usage, usage.get_timer())
 
-    def _forget(self, call: IncomingCall) -> None:
-        self._deadlines.set(call, None)
-        if self._calls.get(call.dialog.id) is call:
-            del self._calls[call.dialog.id]
-        key = _invite_key(call.request)
-        if self._invites.get(key) is call:
+    def _forget(self, usage: Usage) -> None:
+        self._deadlines.set(usage, None)
+        self._usages.remove(usage)
+        key = self._invite_keys.pop(usage, None)
+        if key is not None and self._invites.get(key) is usage:
             del self._invites[key]
 
     # --- dispatch (rule 2) ----------------------------------------------------------------
@@ -296,7 +351,7 @@ class SipEndpoint:
             except RemoteProtocolError as err:  # a lazily parsed field was malformed
                 self.counters.dropped_unparseable += 1
                 source = None if isinstance(event, TransactionFailed) else event.source
-                self._outputs.events.append(ParseErrorDropped(source, err.message))
+                self.emit(ParseErrorDropped(source, err.message))
 
     def _dispatch(
         self, event: RequestArrived | ResponseArrived | TransactionFailed, now: float
@@ -304,20 +359,29 @@ class SipEndpoint:
         if isinstance(event, RequestArrived):
             self._on_request(event, now)
         elif isinstance(event, ResponseArrived):
-            owner = event.transaction.owner if event.transaction is not None else None
-            if owner is None:
-                owner = self._calls.get(DialogId.of_response(event.response))
-            if isinstance(owner, IncomingCall):
-                owner.receive_response(event.response, event.transaction, now)
-        elif isinstance(event.transaction.owner, IncomingCall):
-            event.transaction.owner.transaction_failed(event.transaction, now)
+            response, tx = event.response, event.transaction
+            owner = tx.owner if tx is not None else None
+            dialog_id = DialogId.of_response(response)  # a stray 2xx: its dialog's usages
+            usages = (owner,) if owner is not None else self._usages.usages_of(dialog_id)
+            self._offer(usages, lambda usage: usage.receive_response(response, tx, now))
+        elif (owner := event.transaction.owner) is not None:
+            owner.transaction_failed(event.transaction, now)
+            self._touched.add(owner)
+
+    def _offer(self, usages: Iterable[Usage], take: Callable[[Usage], bool]) -> bool:
+        """Offer a message to ``usages`` in order until one takes it; mark each one asked."""
+        for usage in usages:
+            taken = take(usage)
+            self._touched.add(usage)
+            if taken:
+                return True
+        return False
 
     def _on_request(self, event: RequestArrived, now: float) -> None:
         request, tx = event.request, event.transaction
         if tx is None:  # an ACK to a 2xx
-            call = self._calls.get(DialogId.of_request(request))
-            if call is not None:
-                call.receive_ack(request, now)
+            usages = self._usages.usages_of(DialogId.of_request(request))
+            self._offer(usages, lambda usage: usage.receive_ack(request, now))
             return
         method = request.method
         if method not in self._settings.allow:
@@ -326,11 +390,9 @@ class SipEndpoint:
         elif method == "CANCEL":
             self._on_cancel(tx, now)
         elif request.to.tag is not None:
-            call = self._calls.get(DialogId.of_request(request))
-            if call is None:
+            usages = self._usages.usages_of(DialogId.of_request(request))
+            if not self._offer(usages, lambda usage: usage.receive_request(request, tx, now)):
                 self._respond(tx, 481, now)
-            else:
-                call.receive_request(request, tx, now)
         elif method == "INVITE":
             self._on_invite(tx, now)
         elif method == "OPTIONS":
@@ -356,12 +418,9 @@ class SipEndpoint:
 
     def _on_cancel(self, tx: ServerTransaction, now: float) -> None:
         invite = self._layer.find_invite(tx.request)
-        call = invite.owner if invite is not None else None
-        if not isinstance(call, IncomingCall):
+        owners = () if invite is None or invite.owner is None else (invite.owner,)
+        if not self._offer(owners, lambda usage: usage.receive_request(tx.request, tx, now)):
             self._respond(tx, 481, now)
-            return
-        call.leg.respond(tx, 200, now)  # the same To tag as the INVITE's responses (§9.2)
-        call.receive_cancel(tx.request, now)
 
     def _on_invite(self, tx: ServerTransaction, now: float) -> None:
         request = tx.request
@@ -369,29 +428,21 @@ class SipEndpoint:
         if key in self._invites:  # merged: same request by another path (§8.2.2.2)
             self._respond(tx, 482, now)
             return
-        if not request.contacts:
-            self._respond(tx, 400, now, reason="Missing Contact header field in INVITE")
+        screened = screen_invite(request, self._settings.session_timer)
+        if isinstance(screened, InviteUnfit):
+            self._respond(
+                tx, screened.status, now, reason=screened.reason, headers=screened.headers
+            )
             return
-        if request.body and request.content_type != SDP:
-            self._respond(tx, 415, now, headers=(("Accept", SDP),))
-            return
-        try:
-            offer = SessionDescription.parse(request.body) if request.body else None
-            timer = negotiate_as_uas(request, self._settings.session_timer)
-        except SdpParseError as err:
-            self._respond(tx, 400, now, reason=f"Malformed SDP body: {err}"[:120])
-            return
-        except SipParseError as err:
-            self._respond(tx, 400, now, reason=err.message)
-            return
-        if isinstance(timer, SessionTimerTooSmall):
-            self._respond(tx, timer.status, now, headers=timer.headers)
-            return
-        call = IncomingCall(tx, leg=self._leg_for(tx), offer=offer, session_timer=timer, now=now)
-        self._calls[call.dialog.id] = call
+        offer, timer = screened.offer, screened.session_timer
+        leg = self._leg_for(tx)
+        call = IncomingCall(tx, leg=leg, emit=self.emit, offer=offer, session_timer=timer, now=now)
+        self._usages.bind(call.dialog, call)
+        self._touched.add(call)
         self._invites[key] = call
+        self._invite_keys[call] = key
         self.counters.calls_received += 1
-        self._outputs.events.append(IncomingCallReceived(call, request, offer))
+        self.emit(IncomingCallReceived(call, request, offer))
 
     def _leg_for(self, tx: ServerTransaction) -> Leg:
         transport = tx.source.transport
@@ -404,14 +455,7 @@ class SipEndpoint:
             local_contact=local_contact(local, sips=sips),
             source=tx.source,
         )
-        return Leg(
-            dialog,
-            layer=self._layer,
-            ids=self._ids,
-            timers=self._timers,
-            settings=self._settings,
-            outputs=self._outputs,
-        )
+        return self.new_leg(dialog)
 
 
 if TYPE_CHECKING:

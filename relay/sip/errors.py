@@ -9,7 +9,7 @@ Theory of operation:
    reason phrase of a stateless error response (RFC 3261 §8.2.6, §21.4.1).
 3. The parser attaches what it managed to read (``headers``, ``method``, ``is_request``,
    and for semantic errors the whole ``request``) so that the caller can answer
-   statelessly with :func:`relay.sip.message.error_response`; see that function.
+   statelessly with :func:`relay.sip.syntax.message.error_response`; see that function.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from relay.sip.headers import Headers
-    from relay.sip.message import Request
+    from relay.sip.syntax.headers import Headers
+    from relay.sip.syntax.message import Request
 
 __all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError", "SipParseError"]
 

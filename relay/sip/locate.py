@@ -66,7 +66,7 @@ from relay.sip.dns_records import (
     select_naptr,
 )
 from relay.sip.errors import SipParseError
-from relay.sip.uri import SipUri
+from relay.sip.syntax.uri import SipUri
 
 __all__ = [
     "DEFAULT_PORTS",

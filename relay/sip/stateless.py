@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from relay.sip.address import Address
-from relay.sip.message import REASON_PHRASES, Request, Response, make_response
-from relay.sip.via import response_destination, stamp_top_via
+from relay.sip.syntax.message import REASON_PHRASES, Request, Response, make_response
+from relay.sip.syntax.via import response_destination, stamp_top_via
 
 __all__ = ["Admission", "Refusal", "invite_refusal", "stateless_reply", "stateless_tag"]
 

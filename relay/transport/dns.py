@@ -52,7 +52,7 @@ from relay.sip.locate import (
     parse_server,
     parse_target,
 )
-from relay.sip.uri import SipUri
+from relay.sip.syntax.uri import SipUri
 
 __all__ = ["DnsSettings", "Nameserver", "SipLocator", "parse_nameservers"]
 

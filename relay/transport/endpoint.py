@@ -35,7 +35,7 @@ from typing import Any
 
 from relay.sip.address import Address, SipCore, Transport
 from relay.sip.errors import SipParseError
-from relay.sip.message import Request, Response
+from relay.sip.syntax.message import Request, Response
 from relay.transport.stream import ConnectionTable, StreamConnection, StreamLimits
 from relay.transport.tls import client_context
 from relay.transport.udp import UdpListener

@@ -35,7 +35,7 @@ from relay.ids import IdSource
 from relay.media.call_media import CallMedia, DtmfInfoDue, MarkPlayed, MediaTimedOut
 from relay.media.dtmf import DTMF_DIGITS, DtmfReceived
 from relay.media.rtcp import is_rtcp
-from relay.sip.offer_answer import NegotiatedMedia
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 
 __all__ = ["MediaListener", "RtpPortAllocator", "RtpPortsExhausted", "RtpSession"]
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from relay.sip.address import Address, Transport
 from relay.sip.errors import SipParseError
-from relay.sip.message import Request, Response
-from relay.sip.parser import (
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
     PingReceived,

@@ -20,9 +20,9 @@ from requests.auth import HTTPDigestAuth
 
 from relay.sip.digest import Credentials, DigestSession, Retry, authorization
 from relay.sip.digest_challenge import parse_challenges
-from relay.sip.headers import Headers
-from relay.sip.message import Request, Response
-from relay.sip.uri import SipUri
+from relay.sip.syntax.headers import Headers
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.uri import SipUri
 
 pytestmark = pytest.mark.interop
 

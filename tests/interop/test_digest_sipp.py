@@ -21,10 +21,10 @@ import pytest
 
 from relay.ids import SeededIdSource, new_branch, new_tag
 from relay.sip.digest import Credentials, DigestSession, Retry
-from relay.sip.headers import Via
-from relay.sip.message import Request, Response, build_request
-from relay.sip.parser import parse_message
-from relay.sip.uri import NameAddr, SipUri
+from relay.sip.syntax.headers import Via
+from relay.sip.syntax.message import Request, Response, build_request
+from relay.sip.syntax.parser import parse_message
+from relay.sip.syntax.uri import NameAddr, SipUri
 from tests.interop.sipp import SCENARIOS, scenario
 from tests.interop.stack import require
 from tests.support.ports import PortTaken, address_in_use, free_sip_port, with_fresh_ports

@@ -34,8 +34,8 @@ from relay.control.webhooks import AllowlistCache
 from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.service import RelayService
 from relay.sip.address import Address
-from relay.sip.message import Request, Response
-from relay.sip.parser import parse_message
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import parse_message
 from tests.integration import conftest as route_tests
 from tests.integration.harness import TABLE, Api, Aws, apply, load_vector
 from tests.integration.relay.control.fake_control_plane import SECRET, FakeControlPlane

@@ -34,8 +34,8 @@ from chalicelib.contracts import CallEvent
 from relay.config import RelaySettings
 from relay.control.spool import SEGMENT_PREFIX
 from relay.service import RelayService
-from relay.sip.message import Request, Response, make_response
-from relay.sip.parser import parse_message
+from relay.sip.syntax.message import Request, Response, make_response
+from relay.sip.syntax.parser import parse_message
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS
 from tests.integration.relay.control.fake_control_plane import (
     ACCEPT,

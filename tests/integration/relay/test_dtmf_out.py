@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from relay.sip.message import Request
+from relay.sip.syntax.message import Request
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.harness import (
     SDP_OFFER,

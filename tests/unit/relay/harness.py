@@ -21,16 +21,14 @@ from relay.sip.address import Address, Transport
 from relay.sip.dialog import Dialog
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import Event, IncomingCallReceived
-from relay.sip.headers import Headers
-from relay.sip.invite_session import IncomingCall
-from relay.sip.message import Request, Response, build_request, make_response
-from relay.sip.offer_answer import NegotiatedMedia, NoCommonCodec, build_offer, negotiate
-from relay.sip.parser import parse_message
-from relay.sip.sdp import SessionDescription
-from relay.sip.session_timer import SessionTimerPolicy
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.sdp.offer_answer import NegotiatedMedia, NoCommonCodec, build_offer, negotiate
 from relay.sip.stateless import Admission
-from relay.sip.timers import Timers
-from relay.sip.transaction_layer import (
+from relay.sip.syntax.headers import Headers
+from relay.sip.syntax.message import Request, Response, build_request, make_response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.syntax.uri import NameAddr, SipUri
+from relay.sip.transaction.layer import (
     ClientTransaction,
     RequestArrived,
     ResponseArrived,
@@ -38,7 +36,9 @@ from relay.sip.transaction_layer import (
     TransactionFailed,
     TransactionLayer,
 )
-from relay.sip.uri import NameAddr, SipUri
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import IncomingCall
+from relay.sip.usage.session_timer import SessionTimerPolicy
 
 UAS_HOST, UAS_PORT = "192.0.2.1", 5060
 UAC_HOST, UAC_PORT = "192.0.2.10", 5062

@@ -7,9 +7,9 @@ from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.control.webhooks import AllowlistCache
 from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.sip.address import Address
-from relay.sip.message import Request
-from relay.sip.parser import parse_message
 from relay.sip.stateless import Refusal
+from relay.sip.syntax.message import Request
+from relay.sip.syntax.parser import parse_message
 from tests.unit.relay.sip.test_stateless import invite
 
 CARRIER = Address("203.0.113.10", 5060)

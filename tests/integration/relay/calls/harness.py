@@ -38,10 +38,11 @@ from relay.calls.incoming import IncomingCallFlow
 from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
-from relay.sip.events import CallAnswered, CallEnded, IncomingCallReceived, InfoReceived
-from relay.sip.message import Request, Response
-from relay.sip.parser import parse_message
-from relay.sip.timers import Timers
+from relay.sip.events import IncomingCallReceived
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.invite_session import CallAnswered, CallEnded, InfoReceived
 from relay.transport.rtp_session import RtpPortAllocator
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS
 from tests.support.ports import free_port_range

@@ -27,7 +27,7 @@ from chalicelib.contracts import (
     parse_decision,
 )
 from relay.control.webhooks import ControlPlaneUnavailable
-from relay.sip.message import Response
+from relay.sip.syntax.message import Response
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.calls.harness import (

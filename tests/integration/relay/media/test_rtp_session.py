@@ -25,8 +25,8 @@ from relay.media.codecs.g711 import ulaw_decode, ulaw_encode
 from relay.media.dtmf import DtmfSender
 from relay.media.rtcp import Goodbye, is_rtcp, parse_compound
 from relay.media.rtp import RtpPacket, RtpPacketizer
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.transport.rtp_session import RtpPortAllocator, RtpPortsExhausted, RtpSession
 from tests.support.ports import (
     PortTaken,

@@ -15,8 +15,8 @@ from typing import Any
 
 from relay.sip.address import Address
 from relay.sip.errors import SipParseError
-from relay.sip.message import Request, Response, error_response, make_response
-from relay.sip.parser import parse_message
+from relay.sip.syntax.message import Request, Response, error_response, make_response
+from relay.sip.syntax.parser import parse_message
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.stream import StreamLimits
 

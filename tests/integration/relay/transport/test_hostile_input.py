@@ -12,8 +12,8 @@ import asyncio
 import random
 
 from relay.sip.address import Transport
-from relay.sip.message import Response
-from relay.sip.parser import StreamFramer
+from relay.sip.syntax.message import Response
+from relay.sip.syntax.parser import StreamFramer
 from relay.transport.endpoint import TransportEndpoint
 from tests.integration.relay.transport.fake_core import (
     SDP,

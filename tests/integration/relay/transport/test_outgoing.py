@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from relay.sip.address import Address, Transport
-from relay.sip.message import Request, make_response
-from relay.sip.parser import StreamFramer
+from relay.sip.syntax.message import Request, make_response
+from relay.sip.syntax.parser import StreamFramer
 from tests.integration.relay.transport.fake_core import (
     FakeCore,
     config,

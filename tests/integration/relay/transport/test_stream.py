@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from relay.sip.address import Transport
-from relay.sip.message import Request, Response, error_response
-from relay.sip.parser import StreamFramer
+from relay.sip.syntax.message import Request, Response, error_response
+from relay.sip.syntax.parser import StreamFramer
 from relay.transport.endpoint import TransportEndpoint
 from tests.integration.relay.transport.fake_core import (
     SDP,

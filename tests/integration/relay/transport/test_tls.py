@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from relay.sip.address import Transport
-from relay.sip.message import Request, Response
-from relay.sip.parser import StreamFramer
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import StreamFramer
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.tls import client_context, ensure_self_signed, server_context
 from tests.integration.relay.transport.fake_core import (

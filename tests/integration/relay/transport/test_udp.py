@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from relay.sip.address import Address, Transport
-from relay.sip.message import Request, Response
-from relay.sip.parser import parse_message
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import parse_message
 from relay.transport.endpoint import TransportEndpoint
 from tests.integration.relay.transport.fake_core import (
     FakeCore,

@@ -14,7 +14,7 @@ from chalicelib.egress import EgressPolicy
 from relay.calls.agent import AgentTarget, bridge_parts, uri_user
 from relay.calls.deps import CallDeps
 from relay.ids import SeededIdSource
-from relay.sip.uri import SipUri
+from relay.sip.syntax.uri import SipUri
 from relay.transport.rtp_session import RtpPortAllocator
 
 CALL_ID = "01a21309-b4ff-70aa-a9fc-33057764874d"

@@ -20,7 +20,7 @@ from relay.calls.ending import (
     sip_leg_end,
 )
 from relay.calls.recorder import LegEvents
-from relay.sip.events import CallEndReason
+from relay.sip.usage.call_state import CallEndReason
 
 DOCUMENTED_DETAILS = {
     "caller_hung_up", "agent_closed", "api_hang_up", "media_timeout", "connection_lost",

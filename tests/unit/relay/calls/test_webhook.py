@@ -9,9 +9,9 @@ from __future__ import annotations
 from chalicelib.contracts import dump
 from relay.calls.webhook import invite_webhook
 from relay.sip.address import Address, Transport
-from relay.sip.message import Request
-from relay.sip.parser import parse_message
-from relay.sip.sdp import SessionDescription
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.syntax.message import Request
+from relay.sip.syntax.parser import parse_message
 
 SDP = (
     "v=0\r\n"

@@ -31,8 +31,8 @@ from relay.media.rtcp import (
 )
 from relay.media.rtp import RtpPacket, RtpPacketizer
 from relay.media.source import SourceVerdict
-from relay.sip.offer_answer import NegotiatedMedia
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
+from relay.sip.sdp.offer_answer import NegotiatedMedia
 from tests.support.pcap import read_udp
 from tests.unit.relay.media.codecs.audio_checks import dominant_frequency_hz
 

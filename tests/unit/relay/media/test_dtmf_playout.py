@@ -15,7 +15,7 @@ from itertools import pairwise
 import pytest
 
 from relay.media.dtmf_playout import DtmfInfoDue, DtmfPlayout
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
 from tests.support.rfc4733 import Rtp, parse_event, parse_rtp
 from tests.unit.relay.media.test_call_media import (
     EVENT_PT,

@@ -18,7 +18,7 @@ from relay.media.pacing import MAX_LEAD_S, MIN_SPACING_S
 from relay.media.playout import MIN_INTERVAL_S, TIMER_SLACK_S
 from relay.media.rtcp import SenderReport, is_rtcp, parse_compound
 from relay.media.rtp import RtpPacket
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
 from tests.unit.relay.media.test_call_media import (
     Caller,
     Run,

@@ -12,7 +12,7 @@ import pytest
 from relay.media.call_media import MarkPlayed
 from relay.media.pipeline import agent_format
 from relay.media.playout import LAG_WINDOW_S, PlayoutQueue, StandingLag
-from relay.sip.sdp_fields import Direction
+from relay.sip.sdp.fields import Direction
 from tests.unit.relay.media.test_call_media import (
     TWILIO,
     Run,

@@ -8,10 +8,10 @@ from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.dialog import Dialog, DialogId, target_address
 from relay.sip.errors import RemoteProtocolError
-from relay.sip.headers import Via
-from relay.sip.message import Request, make_response
-from relay.sip.parser import parse_message
-from relay.sip.uri import NameAddr, SipUri
+from relay.sip.syntax.headers import Via
+from relay.sip.syntax.message import Request, make_response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.syntax.uri import NameAddr, SipUri
 
 SOURCE = Address("198.51.100.7", 5062)
 OURS = NameAddr(uri=SipUri(host="192.0.2.1", port=5060))

@@ -28,9 +28,9 @@ from relay.sip.digest import (
     authorization,
 )
 from relay.sip.digest_challenge import Challenge, parse_challenges
-from relay.sip.headers import Headers
-from relay.sip.message import REASON_PHRASES, Request, Response
-from relay.sip.uri import SipUri
+from relay.sip.syntax.headers import Headers
+from relay.sip.syntax.message import REASON_PHRASES, Request, Response
+from relay.sip.syntax.uri import SipUri
 
 PASSWORD = "s3cr3t-pass"
 CREDENTIALS = Credentials("alice", PASSWORD)

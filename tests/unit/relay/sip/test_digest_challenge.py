@@ -22,7 +22,7 @@ from relay.sip.digest_challenge import (
     read_challenges,
     strongest,
 )
-from relay.sip.headers import Headers
+from relay.sip.syntax.headers import Headers
 
 RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
 RFC7616_OPAQUE = "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"

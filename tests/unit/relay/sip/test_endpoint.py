@@ -9,18 +9,14 @@ from hypothesis import strategies as st
 from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
-from relay.sip.events import (
-    BadRequestRejected,
-    CallEnded,
-    IncomingCallReceived,
-    ParseErrorDropped,
-)
-from relay.sip.invite_session import CallState
-from relay.sip.message import Response
-from relay.sip.offer_answer import Answer, NoCommonCodec, negotiate
-from relay.sip.parser import parse_message
-from relay.sip.sdp import SessionDescription
-from relay.sip.timers import Timers
+from relay.sip.events import BadRequestRejected, IncomingCallReceived, ParseErrorDropped
+from relay.sip.sdp.description import SessionDescription
+from relay.sip.sdp.offer_answer import Answer, NoCommonCodec, negotiate
+from relay.sip.syntax.message import Response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.transaction.timers import Timers
+from relay.sip.usage.incoming import CallState
+from relay.sip.usage.invite_session import CallEnded
 from tests.unit.relay.harness import (
     CONNECTION_ID,
     Action,
@@ -373,7 +369,7 @@ def test_any_drop_duplicate_reorder_of_a_basic_call_ends_cleanly(
             event.call.accept(answer_for(event.call), now=pair.now)
     pair.run(until=10)
     if hang_up_first:
-        for call in pair.uas.calls:
+        for call in pair.uas.usages:
             call.hang_up(now=pair.now)
     elif pair.uac.dialog is not None:
         pair.uac.send("BYE", pair.now)
@@ -389,12 +385,12 @@ def test_any_drop_duplicate_reorder_of_a_basic_call_ends_cleanly(
             observe("still established")
             assert pair.uac.state == "confirmed"
     pair.policy = None  # the network heals; the application hangs up what is left
-    for call in pair.uas.calls:
+    for call in pair.uas.usages:
         call.hang_up(now=pair.now)
     pair.run(until=pair.now + 100)
     assert all(call.state is CallState.TERMINATED for call in calls)
     assert len([e for e in pair.events if isinstance(e, CallEnded)]) == len(calls)
-    assert pair.uas.calls == [] and pair.uas.get_timer() is None
+    assert pair.uas.usages == [] and pair.uas.get_timer() is None
 
 
 @settings(max_examples=300, deadline=None)

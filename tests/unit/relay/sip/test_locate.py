@@ -37,7 +37,7 @@ from relay.sip.locate import (
     parse_server,
     parse_target,
 )
-from relay.sip.uri import SipUri
+from relay.sip.syntax.uri import SipUri
 
 NAPTR, SRV, A, AAAA = RecordType.NAPTR, RecordType.SRV, RecordType.A, RecordType.AAAA
 UDP, TCP, TLS = Transport.UDP, Transport.TCP, Transport.TLS

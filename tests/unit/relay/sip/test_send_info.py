@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body
-from relay.sip.message import Request
+from relay.sip.syntax.message import Request
 from tests.unit.relay.harness import UacUasPair, is_
 
 

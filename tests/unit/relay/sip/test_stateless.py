@@ -15,10 +15,10 @@ from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import Event, IncomingCallReceived, InviteRefused
-from relay.sip.message import Request, Response
-from relay.sip.parser import parse_message
 from relay.sip.stateless import Refusal, stateless_tag
-from relay.sip.timers import Timers
+from relay.sip.syntax.message import Request, Response
+from relay.sip.syntax.parser import parse_message
+from relay.sip.transaction.timers import Timers
 from tests.unit.relay.harness import UacUasPair, is_
 
 UAS = Address("192.0.2.1", 5060)
