@@ -31,7 +31,7 @@ second failing step in a row.
    state, which 5 s steps do not reach. It runs in turn with two what-ifs, so that what each
    fix buys shows within one run: ``soak-cycles``, the relay as it was before this benchmark
    found every call in a reference cycle with its INVITE transaction (see
-   ``relay/sip/transaction/machine/machine/layer.py``, rule 5); and ``soak-gc-off``, the relay without the GC
+   ``relay/sip/transaction/layer.py``, rule 5); and ``soak-gc-off``, the relay without the GC
    tuning of ``relay/__main__.py`` (no ``gc.freeze()``, young generations not on a cadence).
 
 What is measured at each rate (``-r``, ``-m`` = rate x ``--step-s`` calls):
