@@ -3,27 +3,24 @@
 Theory of operation:
 
 1. **Connect.** :meth:`AgentBridge.run` dials the agent's media endpoint with bounded retries
-   (``BridgeSettings``: at most ``max_attempts`` attempts, each bounded by
-   ``attempt_timeout_s``, all within ``connect_timeout_s``) while the caller hears ringing.
-   Each attempt resolves the URL's host once, checks every address against the deployment's
-   egress policy (``chalicelib/egress.py``: no loopback, private, link-local or metadata
-   address unless allowed) and connects the socket to a checked address; the ``Host`` header
-   and TLS still name the host. A refused address or a redirect (3xx, never followed) ends the
-   attempts at once. The call's glue awaits :meth:`AgentBridge.connected` and answers the
-   caller once it is ``True``; ``False`` means the agent could not be reached (or the call
-   was stopped first).
+   (:mod:`relay.bridge.connect`: each attempt to an address the egress policy allows, within
+   the :class:`~relay.bridge.settings.BridgeSettings`) while the caller hears ringing, and gives
+   up at once when :meth:`AgentBridge.stop` comes first. The call's glue awaits
+   :meth:`AgentBridge.connected` and answers the caller once it is ``True``; ``False`` means the
+   agent could not be reached (or the call was stopped first).
 2. **Open.** The bridge sends ``connected`` and ``start`` (call id, caller, callee and the
    template context in ``customParameters``), then listens to the media core
-   (:meth:`MediaPort.listen`): each 20 ms frame of caller audio, each played mark and each
-   DTMF digit is framed and written to the socket in the callback that produced it, so
-   message order is ``sequenceNumber`` order and no task runs per frame (the relay's CPU per
-   call is mostly this path: ``bench/relay_calls.py``). The agent's messages are applied as
-   websockets parses them, in the callback that read their bytes (``_AgentConnection``):
-   ``media`` to :meth:`MediaPort.play`, ``mark`` to :meth:`MediaPort.mark`, ``clear`` to
-   :meth:`MediaPort.clear`, ``dtmf`` to ``send_dtmf`` (:mod:`relay.bridge.agent_dtmf`). Waking a reader task instead put each echo one loop iteration
-   behind, 9-10 ms at 100 calls, when the callers' RTP comes in one burst per 20 ms. One task
-   waits for the socket to close (and reads, should an agent ever fragment a message) and one
-   for :meth:`AgentBridge.stop`.
+   (:meth:`MediaPort.listen`, :mod:`relay.bridge.media_port`): each 20 ms frame of caller
+   audio, each played mark and each DTMF digit is framed and written to the socket in the
+   callback that produced it (:func:`~relay.bridge.agent_connection.send_now`), so message
+   order is ``sequenceNumber`` order and no task runs per frame (the relay's CPU per call is
+   mostly this path: ``bench/relay_calls.py``). The agent's messages are applied as websockets
+   parses them, in the callback that read their bytes
+   (:class:`~relay.bridge.agent_connection.AgentConnection`): ``media`` to
+   :meth:`MediaPort.play`, ``mark`` to :meth:`MediaPort.mark`, ``clear`` to
+   :meth:`MediaPort.clear`, ``dtmf`` to ``send_dtmf`` (:mod:`relay.bridge.agent_dtmf`). One
+   task waits for the socket to close (and reads, should an agent ever fragment a message) and
+   one for :meth:`AgentBridge.stop`.
 3. **Bounds.** Agent audio is handed to the media core at once: it paces playout and bounds
    its queue, and the bridge counts what it reports dropped. Marks beyond
    ``max_pending_marks`` are dropped and counted. Caller audio that finds more than
@@ -32,43 +29,48 @@ Theory of operation:
    Twilio, so the agent can see the gap. Marks and digits are always written. Messages over
    ``max_message_bytes`` close the socket (1009) and end the call. websockets' pings keep the
    socket alive and end the call when the agent stops answering them.
-4. **End.** The first of these decides the :data:`BridgeOutcome`: the agent closes the socket
-   (:class:`AgentLeft`, which ends the call); :meth:`AgentBridge.stop`, when the caller hung
-   up (:class:`BridgeStopped`: the bridge sends what is queued, then ``stop``, then closes);
-   or a bug in a task (:class:`BridgeFailed`, logged, the socket closed with 1011). Bad agent
-   input (invalid JSON, unknown events, bad payloads) is counted and never ends the call.
+4. **End.** The first of these decides the :data:`~relay.bridge.outcome.BridgeOutcome`
+   (:mod:`relay.bridge.outcome`): the agent closes the socket (:class:`AgentLeft`, which ends
+   the call); :meth:`AgentBridge.stop`, when the caller hung up (:class:`BridgeStopped`: the
+   bridge sends what is queued, then ``stop``, then closes); or a bug in a task
+   (:class:`BridgeFailed`, logged, the socket closed with 1011). Bad agent input (invalid JSON,
+   unknown events, bad payloads) is counted and never ends the call.
 
-:class:`MediaPort` is the seam to the per-call media core, which owns RTP, codecs, resampling,
-the paced playout queue and mark bookkeeping; audio crosses it in the framing's format
-(μ-law 8 kHz, or s16le PCM at 16/48 kHz for the HD framing).
-
-Size: about 600 lines, a third of them docstrings: the connection, its reading and writing
-callbacks and the outcome types share one socket and one state, and splitting the outcome types
-out would leave them far from the only code that makes them. The pinned, checked connect is
-already apart (``relay/transport/egress.py``); issue 9's restructuring of the call layer is where
-this module is to be split further.
+This module is the orchestration: one socket and the one state its callbacks share. What it
+stands on is apart: the seam to the media core (:mod:`relay.bridge.media_port`), the bounds
+(:mod:`relay.bridge.settings`), the connect attempts (:mod:`relay.bridge.connect`), the
+in-callback reading and writing (:mod:`relay.bridge.agent_connection`), the outcome types
+(:mod:`relay.bridge.outcome`) and the sans-I/O framings (:mod:`relay.bridge.twilio_framing`,
+:mod:`relay.bridge.hd_framing`). Their public names are importable from here too, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol
+from collections.abc import Awaitable
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.connection import broadcast
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event, State
-from websockets.uri import parse_uri
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from chalicelib.contracts import MediaEndpoint, MediaFraming
-from chalicelib.egress import EgressPolicy, TargetRefused
-from relay.bridge.agent_dtmf import AgentDigits, DtmfPort
+from relay.bridge.agent_connection import AgentConnection, send_now
+from relay.bridge.agent_dtmf import AgentDigits
+from relay.bridge.connect import USER_AGENT, connect_agent
 from relay.bridge.hd_framing import HdFraming
+from relay.bridge.media_port import MediaListener, MediaPort
+from relay.bridge.outcome import (
+    AgentLeft,
+    AgentLeftReason,
+    AgentUnreachable,
+    BridgeCounters,
+    BridgeFailed,
+    BridgeOutcome,
+    BridgeStopped,
+    agent_left,
+)
+from relay.bridge.settings import BridgeSettings
 from relay.bridge.twilio_framing import (
     AgentCommand,
     CallInfo,
@@ -79,147 +81,26 @@ from relay.bridge.twilio_framing import (
     TwilioFraming,
     custom_parameters,
 )
-from relay.transport.egress import AsyncResolver, connect_checked, loop_resolver, resolve_checked
+from relay.transport.egress import AsyncResolver, loop_resolver
+
+__all__ = [
+    "USER_AGENT",
+    "AgentBridge",
+    "AgentLeft",
+    "AgentLeftReason",
+    "AgentUnreachable",
+    "BridgeCounters",
+    "BridgeFailed",
+    "BridgeOutcome",
+    "BridgeSettings",
+    "BridgeStopped",
+    "MediaListener",
+    "MediaPort",
+    "agent_left",
+    "framing_for",
+]
 
 logger = logging.getLogger("sipline.relay.bridge")
-
-USER_AGENT = "sipline-relay"
-
-
-class MediaListener(Protocol):
-    """What the media core calls with its output; called from I/O callbacks, so it is quick."""
-
-    def caller_audio(self, frame: bytes) -> None:
-        """Take 20 ms of caller audio for the agent."""
-        ...
-
-    def mark_played(self, name: str) -> None:
-        """Take the name of a mark whose audio has been played (or cleared)."""
-        ...
-
-    def dtmf(self, digit: str) -> None:
-        """Take a DTMF digit the caller pressed."""
-        ...
-
-
-class MediaPort(DtmfPort, Protocol):
-    """What the bridge needs from the per-call media core; audio is in the framing's format."""
-
-    def listen(self, listener: MediaListener | None) -> None:
-        """Deliver caller audio, played marks and digits to ``listener``; None stops that."""
-        ...
-
-    def play(self, audio: bytes) -> int:
-        """Queue agent audio (any length) for paced playout to the caller.
-
-        The media core bounds its queue (an agent may send far faster than real time; Pipecat
-        sends at twice real time, so its lead grows by half of each utterance's length).
-
-        Returns:
-            How many bytes of agent audio were dropped to stay within that bound.
-        """
-        ...
-
-    def mark(self, name: str) -> None:
-        """Place a mark after the audio queued so far; report it once that has been played."""
-        ...
-
-    def clear(self) -> None:
-        """Drop all queued agent audio at once; the marks among it count as played."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeSettings:
-    """Bounds of one agent bridge (defaults suit production; tests shrink them)."""
-
-    connect_timeout_s: float = 8.0
-    """Total time for all connection attempts, while the caller hears ringing."""
-    attempt_timeout_s: float = 3.0
-    """One attempt: TCP, TLS and the HTTP upgrade."""
-    max_attempts: int = 6
-    retry_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
-    """Pause after failed attempt n (the last repeats)."""
-    ping_interval_s: float | None = 10.0
-    ping_timeout_s: float | None = 10.0
-    close_timeout_s: float = 2.0
-    """Bound on sending the final messages and on the closing handshake."""
-    max_message_bytes: int = 1 << 20
-    """Largest agent message (1 MiB: about a minute of base64 μ-law); larger closes with 1009."""
-    max_pending_marks: int = 1000
-    outbox_media_frames: int = 50
-    """Caller audio (1 s of frames) that may wait unsent for a slow agent; beyond it, dropped."""
-    use_env_proxy: bool = False
-    """Honour HTTP(S)_PROXY for the agent connection (off: agents are dialled directly). The
-    host's addresses are still checked, but the proxy connects by name: its egress rules apply."""
-    egress: EgressPolicy = EgressPolicy()
-    """Where agents may be (``SIPLINE_ALLOWED_PRIVATE_TARGETS``); the default: public only."""
-
-
-@dataclass(slots=True)
-class BridgeCounters:
-    """What one bridge did, for call events and metrics."""
-
-    connect_attempts: int = 0
-    media_frames_out: int = 0
-    media_frames_dropped: int = 0
-    """Caller frames dropped because the agent did not read them in time (or the socket closed)."""
-    agent_audio_bytes: int = 0
-    agent_audio_dropped_bytes: int = 0
-    """Agent audio the media core dropped because it ran too far ahead of playout."""
-    marks_in: int = 0
-    marks_echoed: int = 0
-    marks_dropped: int = 0
-    clears: int = 0
-    dtmf_out: int = 0
-    bad_dtmf: int = 0
-
-
-class AgentLeftReason(StrEnum):
-    """Why the agent's socket closed."""
-
-    AGENT_CLOSED = "agent_closed"
-    """The agent sent a close frame (the code says why)."""
-    CONNECTION_LOST = "connection_lost"
-    """The connection dropped without a closing handshake."""
-    KEEPALIVE_TIMEOUT = "keepalive_timeout"
-    """The agent stopped answering pings."""
-    MESSAGE_TOO_BIG = "message_too_big"
-    """The agent sent a message over ``max_message_bytes``."""
-    PROTOCOL_ERROR = "protocol_error"
-    """The agent broke the WebSocket protocol (e.g. a text frame that is not UTF-8)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentLeft:
-    """The agent's socket closed: the call ends."""
-
-    reason: AgentLeftReason
-    close_code: int | None = None
-    close_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class AgentUnreachable:
-    """No connection could be opened within the bounds: the call ends (or is rejected)."""
-
-    attempts: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeStopped:
-    """:meth:`AgentBridge.stop` was called (the caller hung up): ``stop`` was sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeFailed:
-    """A bridge task failed (a bug): the call ends with reason ``internal_error``."""
-
-    reason: str = "internal_error"
-
-
-BridgeOutcome = AgentLeft | AgentUnreachable | BridgeStopped | BridgeFailed
 
 
 def framing_for(framing: MediaFraming, identity: StreamIdentity) -> TwilioFraming:
@@ -229,63 +110,6 @@ def framing_for(framing: MediaFraming, identity: StreamIdentity) -> TwilioFramin
     if framing is MediaFraming.PCM48K:
         return HdFraming(identity, sample_rate_hz=48000)
     return TwilioFraming(identity)
-
-
-def agent_left(closed: ConnectionClosed) -> AgentLeft:
-    """Classify how the socket closed, from websockets' record of the close frames."""
-    sent = closed.sent
-    if sent is not None and not closed.rcvd_then_sent:  # we closed first: the agent misbehaved
-        if sent.code == CloseCode.MESSAGE_TOO_BIG:
-            return AgentLeft(AgentLeftReason.MESSAGE_TOO_BIG, sent.code, sent.reason)
-        if sent.code == CloseCode.INTERNAL_ERROR and "keepalive" in sent.reason:
-            return AgentLeft(AgentLeftReason.KEEPALIVE_TIMEOUT, sent.code, sent.reason)
-        if sent.code != CloseCode.NORMAL_CLOSURE:
-            return AgentLeft(AgentLeftReason.PROTOCOL_ERROR, sent.code, sent.reason)
-    if closed.rcvd is not None:
-        return AgentLeft(AgentLeftReason.AGENT_CLOSED, closed.rcvd.code, closed.rcvd.reason)
-    return AgentLeft(AgentLeftReason.CONNECTION_LOST, CloseCode.ABNORMAL_CLOSURE)
-
-
-class _AgentConnection(ClientConnection):
-    """websockets' client connection, handing each whole data message to ``on_message`` at once.
-
-    A complete (unfragmented) text or binary frame goes to ``on_message`` as it is parsed,
-    instead of into the queue ``recv()`` reads, so it is applied without a task switch. The
-    first fragmented message switches that off for good: from then on every message goes
-    through ``recv()``, in order. Text that is not UTF-8 fails the connection with 1007, as
-    ``recv()`` would.
-    """
-
-    on_message: Callable[[str | bytes], None] | None = None
-
-    def process_event(self, event: Event) -> None:
-        handler = self.on_message
-        if handler is None or not isinstance(event, Frame) or event.opcode not in _DATA:
-            super().process_event(event)
-            return
-        if not event.fin:  # a fragmented message: recv() assembles it and all that follows
-            self.on_message = None
-            super().process_event(event)
-            return
-        if event.opcode is Opcode.BINARY:
-            handler(bytes(event.data))
-            return
-        try:
-            text = bytes(event.data).decode()
-        except UnicodeDecodeError as exc:
-            self.set_connection_exc(exc)
-            self.protocol.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-            self.send_data()
-            return
-        handler(text)
-
-
-_DATA = (Opcode.TEXT, Opcode.BINARY)
-
-
-def _is_permanent(status: int) -> bool:
-    """Tell whether an HTTP refusal of the upgrade is worth no retry (3xx; 4xx but 408 and 429)."""
-    return 300 <= status < 500 and status not in (408, 429)
 
 
 class AgentBridge:
@@ -371,81 +195,12 @@ class AgentBridge:
 
     async def _guarded_connect(self) -> ClientConnection | BridgeOutcome:
         try:
-            return await self._connect()
+            return await connect_agent(
+                self.endpoint.url, self.settings, self.counters, self._resolve
+            )
         except Exception:
             logger.exception("agent bridge failed to connect for call %s", self._call.call_id)
             return BridgeFailed()
-
-    async def _connect(self) -> ClientConnection | AgentUnreachable:
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.connect_timeout_s
-        error = "no attempt made"
-        for attempt in range(settings.max_attempts):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self.counters.connect_attempts += 1
-            try:
-                return await self._open(min(settings.attempt_timeout_s, remaining))
-            except InvalidURI as invalid:
-                return AgentUnreachable(self.counters.connect_attempts, str(invalid))
-            except TargetRefused as refused:
-                logger.warning("agent %s refused: %s", self.endpoint.url, refused)
-                return AgentUnreachable(self.counters.connect_attempts, f"refused: {refused}")
-            except InvalidStatus as refused:
-                status = refused.response.status_code
-                error = f"HTTP {status}" + (" (not followed)" if 300 <= status < 400 else "")
-                if _is_permanent(status):
-                    return AgentUnreachable(self.counters.connect_attempts, error)
-                logger.info("agent %s refused the upgrade (%s)", self.endpoint.url, error)
-            except (OSError, TimeoutError, InvalidHandshake) as failure:
-                error = f"{type(failure).__name__}: {failure}"
-                logger.info("agent %s not reachable (%s)", self.endpoint.url, error)
-            if attempt + 1 == settings.max_attempts:
-                break  # pauses come between attempts (docs/agents.md), not after the last
-            delay = settings.retry_delays_s[min(attempt, len(settings.retry_delays_s) - 1)]
-            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
-        return AgentUnreachable(self.counters.connect_attempts, error)
-
-    async def _open(self, timeout_s: float) -> ClientConnection:
-        """One attempt: resolve and check, connect to a checked address, then the upgrade.
-
-        The socket is ours, so websockets cannot follow a redirect (it refuses, on a socket it
-        did not open) and never resolves the host again.
-        """
-        settings = self.settings
-        try:
-            uri = parse_uri(self.endpoint.url)
-        except ValueError as error:  # urllib's own, e.g. "Invalid IPv6 URL"
-            raise InvalidURI(self.endpoint.url, str(error)) from None
-        async with asyncio.timeout(timeout_s):
-            addresses = await resolve_checked(settings.egress, uri.host, uri.port, self._resolve)
-            sock = None if settings.use_env_proxy else await connect_checked(addresses, uri.port)
-            try:
-                return await connect(
-                    self.endpoint.url,
-                    sock=sock,
-                    open_timeout=None,  # bounded with the lookup and TCP by the timeout above
-                    ping_interval=settings.ping_interval_s,
-                    ping_timeout=settings.ping_timeout_s,
-                    close_timeout=settings.close_timeout_s,
-                    max_size=settings.max_message_bytes,
-                    compression=None,  # audio does not compress; deflate would only cost CPU
-                    proxy=True if settings.use_env_proxy else None,
-                    user_agent_header=USER_AGENT,
-                    create_connection=_AgentConnection,
-                )
-            except ValueError as error:  # websockets will not follow a redirect on our socket
-                if sock is not None:
-                    sock.close()
-                if isinstance(error.__cause__, InvalidStatus):
-                    raise error.__cause__ from None
-                raise
-            except BaseException:
-                if sock is not None:
-                    sock.close()  # websockets closes what it wrapped; this covers the rest
-                raise
 
     async def _session(self, connection: ClientConnection) -> BridgeOutcome:
         # The agent's messages are applied from the first (an agent that speaks as soon as it
@@ -453,7 +208,7 @@ class AgentBridge:
         outcome: asyncio.Future[BridgeOutcome] = asyncio.get_running_loop().create_future()
         self._outcome = outcome
         self._connection = connection
-        if isinstance(connection, _AgentConnection):
+        if isinstance(connection, AgentConnection):
             connection.on_message = self._on_message
         try:
             try:
@@ -466,7 +221,7 @@ class AgentBridge:
             logger.info("agent %s connected for call %s", self.endpoint.url, self._call.call_id)
             result = await self._pump(connection, outcome)
         finally:
-            if isinstance(connection, _AgentConnection):
+            if isinstance(connection, AgentConnection):
                 connection.on_message = None
             self._connection = None
         await self._close(connection, result)
@@ -504,7 +259,7 @@ class AgentBridge:
                 self.counters.media_frames_dropped += 1
                 return
             self.counters.media_frames_out += 1
-            self._send_now(connection, message)
+            send_now(connection, message)
         except Exception:
             self._fail("caller audio")
 
@@ -516,7 +271,7 @@ class AgentBridge:
         try:
             self._pending_marks = max(0, self._pending_marks - 1)
             self.counters.marks_echoed += 1
-            self._send_now(connection, self.framing.mark(name))
+            send_now(connection, self.framing.mark(name))
         except Exception:
             self._fail("mark")
 
@@ -533,18 +288,9 @@ class AgentBridge:
             return
         try:
             self.counters.dtmf_out += 1
-            self._send_now(connection, message)
+            send_now(connection, message)
         except Exception:
             self._fail("dtmf")
-
-    @staticmethod
-    def _send_now(connection: ClientConnection, message: str | bytes) -> None:
-        """Write one message now, in call order (websockets' ``broadcast``: no await, no task).
-
-        A socket that is closing is skipped; how it closed is the read task's to report.
-        """
-        if connection.protocol.state is State.OPEN:
-            broadcast((connection,), message)
 
     def _fail(self, what: str) -> None:
         logger.exception("agent bridge failed on %s for call %s", what, self._call.call_id)
@@ -588,7 +334,7 @@ class AgentBridge:
             self._apply(self.framing.receive(message))
 
     def _on_message(self, message: str | bytes) -> None:
-        """Apply one agent message as it is parsed (``_AgentConnection``)."""
+        """Apply one agent message as it is parsed (``AgentConnection``)."""
         if self._connection is None:
             return
         try:

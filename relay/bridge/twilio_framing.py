@@ -25,10 +25,9 @@ Theory of operation:
    ``event``, a message of the wrong shape and a payload that is not base64 are counted in
    :class:`FramingCounters` and dropped: an agent's bad message never ends the call.
 5. This module is sans-I/O: :class:`TwilioFraming` turns bridge actions into message text and
-   message text into :data:`AgentCommand` values; ``relay.bridge.agent_ws`` moves them.
-
-Size: about 480 lines: the wire models of both directions and the framing that encodes
-them belong together (one change to the protocol touches both).
+   message text into :data:`AgentCommand` values; ``relay.bridge.agent_ws`` moves them. The
+   messages' wire models (pydantic, both directions) are :mod:`relay.bridge.twilio_messages`,
+   importable from here too; this module keeps the stream's state and the hot ``media`` path.
 """
 
 from __future__ import annotations
@@ -38,200 +37,91 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
-from relay.bridge.agent_dtmf import DEFAULT_DURATION_MS, DigitsRefused, SendDigits, digits_command
+from relay.bridge.agent_dtmf import DigitsRefused, SendDigits, digits_command
+from relay.bridge.twilio_messages import (
+    AGENT_MESSAGE,
+    DTMF_TRACK,
+    INBOUND_TRACK,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    RELAY_MESSAGE,
+    AgentClear,
+    AgentDtmf,
+    AgentDtmfPayload,
+    AgentMark,
+    AgentMedia,
+    AgentMediaPayload,
+    AgentMessage,
+    ConnectedMessage,
+    DtmfMessage,
+    DtmfPayload,
+    MarkMessage,
+    MarkPayload,
+    MediaChunk,
+    MediaFormat,
+    MediaMessage,
+    RelayMessage,
+    StartMessage,
+    StartMetadata,
+    StopMessage,
+    StopMetadata,
+    TwilioModel,
+)
 from relay.ids import IdSource
 from relay.media.dtmf import KEYPAD_DIGITS
 
-PROTOCOL = "Call"  # Twilio's "connected" message
-PROTOCOL_VERSION = "1.0.0"
+__all__ = [
+    "AGENT_MESSAGE",
+    "DTMF_TRACK",
+    "FRAME_MS",
+    "INBOUND_TRACK",
+    "MULAW_ENCODING",
+    "MULAW_FRAME_BYTES",
+    "MULAW_SAMPLE_RATE_HZ",
+    "PROTOCOL",
+    "PROTOCOL_VERSION",
+    "RELAY_MESSAGE",
+    "AgentClear",
+    "AgentCommand",
+    "AgentDtmf",
+    "AgentDtmfPayload",
+    "AgentMark",
+    "AgentMedia",
+    "AgentMediaPayload",
+    "AgentMessage",
+    "CallInfo",
+    "ClearAudio",
+    "ConnectedMessage",
+    "DtmfMessage",
+    "DtmfPayload",
+    "FramingCounters",
+    "MarkMessage",
+    "MarkPayload",
+    "MediaChunk",
+    "MediaFormat",
+    "MediaMessage",
+    "PlaceMark",
+    "PlayAudio",
+    "RelayMessage",
+    "StartMessage",
+    "StartMetadata",
+    "StopMessage",
+    "StopMetadata",
+    "StreamIdentity",
+    "TwilioFraming",
+    "TwilioModel",
+    "custom_parameters",
+    "new_stream_sid",
+]
+
 MULAW_ENCODING = "audio/x-mulaw"
 MULAW_SAMPLE_RATE_HZ = 8000
 FRAME_MS = 20
 MULAW_FRAME_BYTES = MULAW_SAMPLE_RATE_HZ * FRAME_MS // 1000  # 160: one byte per sample
-INBOUND_TRACK = "inbound"  # the caller's audio, as Twilio names it in "media" and "start"
-DTMF_TRACK = "inbound_track"  # Twilio's track name in "dtmf" messages
-
-
-# --- wire models (third-party shape: unknown fields ignored) -------------------------------------
-
-
-class TwilioModel(BaseModel):
-    """Base of the Twilio Media Streams models: camelCase JSON, unknown fields ignored, immutable."""
-
-    model_config = ConfigDict(
-        extra="ignore", frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
-
-    def to_json(self) -> str:
-        """Return the message as Twilio spells it (camelCase, compact)."""
-        return self.model_dump_json(by_alias=True)
-
-
-class MediaFormat(TwilioModel):
-    """``start.mediaFormat``: how the ``media`` payloads are encoded."""
-
-    encoding: str = Field(description='"audio/x-mulaw" (Twilio), or the HD framing\'s encoding.')
-    sample_rate: int = Field(description="Samples per second.")
-    channels: int = Field(default=1, description="Always 1 (mono).")
-
-
-class StartMetadata(TwilioModel):
-    """``start.start``: the stream's identity and format."""
-
-    stream_sid: str
-    account_sid: str
-    call_sid: str
-    tracks: list[str]
-    custom_parameters: dict[str, str] = Field(
-        description="Call id, caller, callee and JSON-encoded template context (strings only)."
-    )
-    media_format: MediaFormat
-
-
-class ConnectedMessage(TwilioModel):
-    """First message of a stream."""
-
-    event: Literal["connected"] = "connected"
-    protocol: str = PROTOCOL
-    version: str = PROTOCOL_VERSION
-
-
-class StartMessage(TwilioModel):
-    """Second message: stream metadata, sent once."""
-
-    event: Literal["start"] = "start"
-    sequence_number: str
-    start: StartMetadata
-    stream_sid: str
-
-
-class MediaChunk(TwilioModel):
-    """``media.media`` to the agent: one 20 ms chunk of caller audio."""
-
-    track: str = INBOUND_TRACK
-    chunk: str
-    timestamp: str
-    payload: str
-
-
-class MediaMessage(TwilioModel):
-    """Caller audio to the agent."""
-
-    event: Literal["media"] = "media"
-    sequence_number: str
-    media: MediaChunk
-    stream_sid: str
-
-
-class DtmfPayload(TwilioModel):
-    """``dtmf.dtmf``: one digit the caller pressed."""
-
-    track: str = DTMF_TRACK
-    digit: str
-
-
-class DtmfMessage(TwilioModel):
-    """A DTMF digit to the agent."""
-
-    event: Literal["dtmf"] = "dtmf"
-    stream_sid: str
-    sequence_number: str
-    dtmf: DtmfPayload
-
-
-class MarkPayload(TwilioModel):
-    """``mark.mark``: the agent's label."""
-
-    name: str
-
-
-class MarkMessage(TwilioModel):
-    """A mark echoed to the agent once the audio before it has played."""
-
-    event: Literal["mark"] = "mark"
-    sequence_number: str
-    stream_sid: str
-    mark: MarkPayload
-
-
-class StopMetadata(TwilioModel):
-    """``stop.stop``."""
-
-    account_sid: str
-    call_sid: str
-
-
-class StopMessage(TwilioModel):
-    """Last message: the call ended on the caller's side."""
-
-    event: Literal["stop"] = "stop"
-    sequence_number: str
-    stop: StopMetadata
-    stream_sid: str
-
-
-class AgentMediaPayload(TwilioModel):
-    """``media.media`` from the agent: only the payload matters."""
-
-    payload: str
-
-
-class AgentMedia(TwilioModel):
-    """Agent audio to play to the caller (any length)."""
-
-    event: Literal["media"]
-    stream_sid: str | None = None
-    media: AgentMediaPayload
-
-
-class AgentMark(TwilioModel):
-    """A label to echo back once the audio sent before it has been played."""
-
-    event: Literal["mark"]
-    stream_sid: str | None = None
-    mark: MarkPayload
-
-
-class AgentClear(TwilioModel):
-    """Flush the agent audio queued for the caller, at once (barge-in)."""
-
-    event: Literal["clear"]
-    stream_sid: str | None = None
-
-
-class AgentDtmfPayload(TwilioModel):
-    """``dtmf.dtmf`` from the agent (a sipline extension): digits for the caller."""
-
-    digits: str
-    duration_ms: int = DEFAULT_DURATION_MS
-
-
-class AgentDtmf(TwilioModel):
-    """Send DTMF digits to the caller (a sipline extension; bounds in ``agent_dtmf``)."""
-
-    event: Literal["dtmf"]
-    stream_sid: str | None = None
-    dtmf: AgentDtmfPayload
-
-
-RelayMessage = Annotated[
-    ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
-    Field(discriminator="event"),
-]
-"""Any message the relay sends (what an agent parses)."""
-
-AgentMessage = Annotated[
-    AgentMedia | AgentMark | AgentClear | AgentDtmf, Field(discriminator="event")
-]
-"""Any message an agent may send."""
-
-RELAY_MESSAGE: TypeAdapter[RelayMessage] = TypeAdapter(RelayMessage)
-AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
 
 # --- what the bridge acts on ---------------------------------------------------------------------

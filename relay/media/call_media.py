@@ -12,15 +12,12 @@ Theory of operation:
    telephone-event packets bypass it into the `DtmfReceiver` (each digit once).
    `relay.media.playout.AgentFeed` cuts the audio into 20 ms frames in the agent's format as
    soon as it is here, concealing losses and filling silence.
-3. **Send**: `play` queues the agent's audio (bounded), `mark` and `clear` act on the queue, and
-   ``rtp_to_send(now)`` sends one 20 ms packet per tick. An empty queue sends silence: many PBXs
-   and carriers hang up on RTP inactivity, and NAT pinholes close, while the agent listens.
-   `relay.media.pacing.SendPacer` says when ticks go: agent audio that arrives while the sender
-   waits for it leaves at once (call ``rtp_to_send`` right after `play`), audio queued ahead of
-   real time on a 20 ms grid. Marks are reported once the audio before them is sent. A lag
-   that stands while the agent feeds the queue at real time (`relay.media.playout.StandingLag`:
-   a real-time agent after any hiccup) is given back in whole 20 ms frames, dropped from the
-   head of the queue (``lag_frames_dropped``); an agent ahead of real time is never cut.
+3. **Send** (`relay.media.sender.RtpSender`): `play` queues the agent's audio (bounded), `mark`
+   and `clear` act on the queue, `send_dtmf` queues the agent's digits, and ``rtp_to_send(now)``
+   sends one 20 ms packet per tick (codec silence when the queue is empty), paced, with a
+   standing lag given back, and the digits first (RFC 4733 events on the audio stream, or a
+   `DtmfInfoDue` event per digit for the call to send as SIP INFO). Marks are reported once the
+   audio before them is sent.
 4. **Hold**: when the negotiated direction does not send, ticks still run (the RTP timestamp
    keeps time, queued audio and marks are consumed, no lag is dropped) but nothing is sent; the
    first packet after resuming has the marker bit. While the remote holds the call, the
@@ -29,39 +26,28 @@ Theory of operation:
 5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
    to where the caller's RTCP comes from.
 
-6. **Agent DTMF** (`relay.media.dtmf_playout`): `send_dtmf` queues the agent's digits; each send
-   tick asks the playout first, which sends RFC 4733 events on the audio stream (agent audio
-   waits) or, without a negotiated telephone-event, gives a `DtmfInfoDue` event per digit for
-   the call to send as SIP INFO.
-
-Size: about 500 lines: both directions of a call share its source latch, codec, hold state,
-packetizer and timer, and each stage it wires up lives in its own module already.
+What the core reports, its events and counters, is `relay.media.call_events`' (importable from
+here too). Both directions share the source latch, the negotiated codec and hold state, the RTP
+packetizer (one SSRC and clock for RTP and RTCP) and the one timer this core exposes.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from chalicelib.contracts import MediaFraming
 from relay.ids import IdSource
+from relay.media.call_events import CallMediaStats, MarkPlayed, MediaEvent, MediaTimedOut
 from relay.media.codecs import get_decoder, get_encoder, get_spec
-from relay.media.dtmf import DtmfReceived, DtmfReceiver
-from relay.media.dtmf_playout import QUIET, DtmfInfoDue, DtmfPlayout, EventPacket
+from relay.media.dtmf import DtmfReceiver
+from relay.media.dtmf_playout import DtmfInfoDue, DtmfPlayout
 from relay.media.jitter import JitterBuffer, JitterBufferStats
-from relay.media.pacing import SendPacer
 from relay.media.pipeline import ReceivePath, SendPath, agent_format
-from relay.media.playout import (
-    FRAME_S,
-    TIMER_SLACK_S,
-    AgentFeed,
-    AgentFeedStats,
-    PlayoutQueue,
-    StandingLag,
-)
+from relay.media.playout import TIMER_SLACK_S, AgentFeed, AgentFeedStats
 from relay.media.reports import RtcpReporter
 from relay.media.rtcp import is_rtcp
 from relay.media.rtp import RTP_HEADER_LENGTH, RtpPacket, RtpPacketizer, RtpParseError
+from relay.media.sender import RtpSender
 from relay.media.source import Address, SourceLatch, SourceVerdict, TokenBucket
 from relay.media.stats import ReceptionStatistics
 from relay.sip.sdp.offer_answer import NegotiatedMedia
@@ -75,58 +61,8 @@ __all__ = [
     "MediaTimedOut",
 ]
 
-MAX_SEND_CATCH_UP_S = 0.100  # a longer stall of our caller skips send ticks instead of bursting
 MAX_EVENTS = 256
 NO_ADDRESS = "0.0.0.0"  # RFC 3264 §8.4: never send there
-
-
-@dataclass(frozen=True, slots=True)
-class MarkPlayed:
-    """The audio queued before a mark has been sent to the caller (or cleared)."""
-
-    name: str
-    cleared: bool = False
-    """True when `CallMedia.clear` dropped the audio before the mark instead."""
-
-
-@dataclass(frozen=True, slots=True)
-class MediaTimedOut:
-    """No caller RTP arrived for the inactivity timeout, while the call was not on hold."""
-
-    idle_s: float
-
-
-MediaEvent = DtmfReceived | MarkPlayed | MediaTimedOut | DtmfInfoDue
-
-
-@dataclass(slots=True)
-class CallMediaStats:
-    """Counters of one call's datagrams: each one received is accepted or in one drop reason.
-
-    Packets refused for their source are in `CallMedia.source_counts`; what became of accepted
-    audio is in `CallMedia.jitter_stats` and `CallMedia.feed_stats`.
-    """
-
-    rtp_received: int = 0
-    """Datagrams given to `CallMedia.receive_rtp`; muxed RTCP moves on to `receive_rtcp`."""
-    rtp_accepted: int = 0
-    rate_limited: int = 0
-    short: int = 0
-    malformed: int = 0
-    unknown_payload_type: int = 0
-    empty_payload: int = 0
-    rtp_sent: int = 0
-    silence_sent: int = 0
-    frames_discarded_on_hold: int = 0
-    send_ticks_skipped: int = 0
-    playout_dropped_bytes: int = 0
-    lag_frames_dropped: int = 0
-    """Frames of agent audio dropped unsent to give back a standing lag (`StandingLag`)."""
-    marks_dropped: int = 0
-    rtcp_foreign: int = 0
-    """From another host than the latched RTP source; what is parsed is in `CallMedia.reporter`."""
-    rtcp_sent: int = 0
-    events_dropped: int = 0
 
 
 class CallMedia:
@@ -165,23 +101,25 @@ class CallMedia:
         self.rtcp_mux = rtcp_mux
         self._jitter_delays_ms = (jitter_min_delay_ms, jitter_max_delay_ms)
         self._agent = agent_format(agent_framing)
-        self._packetizer = RtpPacketizer.from_ids(ids)
+        packetizer = RtpPacketizer.from_ids(ids)
         self.reporter = RtcpReporter(
-            self._packetizer, ids=ids, now=now, wall_clock_offset_s=wall_clock_offset_s
+            packetizer, ids=ids, now=now, wall_clock_offset_s=wall_clock_offset_s
         )
-        self._playout = PlayoutQueue(self._agent, max_ms=max_playout_ms)
-        self.dtmf_out = DtmfPlayout()
-        """The agent's digits for the caller (`send_dtmf`); its ``stats`` say what became of them."""
-        self._lag = StandingLag(self._agent)
         self._events: deque[MediaEvent] = deque()
+        self._sender = RtpSender(
+            self._agent,
+            packetizer,
+            now=now,
+            max_playout_ms=max_playout_ms,
+            stats=self.stats,
+            emit=self._emit,
+        )
         self._bucket = TokenBucket(max_packets_per_s, max(10, max_packets_per_s / 5), now=now)
         self._latch = SourceLatch(source_switch_after_s, last_heard_at=now)
         self._rtcp_source: Address | None = None
         self._reception: ReceptionStatistics | None = None
         self._idle_since = now
         self._timed_out = False
-        self._pacer = SendPacer(now)
-        self._marker_next = True
         self._negotiated = negotiated
         self._inactivity_on = self._inactivity_armed(negotiated)
         self._set_codec(negotiated)
@@ -203,6 +141,11 @@ class CallMedia:
         jitter = f"jitter({self._jitter.target_delay_ms:.0f}ms)"
         receive = f"rtp({n.codec}/{n.receive_payload_type}) -> {jitter} -> {self._receive}"
         return f"{receive} | {self._send} -> rtp({n.codec}/{n.payload_type})"
+
+    @property
+    def dtmf_out(self) -> DtmfPlayout:
+        """Return the agent's digits for the caller (`send_dtmf`); ``stats`` say what became of them."""
+        return self._sender.dtmf_out
 
     @property
     def jitter_stats(self) -> JitterBufferStats:
@@ -293,21 +236,15 @@ class CallMedia:
 
         Call `rtp_to_send` right after: audio the sender was waiting for leaves at once.
         """
-        self.stats.playout_dropped_bytes += (dropped := self._playout.push(audio))
-        self._lag.arrived(len(audio) - dropped, now)
-        return dropped
+        return self._sender.play(audio, now)
 
     def mark(self, name: str) -> None:
         """Place a mark after the audio queued so far; `MarkPlayed` follows once it is sent."""
-        self.stats.marks_dropped += not self._playout.mark(name)
-        self._collect_marks()
+        self._sender.mark(name)
 
     def clear(self) -> None:
         """Drop all queued agent audio at once (barge-in); pending marks are reported cleared."""
-        for name in self._playout.clear():
-            self._emit(MarkPlayed(name, cleared=True))
-        self._pacer.interrupt()
-        self._lag.restart()
+        self._sender.clear()
 
     def send_dtmf(self, digits: str, duration_ms: int) -> bool:
         """Queue digits for the caller (`DtmfPlayout`); False when refused (queue full).
@@ -315,101 +252,26 @@ class CallMedia:
         RFC 4733 events on the next ticks when telephone-event was negotiated, else a
         `DtmfInfoDue` event per digit. Call `rtp_to_send` after, as after `play`.
         """
-        return self.dtmf_out.queue(digits, duration_ms)
+        return self._sender.dtmf_out.queue(digits, duration_ms)
 
     def rtp_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Return the datagrams due by ``now``: RTP ticks (see `SendPacer`), RTCP when due."""
+        """Return the datagrams due by ``now``: RTP ticks (see `RtpSender`), RTCP when due."""
         out: list[tuple[bytes, Address]] = []
-        increment = self._spec.timestamp_increment
-        pacer = self._pacer
-        late = now - pacer.due_at
-        if late > MAX_SEND_CATCH_UP_S:  # our caller stalled: skip ticks rather than burst
-            skipped = int(late / FRAME_S)
-            self._packetizer.advance(skipped * increment)
-            pacer.skip(skipped)
-            self.stats.send_ticks_skipped += skipped
-        while now + TIMER_SLACK_S >= self._next_tick_at():
-            audio = self._tick(out, increment, now)
-            pacer.sent(now, audio=audio, waiting=not self._playout.ready())
+        sender, n = self._sender, self._negotiated
+        sender.send_due(out, now, media=n, destination=self._sends_to(), path=self._send)
         if now + TIMER_SLACK_S >= self.reporter.next_report_at:
             destination = self._rtcp_destination()
-            at = pacer.timestamp_at(now, self._packetizer.timestamp, self._spec.clock_rate_hz)
+            next_timestamp = sender.packetizer.timestamp
+            at = sender.pacer.timestamp_at(now, next_timestamp, self._spec.clock_rate_hz)
             report = self.reporter.report(self._reception, now, rtp_timestamp=at)
             if destination is not None:  # rescheduled above, sent or not
                 out.append((report, destination))
                 self.stats.rtcp_sent += 1
         return out
 
-    def _next_tick_at(self) -> float:
-        sends = self._negotiated.direction.sends and self.destination is not None
-        ready = sends and self._playout.ready() and not self.dtmf_out.holds_audio
-        return self._pacer.next_at(ready=ready, partial_s=self._playout.queued_ms / 1000)
-
-    def _tick(self, out: list[tuple[bytes, Address]], increment: int, now: float) -> bool:
-        """Send (or, on hold, skip) one packet; return whether it carried agent audio."""
-        destination = self.destination
-        if not self._negotiated.direction.sends or destination is None:
-            frame = self._playout.pop_frame()
-            self._collect_marks()
-            self._lag.restart()  # on hold: a standing queue is no lag the caller hears
-            self._packetizer.advance(increment)
-            self._marker_next = True
-            self.stats.frames_discarded_on_hold += frame is not None
-            return False
-        if (digit := self._dtmf_packet(increment)) is not None:
-            out.append((bytes(digit), destination))
-            self.stats.rtp_sent += 1
-            return False
-        frame = self._playout.pop_frame()
-        for _ in range(self._lag.ticked(self._playout.queued_bytes, now)):
-            self.stats.lag_frames_dropped += self._playout.drop_frame()
-        self._collect_marks()
-        if frame is None:
-            payload = self._send.silence()
-            self.stats.silence_sent += 1
-        else:
-            payload = self._send.frame(frame)
-        packet = self._packetizer.packetize(
-            payload,
-            payload_type=self._negotiated.payload_type,
-            samples=increment,
-            marker=self._marker_next,
-        )
-        self._marker_next = False
-        out.append((bytes(packet), destination))
-        self.stats.rtp_sent += 1
-        return frame is not None
-
-    def _dtmf_packet(self, increment: int) -> RtpPacket | None:
-        """Return this tick's packet when it is the agent's digits' (audio waits meanwhile)."""
-        n, packetizer = self._negotiated, self._packetizer
-        tick = self.dtmf_out.tick(
-            packetizer.timestamp,
-            payload_type=n.telephone_event_payload_type,
-            clock_rate_hz=n.clock_rate_hz,
-            samples=increment,
-        )
-        if tick is None:
-            return None
-        if isinstance(tick, DtmfInfoDue):  # sent as SIP INFO; audio goes on as usual
-            self._emit(tick)
-            return None
-        if tick is QUIET:
-            silence = self._send.silence()
-            return packetizer.packetize(silence, payload_type=n.payload_type, samples=increment)
-        assert isinstance(tick, EventPacket)
-        packet = packetizer.stamp(
-            tick.payload,
-            payload_type=tick.payload_type,
-            timestamp=tick.timestamp,
-            marker=tick.marker,
-        )
-        packetizer.advance(increment)  # the RTP clock runs on under the event
-        return packet
-
-    def _collect_marks(self) -> None:
-        for name in self._playout.played_marks():
-            self._emit(MarkPlayed(name))
+    def _sends_to(self) -> Address | None:
+        """Return where RTP goes now: None on hold (the direction does not send) or no address."""
+        return self.destination if self._negotiated.direction.sends else None
 
     # --- RTCP ------------------------------------------------------------------------------
 
@@ -457,7 +319,8 @@ class CallMedia:
 
     def get_timer(self) -> float:
         """Return when to call `handle_timer`, `rtp_to_send` and `next_agent_frame` next."""
-        timer = min(self._next_tick_at(), self.reporter.next_report_at)
+        next_tick_at = self._sender.next_tick_at(sends=self._sends_to() is not None)
+        timer = min(next_tick_at, self.reporter.next_report_at)
         for other in (self._feed.get_timer(), self._dtmf.get_timer()):
             if other is not None and other < timer:
                 timer = other

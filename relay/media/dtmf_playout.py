@@ -5,7 +5,7 @@ Theory of operation:
 1. **Queue.** `DtmfPlayout.queue` takes a string of digits with one tone duration; it holds at
    most ``max_pending`` digits (those not yet finished), and a string that would go beyond is
    refused whole: the caller never hears half of what the agent meant. Digits wait, in order,
-   for the send ticks of `relay.media.call_media.CallMedia`, which asks `DtmfPlayout.tick`
+   for the send ticks of `relay.media.sender.RtpSender`, which asks `DtmfPlayout.tick`
    before it takes agent audio; ``None`` means "send audio as usual".
 2. **RFC 4733** (when the remote negotiated ``telephone-event``). A digit is one event on the
    audio stream: same SSRC and sequence space, the RTP timestamp of the tick on which it began

@@ -16,8 +16,9 @@ creates no task, and `RtpSession.close` cancels the timer, closes both sockets, 
 to be gone and gives the ports back. The agent's digits for the caller go in with `send_dtmf`;
 those the core wants sent as SIP INFO come out through ``info_dtmf``, set by the call.
 
-Size: a little over 400 lines: the port allocator and the socket protocol are this session's
-alone, and the session is the media port the agent bridge sees, whole.
+The port pairs and their sockets are `relay.transport.rtp_ports`' (`RtpPortAllocator`,
+`RtpPortsExhausted`, importable from here too); `MediaListener` is the bridge's
+(``relay/bridge/media_port.py``), the one shape both sides agree on.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from chalicelib.contracts import MediaFraming
+from relay.bridge.media_port import MediaListener
 from relay.ids import IdSource
 from relay.media.call_media import CallMedia, DtmfInfoDue, MarkPlayed, MediaTimedOut
 from relay.media.dtmf import DTMF_DIGITS, DtmfReceived
 from relay.media.rtcp import is_rtcp
 from relay.sip.sdp.offer_answer import NegotiatedMedia
+from relay.transport.rtp_ports import RtpPortAllocator, RtpPortsExhausted, RtpSocket
 
 __all__ = ["MediaListener", "RtpPortAllocator", "RtpPortsExhausted", "RtpSession"]
 
@@ -53,125 +56,11 @@ MAX_BEFORE_START_BYTES = 30 * 8000 * 2
 """Agent audio held while the caller rings: 30 s at the largest framing rate we hold for (16-bit 8 kHz)."""
 
 
-class RtpPortsExhausted(RuntimeError):
-    """Every port pair of the range is in use (or held by another process)."""
-
-
-class MediaListener(Protocol):
-    """Who takes a call's media output (the agent bridge); called from I/O callbacks, so quick."""
-
-    def caller_audio(self, frame: bytes) -> None:
-        """Take 20 ms of caller audio in the agent's format."""
-        ...
-
-    def mark_played(self, name: str) -> None:
-        """Take the name of a mark whose audio has been sent to the caller (or cleared)."""
-        ...
-
-    def dtmf(self, digit: str) -> None:
-        """Take a digit the caller pressed (RFC 4733 or SIP INFO)."""
-        ...
-
-
-class RtpPortAllocator:
-    """Hand out even RTP ports of a range, RTCP on the odd port above (RFC 3550 §11)."""
-
-    def __init__(self, host: str, port_min: int, port_max: int) -> None:
-        """Serve pairs within ``[port_min, port_max]`` on ``host``.
-
-        Raises:
-            ValueError: the range holds no even port with its odd neighbour.
-        """
-        ports = range(port_min + port_min % 2, port_max, 2)
-        if not ports:
-            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
-        self.host = host
-        # Round robin: a released pair goes to the back, so a late packet of an ended call
-        # is unlikely to reach the next call on the same port.
-        self._free = deque(ports)
-        self._in_use: set[int] = set()
-
-    @property
-    def available(self) -> int:
-        """Return how many pairs are free."""
-        return len(self._free)
-
-    async def bind(
-        self, protocols: Callable[[], tuple[_Socket, _Socket]]
-    ) -> tuple[int, _Socket, _Socket]:
-        """Bind the next free pair; return the RTP port and the two connected protocols.
-
-        Raises:
-            RtpPortsExhausted: no pair could be bound.
-        """
-        loop = asyncio.get_running_loop()
-        for _ in range(len(self._free)):
-            port = self._free.popleft()
-            rtp, rtcp = protocols()
-            try:
-                await loop.create_datagram_endpoint(partial(_same, rtp), (self.host, port))
-                await loop.create_datagram_endpoint(partial(_same, rtcp), (self.host, port + 1))
-            except OSError:  # taken by another process: try the next pair
-                await rtp.close()
-                self._free.append(port)
-                continue
-            self._in_use.add(port)
-            return port, rtp, rtcp
-        raise RtpPortsExhausted(f"no free RTP port pair on {self.host}")
-
-    def release(self, port: int) -> None:
-        """Give a pair back once its sockets are closed."""
-        if port in self._in_use:
-            self._in_use.remove(port)
-            self._free.append(port)
-
-
-def _same(protocol: _Socket) -> _Socket:
-    return protocol
-
-
-class _Socket(asyncio.DatagramProtocol):
-    """One UDP socket: datagrams to a callback, sends, a future that resolves once closed."""
-
-    def __init__(self, received: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self._received = received
-        self._transport: asyncio.DatagramTransport | None = None
-        self.send_errors = 0
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._received(data, (str(addr[0]), addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        self.send_errors += 1  # ICMP port unreachable and the like: UDP says no more
-        logger.debug("RTP socket error: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def send(self, data: bytes, destination: tuple[str, int]) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, destination)
-
-    async def close(self) -> None:
-        if self._transport is None:
-            if not self.lost.done():
-                self.lost.set_result(None)
-        else:
-            self._transport.close()
-        await self.lost
-
-
 class RtpSession:
     """One call's RTP and RTCP sockets around a `CallMedia`; the agent bridge's media port."""
 
-    _rtp: _Socket
-    _rtcp: _Socket
+    _rtp: RtpSocket
+    _rtcp: RtpSocket
 
     def __init__(self, allocator: RtpPortAllocator) -> None:
         """Prepare a session; `open` binds its ports."""
@@ -204,8 +93,8 @@ class RtpSession:
         session.local_port, session._rtp, session._rtcp = await allocator.bind(session._sockets)
         return session
 
-    def _sockets(self) -> tuple[_Socket, _Socket]:
-        return _Socket(self._on_rtp), _Socket(self._on_rtcp)
+    def _sockets(self) -> tuple[RtpSocket, RtpSocket]:
+        return RtpSocket(self._on_rtp), RtpSocket(self._on_rtcp)
 
     def start(
         self, negotiated: NegotiatedMedia, framing: MediaFraming, *, ids: IdSource, **options: Any
