@@ -31,7 +31,7 @@ Theory of operation
    then ends on the final response: 487 ends it CANCELLED (or RING_TIMEOUT) with that status;
    any other non-2xx too, never resent (no challenge answered, no next target after CANCEL);
    a 2xx is ACKed and BYEd. Without a final within 64*T1 of the hang-up (§9.1) the call ends
-   with 408.
+   with 408 and its INVITE transaction is abandoned.
 5. After the answer: a retransmitted 2xx gets the same ACK again; a 2xx with another To tag
    (another fork, §13.2.2.4) is ACKed and BYEd at once, never a second call. The INVITE
    transaction stays in RFC 6026's Accepted state for Timer M to pass those 2xx on; a call
@@ -313,6 +313,7 @@ class OutgoingCall(InviteSession):
             self.leg.layer.send_request(cancel, self._tx.destination, now, owner=self)
 
     def _gave_up(self, now: float, _: object) -> None:
+        self.leg.layer.abandon(self._tx)
         self._end(self._ending or CallEndReason.CANCELLED, by_remote=False, status=TIMEOUT)
 
     def _resend(self, now: float, plan: _Resend) -> None:
