@@ -233,6 +233,14 @@ def test_a_2xx_retransmitted_after_timer_m_is_still_acked_by_the_lingering_call(
     assert len(only(far.respond("200 OK", sdp=ANSWER), "ACK")) == 2
 
 
+def test_a_1xx_with_a_malformed_contact_is_reported_but_makes_no_early_dialog() -> None:
+    far = Far()
+    far.respond("180 Ringing", tag="broken", contact="<sip:bob@192.0.2.4")
+    assert far.events == [CallProgress(far.call, 180, "Ringing", None)]
+    assert statuses(far.reply(bye_from_bob(far, 5, tag="broken"), BOB)) == [481]
+    assert only(far.respond("200 OK", sdp=ANSWER), "ACK")[1] == BOB
+
+
 def test_a_183_with_sdp_carries_the_early_media_to_the_application_only() -> None:
     far = Far()
     assert far.respond("183 Session Progress", sdp=ANSWER) == []
