@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from chalicelib.commands import Command, CommandSender
+from chalicelib.commands import Command, CommandSender, EdgeQueues
 from chalicelib.config import Settings
 from chalicelib.crypto import Cipher
 from chalicelib.egress import Resolver, system_resolver
@@ -43,6 +43,8 @@ class Services:
     epoch_seconds: Callable[[], float] = field(default=time.time)
     resolve: Resolver = system_resolver
     """DNS, for checking the hosts users give (``chalicelib/targets.py``) when they are saved."""
+    edge_queues: EdgeQueues | None = None
+    """The relays' own command queues, for the reaper to delete abandoned ones (None: no SQS)."""
 
 
 def send_command(services: Services, command: Command) -> None:
