@@ -159,7 +159,7 @@ class SqsEdgeQueues:
                     if queue_gone(error):
                         continue  # deleted between the listing and now
                     raise
-                created = datetime.fromtimestamp(int(attributes["CreatedTimestamp"]), UTC)
+                created = datetime.fromtimestamp(float(attributes["CreatedTimestamp"]), UTC)
                 found.append(EdgeQueue(url, created))
             if not page.get("NextToken"):
                 return found
