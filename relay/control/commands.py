@@ -167,17 +167,16 @@ class CommandConsumer:
         poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-poll")
         try:
             async with asyncio.TaskGroup() as handlers:
-                while True:
+                while self._gone is None:
                     while self._in_flight >= self._max_in_flight:
                         self._slot_freed.clear()
                         await self._slot_freed.wait()
                     free = self._max_in_flight - self._in_flight
-                    messages = await self._receive(poller, min(SQS_MAX_MESSAGES, free))
-                    if self._gone is not None:
-                        raise QueueGone(self._queue_url) from self._gone
-                    for message in messages:
+                    for message in await self._receive(poller, min(SQS_MAX_MESSAGES, free)):
                         self._in_flight += 1
                         handlers.create_task(self._handle_and_release(message))
+            # The handlers in flight have finished (their deletes fail: they come to nothing).
+            raise QueueGone(self._queue_url) from self._gone
         finally:
             # A long poll in progress ends by itself within wait_time_s; its messages come back.
             poller.shutdown(wait=False, cancel_futures=True)
