@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -142,7 +142,6 @@ class SqsEdgeQueues:
 
     client: Any
     prefix: str = DEFAULT_EDGE_QUEUE_PREFIX
-    deleted: list[str] = field(default_factory=list)
 
     def list(self) -> list[EdgeQueue]:
         """Every queue whose name starts with the prefix, with its creation time."""
@@ -172,7 +171,6 @@ class SqsEdgeQueues:
         except Exception as error:
             if not queue_gone(error):
                 raise
-        self.deleted.append(url)
 
 
 def queue_name_of(url: str) -> str:
