@@ -24,11 +24,21 @@ from urllib.parse import parse_qs, urlencode
 from chalice.app import Chalice, CloudWatchEvent, Rate, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import agents, calls, events, invites, reaper, registrations, sip_config
+from chalicelib import (
+    agents,
+    calls,
+    command_routing,
+    events,
+    invites,
+    reaper,
+    registrations,
+    sip_config,
+)
 from chalicelib.api_keys import authenticate
 from chalicelib.call_models import AgentCallCreate, CallCreate
 from chalicelib.contracts import (
     CallEventBatch,
+    DialClaim,
     EdgeHeartbeat,
     InviteRejected,
     InviteWebhook,
@@ -441,6 +451,16 @@ def heartbeat_webhook(body: bytes) -> dict[str, Any]:
     return dump(reaper.record_heartbeat(services(), heartbeat))
 
 
+@app.route("/webhooks/sip/dial", methods=["POST"], content_types=["application/json"])
+@webhook
+def dial_claim_webhook(body: bytes) -> dict[str, Any]:
+    try:
+        claim = DialClaim.model_validate_json(body)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+    return dump(command_routing.claim_dial(services(), claim))
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reap_calls")
 def reap_calls(event: CloudWatchEvent) -> dict[str, Any]:
     """Close the calls no relay will end (``chalicelib/reaper.py``), once a minute."""
@@ -451,6 +471,7 @@ def reap_calls(event: CloudWatchEvent) -> dict[str, Any]:
             "examined": result.examined,
             "closed": dict(result.closed),
             "finished": result.finished,
+            "queuesDeleted": len(result.queues_deleted),
         }
         logger.info("reaper ran", extra=summary)
         count("CallsReaped", sum(result.closed.values()))

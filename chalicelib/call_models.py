@@ -119,6 +119,10 @@ class Call(ApiModel):
         default_factory=dict, description="The template fields passed on to the agent."
     )
     edge_id: str | None = None
+    """The relay holding the call: from the INVITE webhook, or the relay whose dial claim won
+    (``chalicelib/command_routing.py``)."""
+    hangup_requested: datetime | None = None
+    """When ``DELETE`` cancelled an outgoing call no relay had claimed: no claim wins after it."""
     join_timeout: str | None = None
     max_duration: str | None = None
     joined: datetime | None = None

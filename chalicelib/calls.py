@@ -6,12 +6,12 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from chalicelib import command_routing, twilio_compat
 from chalicelib import context as ctx
-from chalicelib import reaper, twilio_compat
 from chalicelib.agents import check_call_template, check_durations
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
-from chalicelib.contracts import DialCommand, HangUpCommand
+from chalicelib.contracts import DialCommand
 from chalicelib.errors import (
     CommandNotSent,
     Conflict,
@@ -162,19 +162,13 @@ def list_calls(
 
 
 def hang_up(services: Services, account_id: str, call_id: str) -> None:
-    """Ask the edge to hang up an active call (409 if it has ended).
-
-    A call no relay will end (``chalicelib/liveness.py``, with ``hang_up``) is closed at once,
-    through its ``call_closed`` event; its relay, if it has one, still gets the command.
-    """
+    """Hang up an active call (409 if it has ended): a ``hangup`` command to the relay holding
+    it, or, when no live relay holds it (or none has taken its ``dial`` yet), the control plane
+    closes it at once (``chalicelib/command_routing.py``)."""
     call = get_call(services, account_id, call_id)
     if call.ended is not None:
         raise Conflict(f"call {call_id!r} has already ended")
-    closing = reaper.verdict_now(services, call, reaper.relay_view(services), hang_up=True)
-    if closing is None or call.edge_id is not None:
-        send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id))
-    if closing is not None:
-        reaper.close_call(services, call_id, closing)
+    command_routing.deliver_hang_up(services, call)
 
 
 def hang_up_for_bot(
@@ -196,7 +190,7 @@ def hang_up_for_bot(
             "Status", f"only 'completed' or 'canceled' end a call (got {shown(status)})"
         )
     if call.ended is None:
-        send_command(services, HangUpCommand(call_id=call_id, edge_id=call.edge_id, reason="agent"))
+        command_routing.deliver_hang_up(services, call, reason="agent")
     return {
         "sid": sid_of_call,
         "account_sid": sid_of_account,

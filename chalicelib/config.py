@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.api_keys import ApiKey, parse_api_keys
+from chalicelib.commands import DEFAULT_EDGE_QUEUE_PREFIX, valid_prefix
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 
 DEFAULT_ACCOUNT = "default"
@@ -57,6 +58,11 @@ class Settings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     """Where sipline may connect for users: public addresses, plus the ranges the deployment
     allows in ``SIPLINE_ALLOWED_PRIVATE_TARGETS`` (``chalicelib/egress.py``)."""
+    edge_queue_prefix: str = DEFAULT_EDGE_QUEUE_PREFIX
+    """The relays' own command queues are named ``<prefix><edgeId>``: commands go only to an
+    announced queue with this prefix, and the reaper deletes abandoned ones (docs/relay.md)."""
+    edge_queue_abandon_s: int = 600
+    """A relay queue whose relay has not been heard from for this long is deleted by the reaper."""
     local: bool = False
     """``SIPLINE_LOCAL=1``: a stack on a developer's machine (``make dev``), which may run without
     a command queue (commands then stay in the process's memory, docs/local.md)."""
@@ -132,8 +138,21 @@ def load_settings(
         fallback_timeout_s=_seconds(env, "SIPLINE_FALLBACK_TIMEOUT_S", 2.5),
         max_concurrent_calls=_positive_int(env, "SIPLINE_MAX_CONCURRENT_CALLS", 50),
         egress=EgressPolicy.from_setting(env.get(ALLOWANCE_VARIABLE, "")),
+        edge_queue_prefix=_edge_queue_prefix(env),
+        edge_queue_abandon_s=_positive_int(env, "SIPLINE_EDGE_QUEUE_ABANDON_S", 600),
         local=_flag(env, "SIPLINE_LOCAL"),
     )
+
+
+def _edge_queue_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("SIPLINE_EDGE_QUEUE_PREFIX", "").strip()
+    if not raw:
+        return DEFAULT_EDGE_QUEUE_PREFIX
+    if not valid_prefix(raw):
+        raise ConfigError(
+            f"SIPLINE_EDGE_QUEUE_PREFIX must be 1 to 40 of A-Z a-z 0-9 _ - (got {raw!r})"
+        )
+    return raw
 
 
 def _secret(env: Mapping[str, str], name: str, read: SecretReader) -> str:

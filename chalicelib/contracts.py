@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 MAX_HEARTBEAT_CALLS = 5000
 """Call ids one heartbeat may list (about 190 kB of JSON; a DynamoDB item holds 400 kB)."""
+MAX_QUEUE_URL = 1024
+"""Length of a queue URL a relay may announce (an SQS URL is under 200 characters)."""
 
 
 class Contract(BaseModel):
@@ -284,6 +286,13 @@ class EdgeHeartbeat(Contract):
         default=True,
         description="False when the relay holds more calls than ``callIds`` may list.",
     )
+    command_queue_url: str | None = Field(
+        default=None,
+        alias="commandQueueUrl",
+        max_length=MAX_QUEUE_URL,
+        description="The relay's own command queue, where commands for its calls go"
+        " (``docs/relay.md``, Commands); unset while it has none.",
+    )
 
     @field_validator("sent_at")
     @classmethod
@@ -297,6 +306,26 @@ class EdgeHeartbeatResult(Contract):
     """The control plane's answer to a heartbeat."""
 
     stored: bool = Field(description="False when a newer heartbeat of this edge was stored.")
+
+
+class DialClaim(Contract):
+    """``POST /webhooks/sip/dial``: a relay that took a ``dial`` asks to place the call.
+
+    Sent before the INVITE: the answer binds the call to this relay (its ``edgeId``), or says the
+    call was hung up meanwhile or taken by another relay (a duplicate delivery), ``docs/relay.md``.
+    """
+
+    call_id: str = Field(alias="callId", min_length=1, max_length=128)
+    edge_id: str = Field(alias="edgeId", min_length=1, max_length=128)
+
+
+class DialClaimResult(Contract):
+    """The control plane's answer to a :class:`DialClaim`."""
+
+    proceed: bool = Field(description="True: place the call. False: drop the dial.")
+    reason: str | None = Field(
+        default=None, description="Why not: 'hung_up', 'taken', 'not_found', 'not_outgoing'."
+    )
 
 
 # --- 3. Commands ---------------------------------------------------------------------------------

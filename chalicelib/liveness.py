@@ -116,20 +116,17 @@ def verdict(
     if now >= ceiling + timedelta(seconds=bounds.ceiling_margin_s):
         return _closing(CloseRule.MAX_DURATION, call, events, listing, ceiling, "")
 
-    def fresh(stored: StoredHeartbeat) -> bool:
-        return (now - stored.received_at).total_seconds() <= bounds.heartbeat_stale_s
-
-    if not hang_up and not any(fresh(s) for s in relays.heartbeats.values()):
+    if not hang_up and not any(fresh(s, now, bounds) for s in relays.heartbeats.values()):
         return None
-    if any(fresh(s) for s in listing):
+    if any(fresh(s, now, bounds) for s in listing):
         return None
-    holder = relays.heartbeats.get(call.edge_id) if call.edge_id else None
-    if holder is not None:
-        if not fresh(holder):
-            detail = f"relay {call.edge_id} silent since {holder.received_at.isoformat()}"
+    bound = relays.heartbeats.get(call.edge_id) if call.edge_id else None
+    if bound is not None:
+        if not fresh(bound, now, bounds):
+            detail = f"relay {call.edge_id} silent since {bound.received_at.isoformat()}"
             return _closing(CloseRule.RELAY_SILENT, call, events, listing, ceiling, detail)
         grace = timedelta(seconds=bounds.listing_grace_s)
-        if holder.heartbeat.complete and holder.received_at > call.created + grace:
+        if bound.heartbeat.complete and bound.received_at > call.created + grace:
             detail = f"relay {call.edge_id} does not list it"
             return _closing(CloseRule.NOT_HELD, call, events, listing, ceiling, detail)
         return None
@@ -140,6 +137,38 @@ def verdict(
         detail = "no relay holds it" if hang_up else "no agent joined and no relay holds it"
         return _closing(CloseRule.NEVER_JOINED, call, lambda: timeline, listing, ceiling, detail)
     return None
+
+
+def fresh(stored: StoredHeartbeat, now: datetime, bounds: ReaperBounds | None = None) -> bool:
+    """Whether the relay of ``stored`` is alive: its heartbeat arrived at most
+    ``heartbeat_stale_s`` ago."""
+    limit = (bounds or ReaperBounds()).heartbeat_stale_s
+    return (now - stored.received_at).total_seconds() <= limit
+
+
+def holder(
+    call: Call, relays: RelayView, now: datetime, bounds: ReaperBounds | None = None
+) -> StoredHeartbeat | None:
+    """The live relay holding ``call``: the one bound to it (``edgeId``) if fresh, else a fresh
+    relay listing it; None when no live relay is known to hold it."""
+    bound = relays.heartbeats.get(call.edge_id) if call.edge_id else None
+    if bound is not None and fresh(bound, now, bounds):
+        return bound
+    listing = relays.listed_by.get(call.call_id, ())
+    return next((s for s in listing if fresh(s, now, bounds)), None)
+
+
+def closing_for(
+    rule: CloseRule,
+    call: Call,
+    events: Callable[[], Iterable[CallEvent]],
+    relays: RelayView,
+    detail: str,
+) -> Closing:
+    """Close ``call`` by ``rule`` at the last evidence it was up (as :func:`verdict` does)."""
+    ceiling = call.created + timedelta(seconds=call.join_timeout_s + call.max_duration_s)
+    listing = relays.listed_by.get(call.call_id, ())
+    return _closing(rule, call, events, listing, ceiling, detail)
 
 
 def _closing(

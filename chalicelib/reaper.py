@@ -12,6 +12,9 @@ Run every minute by the scheduled Lambda in ``app.py`` (and by ``make dev``, see
 3. The call is a pure function of its events, so what a late relay event does is fixed by
    ``chalicelib/billing.py`` rule 6: the close instant bounds every clock, and events that
    occurred after it count for nothing (``docs/billing.md``).
+4. Then it deletes the relays' own command queues (``docs/relay.md``, Commands) whose relay has
+   not been heard from for ``SIPLINE_EDGE_QUEUE_ABANDON_S`` and which are at least that old (a
+   relay that crashed cannot delete its own): :func:`delete_abandoned_queues`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from chalicelib.call_models import Call
+from chalicelib.commands import edge_queue_name, queue_name_of
 from chalicelib.contracts import (
     CallEvent,
     CallEventBatch,
@@ -45,6 +50,8 @@ class ReapResult:
     """Calls closed, by rule."""
     finished: bool = True
     """False when the run stopped early (out of time); the next run carries on."""
+    queues_deleted: list[str] = field(default_factory=list)
+    """Abandoned relay command queues deleted (step 4)."""
 
 
 def closed_event(call_id: str, closing: Closing) -> CallEvent:
@@ -118,7 +125,34 @@ def reap(
         if closing is not None:
             close_call(services, call.call_id, closing)
             result.closed[str(closing.rule)] += 1
+    if result.finished and time_left():
+        result.queues_deleted = delete_abandoned_queues(services, relays, services.clock())
     return result
+
+
+def delete_abandoned_queues(services: Services, relays: RelayView, now: datetime) -> list[str]:
+    """Delete the relay queues (step 4) whose relay was last heard from (its latest heartbeat,
+    matched by the queue it announced or the name its edge id gives) more than
+    ``edge_queue_abandon_s`` ago, and that were created before that; return their URLs."""
+    if services.edge_queues is None:
+        return []
+    limit = services.settings.edge_queue_abandon_s
+    prefix = services.settings.edge_queue_prefix
+    last_heard: dict[str, datetime] = {}
+    for stored in relays.heartbeats.values():
+        names = {edge_queue_name(prefix, stored.heartbeat.edge_id)}
+        if stored.heartbeat.command_queue_url:
+            names.add(queue_name_of(stored.heartbeat.command_queue_url))
+        for name in names:
+            last_heard[name] = max(last_heard.get(name, stored.received_at), stored.received_at)
+    deleted: list[str] = []
+    for queue in services.edge_queues.list():
+        heard = max(last_heard.get(queue_name_of(queue.url), queue.created), queue.created)
+        if (now - heard).total_seconds() > limit:
+            services.edge_queues.delete(queue.url)
+            deleted.append(queue.url)
+            logger.warning("abandoned relay command queue deleted", extra={"queue": queue.url})
+    return deleted
 
 
 def record_heartbeat(services: Services, heartbeat: EdgeHeartbeat) -> EdgeHeartbeatResult:

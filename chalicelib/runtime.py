@@ -11,7 +11,12 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.clock import utc_now
-from chalicelib.commands import CommandSender, MemoryCommandSender, SqsCommandSender
+from chalicelib.commands import (
+    CommandSender,
+    MemoryCommandSender,
+    SqsCommandSender,
+    SqsEdgeQueues,
+)
 from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.crypto import Cipher, FernetCipher, KmsCipher
 from chalicelib.fallback import HttpFallbackClient
@@ -54,13 +59,18 @@ def build_services(settings: Settings, client: ClientFactory) -> Services:
     Raises ConfigError when the settings cannot run: no key to encrypt secrets with, or no
     command queue outside the local stack.
     """
+    commands = _commands(settings, client)
+    edge_queues = None
+    if isinstance(commands, SqsCommandSender):
+        edge_queues = SqsEdgeQueues(commands.client, settings.edge_queue_prefix)
     return Services(
         settings=settings,
         store=Store(DynamoTable(client("dynamodb"), settings.table_name)),
         cipher=_cipher(settings, client),
-        commands=_commands(settings, client),
+        commands=commands,
         fallback=HttpFallbackClient(settings.fallback_timeout_s, egress=settings.egress),
         new_id=id_factory(utc_now),
+        edge_queues=edge_queues,
     )
 
 

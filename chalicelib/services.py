@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from chalicelib.clock import utc_now
-from chalicelib.commands import CommandSender
+from chalicelib.commands import Command, CommandSender, EdgeQueues
 from chalicelib.config import Settings
 from chalicelib.contracts import Command
 from chalicelib.crypto import Cipher
@@ -40,6 +40,8 @@ class Services:
     epoch_seconds: Callable[[], float] = field(default=time.time)
     resolve: Resolver = system_resolver
     """DNS, for checking the hosts users give (``chalicelib/targets.py``) when they are saved."""
+    edge_queues: EdgeQueues | None = None
+    """The relays' own command queues, for the reaper to delete abandoned ones (None: no SQS)."""
 
 
 def send_command(services: Services, command: Command) -> None:

@@ -12,6 +12,9 @@ SIPLINE_CONTROL_URL             control plane base URL                 http://12
 SIPLINE_WEBHOOK_SECRET          HMAC secret of the webhooks            "" (requests get 401)
 SIPLINE_COMMAND_QUEUE_URL       SQS queue of edge commands             unset: no consumer
 SIPLINE_COMMAND_DLQ_URL         where poison commands are moved        unset: logged and deleted
+SIPLINE_EDGE_QUEUE_PREFIX       this relay's own command queue is      sipline-edge-
+                                ``<prefix><edgeId>`` (with a command
+                                queue only; docs/relay.md)
 SIPLINE_PASSWORD_KEY            Fernet key for trunk passwords         unset
 SIPLINE_KMS_KEY_ID              KMS key for trunk passwords (AWS)      unset
 SIPLINE_SIP_HOST                SIP listen address (UDP, TCP, TLS)     127.0.0.1
@@ -46,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chalicelib.commands import DEFAULT_EDGE_QUEUE_PREFIX, valid_prefix
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 from relay.transport.dns import DnsSettings, parse_nameservers
 
@@ -62,6 +66,7 @@ class RelaySettings:
     webhook_secret: str = ""
     command_queue_url: str | None = None
     command_dead_letter_queue_url: str | None = None
+    edge_queue_prefix: str = DEFAULT_EDGE_QUEUE_PREFIX
     password_key: str | None = None
     kms_key_id: str | None = None
     sip_host: str = "127.0.0.1"
@@ -114,6 +119,7 @@ class RelaySettings:
             webhook_secret=reader.text("SIPLINE_WEBHOOK_SECRET", ""),
             command_queue_url=reader.optional("SIPLINE_COMMAND_QUEUE_URL"),
             command_dead_letter_queue_url=reader.optional("SIPLINE_COMMAND_DLQ_URL"),
+            edge_queue_prefix=reader.queue_prefix("SIPLINE_EDGE_QUEUE_PREFIX"),
             password_key=reader.optional("SIPLINE_PASSWORD_KEY"),
             kms_key_id=reader.optional("SIPLINE_KMS_KEY_ID"),
             sip_host=reader.text("SIPLINE_SIP_HOST", cls.sip_host),
@@ -152,6 +158,14 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
+
+    def queue_prefix(self, name: str) -> str:
+        raw = self.optional(name)
+        if raw is None:
+            return DEFAULT_EDGE_QUEUE_PREFIX
+        if not valid_prefix(raw):
+            raise RelayConfigError(f"{name} must be 1 to 40 of A-Z a-z 0-9 _ - (got {raw!r})")
+        return raw
 
     def path(self, name: str) -> Path | None:
         value = self.optional(name)

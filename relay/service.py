@@ -2,28 +2,34 @@
 
 It owns, for the life of the process: the transports (UDP, TCP, TLS), the SIP endpoint, the
 control-plane client, the event outbox (durable spool), the allowlist refresher of the IP guard,
-the heartbeat, the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
+the heartbeat, the SQS command consumers (the shared queue, and this relay's own queue, which it
+makes at start, announces in its heartbeat and deletes at a clean stop: ``docs/relay.md``,
+Commands), the RTP port range, and one task per call. The endpoint's events are
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
 tasks call back into the endpoint and then ``transmit``.
 
 Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
 the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
 their last events, drain the outbox (what is not delivered stays spooled for the next start),
-close the transports.
+delete its own command queue, close the transports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
+from contextlib import suppress
 from typing import Any
 
+from chalicelib.commands import edge_queue_name
 from chalicelib.contracts import HangUpCommand
 from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls.deps import CallDeps
 from relay.calls.incoming import IncomingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
+from relay.control.edge_queue import EdgeQueue
 from relay.control.heartbeat import HeartbeatSender
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
@@ -51,6 +57,11 @@ GUARD_REFRESH_MIN_S = 1.0
 """At most one on-demand allowlist fetch per this many seconds, however many INVITEs the guard
 refuses: a scanner must not turn into one control-plane request per INVITE (bench/sip_load.py
 measured 1,207 fetches for 1,500 refused INVITEs without this bound)."""
+EDGE_QUEUE_START_S = 5.0
+"""How long the start waits to make the relay's own queue before serving without it (then the
+queue is made in the background, and the heartbeat announces it once it exists)."""
+ENDED_REMEMBERED = 4096
+"""Calls that ended here whose id a late or duplicate ``hangup`` is acknowledged for."""
 
 
 def command_consumer(
@@ -58,12 +69,14 @@ def command_consumer(
 ) -> CommandConsumer:
     """The consumer of ``SIPLINE_COMMAND_QUEUE_URL``, dead-lettering to ``SIPLINE_COMMAND_DLQ_URL``.
 
-    ``options`` are :class:`CommandConsumer`'s own (tests shorten its bounds).
+    ``options`` are :class:`CommandConsumer`'s own (tests shorten its bounds); with
+    ``queue_url`` and ``addressed=True`` it consumes the relay's own queue by the same rules.
     """
-    assert settings.command_queue_url is not None
+    queue_url = options.pop("queue_url", None) or settings.command_queue_url
+    assert queue_url is not None
     return CommandConsumer(
         sqs,
-        settings.command_queue_url,
+        queue_url,
         handlers,
         dead_letter_queue_url=settings.command_dead_letter_queue_url,
         **options,
@@ -73,8 +86,12 @@ def command_consumer(
 class RelayService:
     """One relay process (see the module docstring)."""
 
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(
+        self, settings: RelaySettings, *, consumer_options: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
+        self.consumer_options = consumer_options or {}
+        """:class:`CommandConsumer` options of both consumers (tests shorten the long poll)."""
         self.ids = SecureIdSource()
         self.allowlist = AllowlistCache(
             refresh_interval_s=settings.allowlist_refresh_s, max_age_s=settings.allowlist_max_age_s
@@ -89,7 +106,13 @@ class RelayService:
         self.call_deps: CallDeps | None = None
         """What each new call is given (set by :meth:`run`); tests wrap a dependency to inject a fault."""
         self.commands: CommandConsumer | None = None
-        """The command consumer, while :meth:`run` runs with a command queue."""
+        """The shared queue's consumer, while :meth:`run` runs with a command queue."""
+        self.edge_queue: EdgeQueue | None = None
+        """This relay's own command queue, while :meth:`run` runs with a command queue."""
+        self.edge_commands: CommandConsumer | None = None
+        """The consumer of :attr:`edge_queue` (a new one each time the queue is made)."""
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._beats: HeartbeatSender | None = None
         self._guard_refresh_at = float("-inf")
 
     def _local_addresses(self) -> dict[Transport, Address]:
@@ -154,17 +177,18 @@ class RelayService:
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
+            background = [loop.create_task(self._refresher.run())]
+            if s.command_queue_url:
+                background += await self._start_commands(s)
             beats = HeartbeatSender(
                 control,
                 s.edge_id,
                 lambda: self.held_call_ids() | outbox.undelivered_call_ids(),
                 interval_s=s.heartbeat_s,
+                queue_url=lambda: self.edge_queue.url if self.edge_queue else None,
             )
-            background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
-            if s.command_queue_url:
-                handlers = CommandHandlers(hangup=self._hang_up_command)
-                self.commands = command_consumer(s, handlers, sqs_client())
-                background.append(loop.create_task(self.commands.run()))
+            self._beats = beats
+            background.append(loop.create_task(beats.run()))
             logger.info(
                 "sipline relay ready: sip udp/tcp %s:%d%s, rtp %d-%d, control plane %s",
                 s.sip_host,
@@ -194,6 +218,9 @@ class RelayService:
         undelivered = await outbox.drain(SHUTDOWN_GRACE_S)
         if undelivered:
             logger.warning("%d events stay spooled for the next start", undelivered)
+        if self.edge_queue is not None:  # last: its calls have ended and their events are out
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.edge_queue.delete(), SHUTDOWN_GRACE_S)
         await self.transport.close()
 
     def held_call_ids(self) -> set[str]:
@@ -244,13 +271,58 @@ class RelayService:
         self.flows[call] = flow
         task = asyncio.get_running_loop().create_task(flow.run())
         self._call_tasks[task] = flow
-        task.add_done_callback(self._call_tasks.pop)
+        task.add_done_callback(self._call_finished)
 
     # --- commands -------------------------------------------------------------------------
+
+    def command_handlers(self) -> CommandHandlers:
+        """The handler of each command type this relay takes (both queues use the same)."""
+        return CommandHandlers(hangup=self._hang_up_command)
+
+    async def _start_commands(self, s: RelaySettings) -> list[asyncio.Task[None]]:
+        """Consume the shared queue, make this relay's own queue and consume it too."""
+        loop = asyncio.get_running_loop()
+        sqs = sqs_client()
+        handlers = self.command_handlers()
+        self.commands = command_consumer(s, handlers, sqs, **self.consumer_options)
+        self.edge_queue = EdgeQueue(
+            sqs,
+            edge_queue_name(s.edge_queue_prefix, s.edge_id),
+            s.edge_id,
+            dead_letter_queue_url=s.command_dead_letter_queue_url,
+        )
+        try:  # made before the first heartbeat, which then announces it
+            await asyncio.wait_for(self.edge_queue.make(), EDGE_QUEUE_START_S)
+        except Exception as error:  # SQS slow or refusing: serve; keep() makes it later
+            logger.warning("own command queue not made at start (%r); retrying", error)
+
+        async def consume(url: str) -> None:
+            options = self.consumer_options | {"queue_url": url, "addressed": True}
+            self.edge_commands = command_consumer(s, handlers, sqs, **options)
+            await self.edge_commands.run()
+
+        def announce() -> None:
+            if self._beats is not None:
+                self._beats.wake()
+
+        return [
+            loop.create_task(self.commands.run()),
+            loop.create_task(self.edge_queue.keep(consume, announce)),
+        ]
+
+    def _call_finished(self, task: asyncio.Task[None]) -> None:
+        flow = self._call_tasks.pop(task)
+        if flow.call_id is not None:
+            self._ended[flow.call_id] = None
+            while len(self._ended) > ENDED_REMEMBERED:
+                self._ended.popitem(last=False)
 
     async def _hang_up_command(self, command: HangUpCommand) -> None:
         for flow in self.flows.values():
             if flow.call_id == command.call_id:
-                flow.signals.hang_up_requested.set()
+                flow.signals.hang_up_requested.set()  # a duplicate sets it again: no change
                 return
+        if command.call_id in self._ended:
+            logger.info("hangup for call %s, which ended here: acknowledged", command.call_id)
+            return
         raise CommandNotHere(f"call {command.call_id} is not on this edge")

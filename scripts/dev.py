@@ -19,7 +19,8 @@ sipline is running locally.
   REST API        {stack.api_url}/api   (header X-API-Key; the key's id in logs: {LOCAL_KEY_ID})
   SIP webhooks    {stack.api_url}/webhooks/sip/invite, /webhooks/sip/events
   moto server     {stack.moto_url}   (DynamoDB table 'sipline', SQS queue 'sipline-commands'
-                  and its dead-letter queue 'sipline-commands-dlq')
+                  and its dead-letter queue 'sipline-commands-dlq'; the relay makes its own
+                  queue 'sipline-edge-local-edge' for the commands of its calls)
   reaper          closes calls no relay will end, every {REAPER_EVERY_S:g} s (logs/reaper.log)
   SIP edge        sip:<user>@127.0.0.1:{stack.sip_port} (UDP, TCP), TLS on {stack.tls_port}
   demo agent      {stack.media_endpoint}   (greets, then echoes you)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib import api_keys
+from chalicelib.commands import DEFAULT_EDGE_QUEUE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -206,6 +207,7 @@ class LocalStack:
             **self.aws_environment(),
             "SIPLINE_TABLE": TABLE,
             "SIPLINE_COMMAND_QUEUE_URL": self.queue_url,
+            "SIPLINE_EDGE_QUEUE_PREFIX": DEFAULT_EDGE_QUEUE_PREFIX,
             "SIPLINE_API_KEYS": api_keys.entry(LOCAL_KEY_ID, "default", self.credentials.api_key),
             "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
@@ -269,6 +271,7 @@ class LocalStack:
             "SIPLINE_WEBHOOK_SECRET": self.credentials.webhook_secret,
             "SIPLINE_COMMAND_QUEUE_URL": self.queue_url,
             "SIPLINE_COMMAND_DLQ_URL": self.dead_letter_queue_url,
+            "SIPLINE_EDGE_QUEUE_PREFIX": DEFAULT_EDGE_QUEUE_PREFIX,
             "SIPLINE_PASSWORD_KEY": self.credentials.password_key,
             "SIPLINE_SIP_HOST": "127.0.0.1",
             "SIPLINE_SIP_PORT": str(self.sip_port),

@@ -24,6 +24,13 @@ Theory of operation:
    ``dead_letter_queue_url`` with a ``reason`` attribute; without one, it is never deleted: it is
    left invisible for 6 hours at a time (logged as an error each time) for the queue's own
    redrive policy to move. Every case has a counter in :attr:`stats`.
+6. **A relay's own queue** (``addressed=True``, ``relay/control/edge_queue.py``) carries only
+   commands the control plane addressed to this relay for a call it holds. Nothing is passed on
+   from it: a command for a call not here (it ended since, or a duplicate delivery) is
+   acknowledged (deleted, counted in ``stats.not_here``), and a command type without a handler
+   here was misrouted and is dead-lettered at once. When SQS says the queue no longer exists,
+   :meth:`CommandConsumer.run` raises :class:`~chalicelib.commands.QueueGone` for its owner to
+   make it again. Parsing, visibility, backoff and poison rules are the shared queue's.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from chalicelib.commands import QueueGone, queue_gone
 from chalicelib.contracts import (
     Command,
     DialCommand,
@@ -126,6 +134,7 @@ class CommandConsumer:
         max_hops: int = 200,
         fast_hops: int = 20,
         hop_delay_s: int = 1,
+        addressed: bool = False,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -139,16 +148,26 @@ class CommandConsumer:
         self._max_hops = max_hops
         self._fast_hops = fast_hops
         self._hop_delay_s = hop_delay_s
+        self._addressed = addressed
+        self._gone: BaseException | None = None
         self._in_flight = 0
         self._slot_freed = asyncio.Event()
         self.stats = CommandStats()
 
+    @property
+    def queue_url(self) -> str:
+        return self._queue_url
+
     async def run(self) -> None:
-        """Poll and dispatch until cancelled; handlers in flight are cancelled with it."""
+        """Poll and dispatch until cancelled; handlers in flight are cancelled with it.
+
+        Raises:
+            QueueGone: ``addressed`` and SQS says the queue does not exist (rule 6).
+        """
         poller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqs-poll")
         try:
             async with asyncio.TaskGroup() as handlers:
-                while True:
+                while self._gone is None:
                     while self._in_flight >= self._max_in_flight:
                         self._slot_freed.clear()
                         await self._slot_freed.wait()
@@ -156,6 +175,8 @@ class CommandConsumer:
                     for message in await self._receive(poller, min(SQS_MAX_MESSAGES, free)):
                         self._in_flight += 1
                         handlers.create_task(self._handle_and_release(message))
+            # The handlers in flight have finished (their deletes fail: they come to nothing).
+            raise QueueGone(self._queue_url) from self._gone
         finally:
             # A long poll in progress ends by itself within wait_time_s; its messages come back.
             poller.shutdown(wait=False, cancel_futures=True)
@@ -176,6 +197,9 @@ class CommandConsumer:
             )
         except Exception as error:  # root of the poll loop: SQS down, throttled, misconfigured
             self.stats.receive_errors += 1
+            if self._addressed and queue_gone(error):
+                self._gone = error
+                return []
             logger.warning("command queue receive failed: %s", error)
             await asyncio.sleep(self._error_backoff_s)
             return []
@@ -202,13 +226,22 @@ class CommandConsumer:
         run = self._handlers.bind(command)
         if run is None:
             self.stats.unhandled += 1
-            await self._pass_on(message, f"no handler for {command.type!r} commands")
+            reason = f"no handler for {command.type!r} commands"
+            if self._addressed:  # rule 6: addressed to this relay, which cannot take it
+                await self._set_aside(message, reason, _receive_count(message))
+                self.stats.poison += 1
+            else:
+                await self._pass_on(message, reason)
             return
         try:
             await self._with_heartbeat(message, run)
         except CommandNotHere as error:
             self.stats.not_here += 1
-            await self._pass_on(message, f"not here: {error}")
+            if self._addressed:  # rule 6: it was for this relay; the call is gone: acknowledge
+                logger.info("command %s acknowledged: %s", command.type, error)
+                await self._call("delete_message", ReceiptHandle=message["ReceiptHandle"])
+            else:
+                await self._pass_on(message, f"not here: {error}")
         except Exception as error:
             self.stats.failed += 1
             logger.exception("%s command failed", command.type)

@@ -10,6 +10,10 @@ the control plane then closes none of this relay's calls for not being listed.
 
 A failed heartbeat is logged and the next one comes ``interval_s`` later; the control plane
 declares a relay dead only after several are missed (``docs/relay.md``).
+
+Each heartbeat also announces the relay's own command queue while it exists
+(``relay/control/edge_queue.py``); :meth:`HeartbeatSender.wake` sends one at once when that
+queue was (re)made, so the control plane learns of it without waiting ``interval_s``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import Protocol
 
@@ -33,7 +38,9 @@ class HeartbeatSink(Protocol):
     async def post_heartbeat(self, heartbeat: EdgeHeartbeat) -> EdgeHeartbeatResult: ...
 
 
-def heartbeat(edge_id: str, call_ids: set[str], sent_at: datetime) -> EdgeHeartbeat:
+def heartbeat(
+    edge_id: str, call_ids: set[str], sent_at: datetime, command_queue_url: str | None = None
+) -> EdgeHeartbeat:
     """Build one heartbeat; more calls than fit are cut (lowest ids kept) and marked incomplete."""
     listed = sorted(call_ids)
     return EdgeHeartbeat(
@@ -41,6 +48,7 @@ def heartbeat(edge_id: str, call_ids: set[str], sent_at: datetime) -> EdgeHeartb
         sent_at=sent_at,
         call_ids=listed[:MAX_HEARTBEAT_CALLS],
         complete=len(listed) <= MAX_HEARTBEAT_CALLS,
+        command_queue_url=command_queue_url,
     )
 
 
@@ -55,19 +63,23 @@ class HeartbeatSender:
         *,
         interval_s: float = 15.0,
         clock: Callable[[], datetime] = utc_now,
+        queue_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._sink = sink
         self._edge_id = edge_id
         self._calls = calls
         self._interval_s = interval_s
         self._clock = clock
+        self._queue_url = queue_url
+        self._woken = asyncio.Event()
         self.sent = 0
         self.failures = 0
 
     async def beat(self) -> bool:
         """Send one heartbeat; return whether the control plane acknowledged it."""
         try:
-            await self._sink.post_heartbeat(heartbeat(self._edge_id, self._calls(), self._clock()))
+            beat = heartbeat(self._edge_id, self._calls(), self._clock(), self._queue_url())
+            await self._sink.post_heartbeat(beat)
         except ControlPlaneUnavailable as error:
             self.failures += 1
             logger.warning("heartbeat not acknowledged: %s", error.reason)
@@ -75,8 +87,14 @@ class HeartbeatSender:
         self.sent += 1
         return True
 
+    def wake(self) -> None:
+        """Send the next heartbeat now rather than at the end of the interval."""
+        self._woken.set()
+
     async def run(self) -> None:
         """Beat forever (until cancelled)."""
         while True:
+            self._woken.clear()
             await self.beat()
-            await asyncio.sleep(self._interval_s)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._interval_s)

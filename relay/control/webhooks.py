@@ -1,4 +1,4 @@
-"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5, and the heartbeat), and the IP guard's cache.
+"""The relay's signed HTTP client to the control plane (contracts 1, 2 and 5, the heartbeat and the dial claim), and the IP guard's cache.
 
 Theory of operation:
 
@@ -23,6 +23,9 @@ Theory of operation:
    ``max_age_s``, it says ``None`` (unknown) and the INVITE goes to the webhook, which is the
    authoritative check (``chalicelib/invites.py::admit``). A control plane outage therefore never
    turns into 403s for legitimate callers; at worst a scanner costs webhook calls while it lasts.
+
+Size: a little over 400 lines: one client of the five signed routes, and the IP guard's cache and
+refresher, which are the seam to split out (``relay/control/allowlist.py``) when it grows more.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from chalicelib.contracts import (
     AllowlistSnapshot,
     CallEventBatch,
     CallEventBatchResult,
+    DialClaim,
+    DialClaimResult,
     EdgeHeartbeat,
     EdgeHeartbeatResult,
     InviteAccepted,
@@ -58,6 +63,7 @@ logger = logging.getLogger(__name__)
 INVITE_PATH = "/webhooks/sip/invite"
 EVENTS_PATH = "/webhooks/sip/events"
 HEARTBEAT_PATH = "/webhooks/sip/heartbeat"
+DIAL_PATH = "/webhooks/sip/dial"
 ALLOWLIST_PATH = "/webhooks/sip/allowlist"
 INVALID_INPUT = "invalid_input"
 """The control plane's code for a request its contract refuses (``chalicelib/errors.py``)."""
@@ -164,12 +170,29 @@ class ControlPlaneClient:
         Raises:
             ControlPlaneUnavailable: no acknowledgement within ``decision_timeout_s``.
         """
-        body = heartbeat.model_dump_json(by_alias=True).encode()
+        # Without a queue, no ``commandQueueUrl`` key: a control plane older than relay queues
+        # refuses unknown fields (upgrade the control plane first, docs/deployment.md).
+        body = heartbeat.model_dump_json(by_alias=True, exclude_none=True).encode()
         answer = await self._request("POST", HEARTBEAT_PATH, body, self._decision_timeout_s)
         try:
             return EdgeHeartbeatResult.model_validate_json(answer.body)
         except ValidationError as error:
             raise self._unparseable(HEARTBEAT_PATH, error) from None
+
+    async def claim_dial(self, claim: DialClaim) -> DialClaimResult:
+        """Ask to place the call of a ``dial`` this edge took, before its INVITE (docs/relay.md,
+        Commands): ``proceed`` False means drop the dial (hung up, or taken by another relay).
+
+        Raises:
+            ControlPlaneUnavailable: no usable answer within ``decision_timeout_s`` (the dial
+                handler fails, and the command comes back later).
+        """
+        body = claim.model_dump_json(by_alias=True).encode()
+        answer = await self._request("POST", DIAL_PATH, body, self._decision_timeout_s)
+        try:
+            return DialClaimResult.model_validate_json(answer.body)
+        except ValidationError as error:
+            raise self._unparseable(DIAL_PATH, error) from None
 
     async def fetch_allowlist(self) -> AllowlistSnapshot:
         """Fetch what the IP guard needs (``GET /webhooks/sip/allowlist``, signed empty body).

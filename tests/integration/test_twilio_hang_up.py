@@ -11,11 +11,11 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app
-from chalicelib import calls, runtime, twilio_compat
+from chalicelib import calls, reaper, runtime, twilio_compat
 from chalicelib.agents import create_agent
 from chalicelib.call_models import AgentCallCreate
 from chalicelib.commands import MemoryCommandSender
-from chalicelib.contracts import HangUpCommand
+from chalicelib.contracts import EdgeHeartbeat, HangUpCommand
 from chalicelib.models import AgentFields
 from chalicelib.services import Services
 from tests.support.fakes import WEBHOOK_SECRET, make_services
@@ -64,6 +64,8 @@ def hangups(services: Services) -> list[HangUpCommand]:
 
 def test_status_completed_with_the_calls_credentials_hangs_up(services: Services) -> None:
     call_id = a_call(services)
+    held = EdgeHeartbeat(edge_id="edge-1", sent_at=services.clock(), call_ids=[call_id])
+    reaper.record_heartbeat(services, held)  # a relay holds the call (a bot talks on it)
     response = post(call_id)
     assert response.status_code == 200
     assert response.json_body["status"] == "completed"

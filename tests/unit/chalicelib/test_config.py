@@ -182,3 +182,18 @@ def test_an_arn_that_cannot_be_read_is_named_with_the_reason() -> None:
 def test_an_empty_secret_named_by_arn_is_refused_rather_than_taken_for_no_secret() -> None:
     with pytest.raises(ConfigError, match=f"SIPLINE_API_KEYS_ARN: the secret {ARN} is empty"):
         load_settings({"SIPLINE_API_KEYS_ARN": ARN}, read_secret=Secrets({ARN: ""}))
+
+
+def test_relay_queues_are_named_sipline_edge_and_abandoned_after_600_s_by_default() -> None:
+    settings = load_settings({})  # docs/local.md, control plane table
+    assert (settings.edge_queue_prefix, settings.edge_queue_abandon_s) == ("sipline-edge-", 600)
+    given = load_settings(
+        {"SIPLINE_EDGE_QUEUE_PREFIX": "prod-edge-", "SIPLINE_EDGE_QUEUE_ABANDON_S": "900"}
+    )
+    assert (given.edge_queue_prefix, given.edge_queue_abandon_s) == ("prod-edge-", 900)
+
+
+@pytest.mark.parametrize("raw", ["edge.queue", "x" * 41, "a/b"])
+def test_a_relay_queue_prefix_sqs_cannot_name_is_refused_naming_it(raw: str) -> None:
+    with pytest.raises(ConfigError, match="SIPLINE_EDGE_QUEUE_PREFIX must be 1 to 40 of"):
+        load_settings({"SIPLINE_EDGE_QUEUE_PREFIX": raw})

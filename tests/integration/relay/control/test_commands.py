@@ -147,7 +147,9 @@ def test_a_command_not_for_this_edge_is_handed_straight_back(queues: Queues) -> 
 
     queues.send(hangup("call-1"))
     consumer = consumer_for(queues, CommandHandlers(hangup=on_hangup))
-    stats = consumer.stats  # a pass-on's delete may still be in flight when the next copy is handled
+    stats = (
+        consumer.stats
+    )  # a pass-on's delete may still be in flight when the next copy is handled
     asyncio.run(consume_until(consumer, lambda: stats.handled == 1 and stats.passed_on == 2))
     assert consumer.stats.not_here == 2
     assert queues.count(queues.url) == 0

@@ -50,3 +50,34 @@ def test_a_failed_heartbeat_is_counted_and_the_next_one_still_goes() -> None:
 
     sender = asyncio.run(main())
     assert (sender.failures, sender.sent) == (1, 1)
+
+
+def test_the_relay_queue_is_announced_and_a_wake_sends_a_heartbeat_at_once() -> None:
+    """docs/relay.md, Commands: the heartbeat names the relay's own queue once it exists, and a
+    (re)made queue is announced without waiting for the interval (an hour here)."""
+    queue: list[str] = []
+
+    async def main() -> FakeControlPlane:
+        plane = FakeControlPlane()
+        await plane.start()
+        async with ControlPlaneClient(plane.url, SECRET) as client:
+            sender = HeartbeatSender(
+                client, "edge-1", set, interval_s=3600, queue_url=lambda: next(iter(queue), None)
+            )
+            task = asyncio.create_task(sender.run())
+            async with asyncio.timeout(5):
+                while len(plane.heartbeats) < 1:
+                    await asyncio.sleep(0.005)
+                queue.append("https://sqs.example/1/sipline-edge-edge-1")
+                sender.wake()
+                while len(plane.heartbeats) < 2:
+                    await asyncio.sleep(0.005)
+            task.cancel()
+        await plane.stop()
+        return plane
+
+    plane = asyncio.run(main())
+    assert [h.command_queue_url for h in plane.heartbeats] == [
+        None,
+        "https://sqs.example/1/sipline-edge-edge-1",
+    ]

@@ -132,3 +132,12 @@ def test_a_malformed_variable_is_named_in_the_error(env: dict[str, str], message
     with pytest.raises(RelayConfigError) as raised:
         RelaySettings.from_env(env)
     assert str(raised.value).startswith(message)
+
+
+def test_the_own_command_queue_prefix_defaults_to_sipline_edge_and_is_checked() -> None:
+    """docs/relay.md, Configuration: 1 to 40 of A-Z a-z 0-9 _ -, as SQS names allow."""
+    assert RelaySettings.from_env({}).edge_queue_prefix == "sipline-edge-"
+    given = RelaySettings.from_env({"SIPLINE_EDGE_QUEUE_PREFIX": "prod_edge-"})
+    assert given.edge_queue_prefix == "prod_edge-"
+    with pytest.raises(RelayConfigError, match="SIPLINE_EDGE_QUEUE_PREFIX must be 1 to 40"):
+        RelaySettings.from_env({"SIPLINE_EDGE_QUEUE_PREFIX": "edge.queue"})
