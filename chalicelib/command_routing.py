@@ -35,12 +35,11 @@ from __future__ import annotations
 from chalicelib import reaper
 from chalicelib.call_models import Call
 from chalicelib.commands import (
-    Command,
     QueueGone,
     SqsCommandSender,
     announced_queue_ok,
 )
-from chalicelib.contracts import CallEvent, DialClaim, DialClaimResult, HangUpCommand
+from chalicelib.contracts import CallEvent, Command, DialClaim, DialClaimResult, HangUpCommand
 from chalicelib.errors import CommandNotSent, NotFound
 from chalicelib.liveness import CloseRule, Closing, RelayView, closing_for, holder
 from chalicelib.observability import logger

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from chalicelib.clock import utc_now
-from chalicelib.commands import Command, CommandSender, EdgeQueues
+from chalicelib.commands import CommandSender, EdgeQueues
 from chalicelib.config import Settings
 from chalicelib.contracts import Command
 from chalicelib.crypto import Cipher
