@@ -92,6 +92,7 @@ _SIP_END_REASONS = {
     CallEndReason.REQUEST_FAILED: LegEndReason.ERROR,
     CallEndReason.TRANSACTION_FAILED: LegEndReason.ERROR,
     CallEndReason.MEDIA_FAILED: LegEndReason.ERROR,
+    CallEndReason.RING_TIMEOUT: LegEndReason.TIMEOUT,
 }
 
 
