@@ -40,11 +40,11 @@ from relay.sip.transaction.timers import Timers
 from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
+    CallProgress,
     InfoReceived,
     InviteSession,
     MediaUpdated,
 )
-from relay.sip.usage.outgoing import CallProgress
 from relay.transport.dns import DnsSettings, SipLocator
 from relay.transport.rtp_session import RtpPortAllocator
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS

@@ -217,15 +217,15 @@ def test_max_duration_counts_from_the_answer() -> None:
         async with agent_server(agent) as url:
             wire = DialWire()
             callee = Callee()
-            wire.dial(dial_command(url, maxDurationS=30.0))
+            wire.dial(dial_command(url, maxDurationS=20.0))  # under the 30 s media timeout
             await answered(wire, agent, callee)
             answered_at = asyncio.get_running_loop().time()
-            bye = await wire.request("BYE")
+            bye = await wire.request("BYE", timeout_s=60.0)
             ended_at = asyncio.get_running_loop().time()
             wire.send(callee.response(bye, 200, "OK"))
             await wire.until_done()
 
-        assert ended_at - answered_at == pytest.approx(30.0, abs=0.1)
+        assert ended_at - answered_at == pytest.approx(20.0, abs=0.1)
         assert (wire.events[-1].reason, wire.events[-1].detail) == ("timeout", "max_duration")
 
     run(scenario)
