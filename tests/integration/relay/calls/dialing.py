@@ -243,6 +243,8 @@ class Callee:
 
     rtp_port: int = 4000
     tag: str = "callee-tag-1"
+    port: int = CALLEE_PORT
+    """The callee's SIP port (its Contact and Via)."""
 
     def response(
         self, request: Request, status: int, reason: str, *, extra: str = "", body: str = ""
@@ -288,7 +290,7 @@ class Callee:
         return self.response(invite, 200, "OK", extra=self._contact(), body=sdp)
 
     def _contact(self) -> str:
-        return f"Contact: <sip:callee@{LOOPBACK}:{CALLEE_PORT}>\r\n"
+        return f"Contact: <sip:callee@{LOOPBACK}:{self.port}>\r\n"
 
     def bye(self, invite: Request, cseq: int = 1) -> str:
         """The callee's BYE (§15.1.1): its dialog's From/To reversed, to our Contact."""
@@ -296,7 +298,7 @@ class Callee:
         target = contact.strip().removeprefix("<").split(">", 1)[0]
         return (
             f"BYE {target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {LOOPBACK}:{CALLEE_PORT};branch=z9hG4bKcalleebye{cseq}\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bKcalleebye{cseq}\r\n"
             "Max-Forwards: 70\r\n"
             f"From: {invite.headers.get('To')};tag={self.tag}\r\n"
             f"To: {invite.headers.get('From')}\r\n"
@@ -305,3 +307,76 @@ class Callee:
             "Content-Length: 0\r\n"
             "\r\n"
         )
+
+
+class _CalleeSocket(asyncio.DatagramProtocol):
+    def __init__(self, callee: UdpCallee) -> None:
+        self.callee = callee
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.callee.received(data, (addr[0], addr[1]))
+
+
+class UdpCallee:
+    """A callee on a UDP socket of 127.0.0.1 for a running relay to dial (a context manager).
+
+    It keeps every request it receives (:attr:`requests`) and answers nothing by itself but
+    BYE (200): the test sends the responses, written by :attr:`texts`, with :meth:`send`.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.peer: tuple[str, int] | None = None
+        self._arrived = asyncio.Event()
+        self._socket: asyncio.DatagramTransport | None = None
+        self.texts = Callee()
+
+    async def __aenter__(self) -> UdpCallee:
+        self._socket, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _CalleeSocket(self), local_addr=(LOOPBACK, 0)
+        )
+        self.texts.port = self.port
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._socket is not None:
+            self._socket.close()
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        return int(self._socket.get_extra_info("sockname")[1])
+
+    def uri(self, user: str = "+15551234567") -> str:
+        return f"sip:{user}@{LOOPBACK}:{self.port}"
+
+    def received(self, data: bytes, source: tuple[str, int]) -> None:
+        message = parse_message(data)
+        if isinstance(message, Request):
+            self.requests.append(message)
+            self.peer = source
+            if message.method == "BYE":
+                self.send(self.texts.response(message, 200, "OK"))
+        self._arrived.set()
+
+    def send(self, text: str) -> None:
+        assert self._socket is not None and self.peer is not None
+        self._socket.sendto(text.encode(), self.peer)
+
+    async def request(self, method: str, nth: int = 1, timeout_s: float = WAIT_S) -> Request:
+        """The ``nth`` distinct ``method`` request received (retransmissions not counted)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = self.distinct(method)
+                if len(found) >= nth:
+                    return found[nth - 1]
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def distinct(self, method: str) -> list[Request]:
+        """The ``method`` requests received, each transaction once (by Via branch)."""
+        seen: dict[str, Request] = {}
+        for request in self.requests:
+            if request.method == method:
+                seen.setdefault(request.headers.get("Via") or "", request)
+        return list(seen.values())
