@@ -48,6 +48,9 @@ from tests.interop import digest
 from tests.support.queues import queue_name
 
 NOBODY = "ws://127.0.0.1:9/agent"
+DIAL_REDELIVERED_S = 45.0
+"""Bound on a command's arrival on the shared queue when a relay an earlier test stopped still
+had a long poll there, which took it: its 30 s visibility timeout, then the next poll."""
 
 BUSY = {"action": "reject", "sipStatus": 486, "reason": "busy_here"}
 
@@ -442,13 +445,16 @@ def test_a_call_placed_through_the_api_is_dialled_and_a_hang_up_while_ringing_ca
                 )
                 assert created.status_code == 201, created.text
                 call_id = created.json()["callId"]
-                first = await callee.request("INVITE")
+                # A relay an earlier test stopped may still hold a long poll on this shared
+                # queue (docs/relay.md: "its messages come back"): the dial can then come after
+                # that poll's 30 s visibility timeout.
+                first = await callee.request("INVITE", timeout_s=DIAL_REDELIVERED_S)
                 callee.send(callee.texts.response(first, 401, "Unauthorized", extra=CHALLENGE))
                 retry = await callee.request("INVITE", nth=2)
                 callee.send(callee.texts.ringing(retry))
                 hang_up = HangUpCommand(call_id=call_id)
                 await asyncio.to_thread(SqsCommandSender(sqs, stack.queue_url).send, hang_up)
-                cancel = await callee.request("CANCEL")
+                cancel = await callee.request("CANCEL", timeout_s=DIAL_REDELIVERED_S)  # likewise
                 callee.send(callee.texts.response(cancel, 200, "OK"))
                 callee.send(callee.texts.response(retry, 487, "Request Terminated"))
                 await until(lambda: len(callee.distinct("ACK")) == 2)
