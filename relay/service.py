@@ -4,7 +4,10 @@ It owns, for the life of the process: the transports (UDP, TCP, TLS), the SIP en
 control-plane client, the event outbox (durable spool), the allowlist refresher of the IP guard,
 the heartbeat, the SQS command consumer, the RTP port range, and one task per call. The endpoint's events are
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
-tasks call back into the endpoint and then ``transmit``.
+tasks call back into the endpoint and then ``transmit``. An incoming call's task starts with its
+INVITE (``IncomingCallFlow``); an outgoing call's with its ``dial`` command
+(``OutgoingCallFlow``, once per call id), which places the call and has its events routed to it
+(``DialDeps.hold``).
 
 Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
 the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
