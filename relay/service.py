@@ -6,7 +6,10 @@ the heartbeat, the SQS command consumers (the shared queue, and this relay's own
 makes at start, announces in its heartbeat and deletes at a clean stop: ``docs/relay.md``,
 Commands), the RTP port range, and one task per call. The endpoint's events are
 drained synchronously after every call into it (``_drain``) and routed to the call tasks; the
-tasks call back into the endpoint and then ``transmit``.
+tasks call back into the endpoint and then ``transmit``. An incoming call's task starts with its
+INVITE (``IncomingCallFlow``); an outgoing call's with its ``dial`` command
+(``OutgoingCallFlow``, once per call id), which places the call and has its events routed to it
+(``DialDeps.hold``).
 
 Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
 the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
@@ -23,10 +26,12 @@ from contextlib import suppress
 from typing import Any
 
 from chalicelib.commands import edge_queue_name
-from chalicelib.contracts import HangUpCommand
+from chalicelib.contracts import DialClaim, DialCommand, HangUpCommand
 from relay.admission import NOT_ALLOWED, InviteAdmission
-from relay.calls.deps import CallDeps
+from relay.calls.credentials import password_cipher
+from relay.calls.deps import CallDeps, CallFlow, DialDeps
 from relay.calls.incoming import IncomingCallFlow
+from relay.calls.outgoing import OutgoingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
 from relay.control.edge_queue import EdgeQueue
@@ -42,10 +47,12 @@ from relay.sip.transaction.timers import Timers
 from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
+    CallProgress,
     InfoReceived,
     InviteSession,
     MediaUpdated,
 )
+from relay.transport.dns import SipLocator
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context
@@ -62,6 +69,8 @@ EDGE_QUEUE_START_S = 5.0
 queue is made in the background, and the heartbeat announces it once it exists)."""
 ENDED_REMEMBERED = 4096
 """Calls that ended here whose id a late or duplicate ``hangup`` is acknowledged for."""
+DIALLED_REMEMBERED = 4096
+"""Calls dialled here whose id a duplicate ``dial`` (SQS delivers at least once) is known by."""
 
 
 def command_consumer(
@@ -98,11 +107,12 @@ class RelayService:
         )
         rate = RateLimit(rate_per_s=settings.invite_rate_per_s, burst=settings.invite_burst)
         self.admission = InviteAdmission(self.allowlist, SourceRateLimiter(rate))
-        self.flows: dict[InviteSession, IncomingCallFlow] = {}
+        self.flows: dict[InviteSession, CallFlow] = {}
         self.invites_refused: dict[str, int] = {}
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
-        self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
+        self._call_tasks: dict[asyncio.Task[None], CallFlow] = {}
+        self._dialled: OrderedDict[str, None] = OrderedDict()
         self.call_deps: CallDeps | None = None
         """What each new call is given (set by :meth:`run`); tests wrap a dependency to inject a fault."""
         self.commands: CommandConsumer | None = None
@@ -113,6 +123,8 @@ class RelayService:
         """The consumer of :attr:`edge_queue` (a new one each time the queue is made)."""
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._beats: HeartbeatSender | None = None
+        self._control: ControlPlaneClient | None = None
+        """The control-plane client, while :meth:`run` runs (a ``dial`` is claimed through it)."""
         self._guard_refresh_at = float("-inf")
 
     def _local_addresses(self) -> dict[Transport, Address]:
@@ -162,6 +174,7 @@ class RelayService:
             ) as control,
             EventOutbox(control, s.spool_dir, max_spool_bytes=s.spool_max_bytes) as outbox,
         ):
+            self._control = control
             self.call_deps = CallDeps(
                 decide=control.decide,
                 record=outbox.record,
@@ -174,6 +187,7 @@ class RelayService:
                 webhook_secret=s.webhook_secret,
                 retry_after_s=s.retry_after_s,
                 egress=s.egress,
+                dial=self._dial_deps(),
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
@@ -209,7 +223,7 @@ class RelayService:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        for flow in list(self.flows.values()):
+        for flow in list(self._call_tasks.values()):  # outgoing ones before their INVITE too
             flow.signals.hang_up_requested.set()
         if self._call_tasks:
             await asyncio.wait(self._call_tasks, timeout=SHUTDOWN_GRACE_S)
@@ -249,6 +263,9 @@ class RelayService:
             case InfoReceived(call=call, content_type=content_type, body=body):
                 if (flow := self.flows.get(call)) and flow.session is not None:
                     flow.info_dtmf(content_type, body)
+            case CallProgress(call=call):
+                if isinstance(flow := self.flows.get(call), OutgoingCallFlow):
+                    flow.progress(event)
             case InviteRefused(refusal=refusal):
                 self._refused(refusal.rule)
             case _:
@@ -277,7 +294,7 @@ class RelayService:
 
     def command_handlers(self) -> CommandHandlers:
         """The handler of each command type this relay takes (both queues use the same)."""
-        return CommandHandlers(hangup=self._hang_up_command)
+        return CommandHandlers(dial=self._dial_command, hangup=self._hang_up_command)
 
     async def _start_commands(self, s: RelaySettings) -> list[asyncio.Task[None]]:
         """Consume the shared queue, make this relay's own queue and consume it too."""
@@ -317,8 +334,52 @@ class RelayService:
             while len(self._ended) > ENDED_REMEMBERED:
                 self._ended.popitem(last=False)
 
+    def _dial_deps(self) -> DialDeps | None:
+        """What outgoing calls need; ``None`` (no ``dial`` taken) without a DNS configuration."""
+        s = self.settings
+        try:
+            locator = SipLocator(s.dns, egress=s.egress, ids=self.ids)
+        except OSError as error:
+            logger.error("outgoing calls disabled: %s", error)
+            return None
+        return DialDeps(
+            place_call=self.core.place_call,
+            hold=self._hold,
+            locate=locator.locate,
+            cipher=password_cipher(s.password_key, s.kms_key_id),
+            ring_timeout_s=s.ring_timeout_s,
+        )
+
+    def _hold(self, call: InviteSession, flow: CallFlow) -> None:
+        self.flows[call] = flow
+
+    async def _dial_command(self, command: DialCommand) -> None:
+        """Place the call in its own task (returns once it is started); a duplicate is a no-op."""
+        if self.call_deps is None or self.call_deps.dial is None or not self.ready.is_set():
+            raise CommandNotHere("this relay places no calls now")
+        if command.call_id in self._dialled:
+            logger.info("dial of call %s again: placed once already", command.call_id)
+            return
+        # Bind the call to this relay before its INVITE (docs/relay.md, Commands): a hang-up that
+        # came first, or another relay that took a duplicate, says drop it. Unreachable: raise, and
+        # the command comes back.
+        assert self._control is not None  # set before the ready event
+        claim = await self._control.claim_dial(
+            DialClaim(call_id=command.call_id, edge_id=self.settings.edge_id)
+        )
+        self._dialled[command.call_id] = None
+        while len(self._dialled) > DIALLED_REMEMBERED:
+            self._dialled.popitem(last=False)
+        if not claim.proceed:
+            logger.info("dial of call %s dropped: %s", command.call_id, claim.reason)
+            return
+        flow = OutgoingCallFlow(command, self.call_deps)
+        task = asyncio.get_running_loop().create_task(flow.run())
+        self._call_tasks[task] = flow
+        task.add_done_callback(self._call_finished)
+
     async def _hang_up_command(self, command: HangUpCommand) -> None:
-        for flow in self.flows.values():
+        for flow in self._call_tasks.values():
             if flow.call_id == command.call_id:
                 flow.signals.hang_up_requested.set()  # a duplicate sets it again: no change
                 return
