@@ -21,6 +21,7 @@ import requests
 
 from chalicelib.commands import SqsCommandSender
 from chalicelib.contracts import (
+    DialClaim,
     EdgeCommand,
     HangUpCommand,
     RegisterCommand,
@@ -505,6 +506,37 @@ def test_a_dial_delivered_twice_places_one_call(tmp_path: Path) -> None:
         assert len(invites) == 1
         ended = list(control.applied.values())[-1]
         assert (ended["reason"], ended["sipStatus"]) == ("rejected", 486)
+
+    run(scenario)
+
+
+def test_a_dial_whose_claim_is_refused_places_no_call(tmp_path: Path) -> None:
+    """docs/relay.md, Commands: a ``dial`` is claimed before its INVITE; when the API hung the
+    call up first (the claim answers ``hung_up``), or another relay took a duplicate
+    (``taken``), the callee's phone never rings and no event is recorded."""
+
+    async def scenario() -> None:
+        control = ControlPlane()
+        await control.start()
+        try:
+            async with UdpCallee() as callee, running(settings_for(control.url, tmp_path)) as relay:
+                hung_up = dial_command(NOBODY, to=callee.uri())
+                control.hung_up.add(hung_up.call_id)
+                await relay.service._dial_command(hung_up)
+                taken = dial_command(
+                    NOBODY, to=callee.uri(), callId="01a212be-9d7e-752c-b962-0000000000aa"
+                )
+                control.claims.append(DialClaim(call_id=taken.call_id, edge_id="another-relay"))
+                await relay.service._dial_command(taken)
+                claims = len(control.claims)
+                tasks = len(relay.service._call_tasks)  # no call task: nothing can send later
+                invites = callee.distinct("INVITE")
+        finally:
+            await control.stop()
+        assert claims == 3
+        assert tasks == 0
+        assert invites == []
+        assert _types(control) == []
 
     run(scenario)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chalicelib.contracts import CallEventBatch, EdgeHeartbeat, InviteWebhook
+from chalicelib.contracts import CallEventBatch, DialClaim, EdgeHeartbeat, InviteWebhook
 from chalicelib.signing import SignatureError, verify
 from tests.support.ports import free_port  # below the ephemeral range: it can come back
 
@@ -63,6 +63,11 @@ class FakeControlPlane:
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Events kept, once per eventId."""
     heartbeats: list[EdgeHeartbeat] = field(default_factory=list)
+    claims: list[DialClaim] = field(default_factory=list)
+    """Every dial claim posted; a call is bound to the first relay that claims it, as
+    ``chalicelib/command_routing.py`` does (docs/relay.md, Commands)."""
+    hung_up: set[str] = field(default_factory=set)
+    """Calls a claim is refused for with ``hung_up`` (the API hung them up first)."""
     requests: int = 0
     peers: set[tuple[str, int]] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -77,6 +82,7 @@ class FakeControlPlane:
         app.router.add_post("/webhooks/sip/events", self._events)
         app.router.add_get("/webhooks/sip/allowlist", self._allowlist)
         app.router.add_post("/webhooks/sip/heartbeat", self._heartbeat)
+        app.router.add_post("/webhooks/sip/dial", self._dial)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -150,3 +156,16 @@ class FakeControlPlane:
             return early
         self.heartbeats.append(EdgeHeartbeat.model_validate_json(body))
         return web.json_response({"stored": True})
+
+    async def _dial(self, request: web.Request) -> web.Response:
+        body, early = await self._checked(request)
+        if early is not None:
+            return early
+        claim = DialClaim.model_validate_json(body)
+        holder = next((c.edge_id for c in self.claims if c.call_id == claim.call_id), None)
+        self.claims.append(claim)
+        if claim.call_id in self.hung_up:
+            return web.json_response({"proceed": False, "reason": "hung_up"})
+        if holder is not None and holder != claim.edge_id:
+            return web.json_response({"proceed": False, "reason": "taken"})
+        return web.json_response({"proceed": True, "reason": None})
