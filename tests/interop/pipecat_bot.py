@@ -122,6 +122,30 @@ async def run_echo_pipeline(
     record.finished.set()
 
 
+def twilio_bot_app(record: BotRecord, control_url: str) -> FastAPI:
+    """The bot of docs/agents.md ("A minimal Pipecat bot"), instrumented: it keeps the ``start``
+    message, then runs the echo pipeline; its serializer hangs up through ``control_url``."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def media_stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_json()  # connected
+        start = (await websocket.receive_json())["start"]
+        record.start = start
+        record.connected.set()
+        serializer = TwilioFrameSerializer(
+            stream_sid=start["streamSid"],
+            call_sid=start["callSid"],
+            account_sid=start["accountSid"],
+            auth_token=start["customParameters"]["auth_token"],
+            base_url=control_url,
+        )
+        await run_echo_pipeline(websocket, record, serializer)
+
+    return app
+
+
 @contextmanager
 def serve_bot(app: FastAPI, record: BotRecord) -> Iterator[Bot]:
     """Serve the bot's app (route ``/ws``) under uvicorn on 127.0.0.1 in a thread."""
