@@ -54,6 +54,8 @@ display=0
 """
 LISTEN_S = 10.0
 """How long linphonec may take to open its SIP socket: a bound on a wait, not a timing."""
+BYE_ANSWERED = r"^SIP/2.0 200 O[Kk]\r?\n(?:.+\r?\n)*?CSeq: \d+ BYE"
+"""A 200 to a BYE in linphone's log (the one it sent, or the one it received)."""
 STATE = re.compile(r"moving from state LinphoneCall(\w+) to LinphoneCall(\w+)")
 
 
