@@ -94,7 +94,9 @@ STATUS_REASONS: dict[int, SipTerminationReason] = {
     502: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Bad Gateway
     503: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Service Unavailable
     504: SipTerminationReason.DESTINATION_UNAVAILABLE,  # Server Time-out
+    401: SipTerminationReason.REJECTED,  # Unauthorized: our credentials were refused
     403: SipTerminationReason.REJECTED,  # Forbidden
+    407: SipTerminationReason.REJECTED,  # Proxy Authentication Required: refused, likewise
     603: SipTerminationReason.REJECTED,  # Decline
 }
 """Final SIP statuses with a termination reason of their own (RFC 3261 §21); any other 3xx-6xx

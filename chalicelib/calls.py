@@ -117,6 +117,7 @@ def _send_dial(services: Services, call: Call) -> None:
         from_=call.from_uri,
         username=call.username,
         password_ciphertext=call.password_ciphertext,
+        codec_preference=list(services.settings.codec_preference),
         **call.agent_session(),
     )
     try:

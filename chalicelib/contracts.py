@@ -323,6 +323,11 @@ class DialCommand(Contract):
     call_template: dict[str, Any] = Field(default_factory=dict, alias="callTemplate")
     join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
     max_duration_s: float | None = Field(default=None, alias="maxDurationS")
+    codec_preference: list[str] = Field(
+        default_factory=list,
+        alias="codecPreference",
+        description="Codecs to offer, best first (``SIPLINE_CODEC_PREFERENCE``); empty: the default.",
+    )
 
 
 class HangUpCommand(Contract):

@@ -36,6 +36,8 @@ SIPLINE_HEARTBEAT_S             heartbeat period                       15
 SIPLINE_DNS_SERVERS             DNS servers, ``ip[:port]``, comma-sep. /etc/resolv.conf's
 SIPLINE_DNS_TIMEOUT_S           bound on one DNS query                 2.0
 SIPLINE_DNS_DEADLINE_S          bound on locating one SIP target       5.0
+SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at most 600)
+                                long, then is cancelled
 =============================== ====================================== ===========================
 """
 
@@ -48,6 +50,9 @@ from pathlib import Path
 
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 from relay.transport.dns import DnsSettings, parse_nameservers
+
+MAX_RING_S = 600.0
+"""``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
 
 
 class RelayConfigError(ValueError):
@@ -85,6 +90,7 @@ class RelaySettings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     heartbeat_s: float = 15.0
     dns: DnsSettings = field(default_factory=DnsSettings)
+    ring_timeout_s: float = 60.0
 
     @property
     def advertised_address(self) -> str:
@@ -137,6 +143,7 @@ class RelaySettings:
             egress=reader.egress(ALLOWANCE_VARIABLE),
             heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
             dns=reader.dns(),
+            ring_timeout_s=reader.positive("SIPLINE_RING_TIMEOUT_S", 60.0, at_most=MAX_RING_S),
         )
 
 
@@ -157,7 +164,7 @@ class _Reader:
         value = self.optional(name)
         return Path(value) if value else None
 
-    def positive(self, name: str, default: float) -> float:
+    def positive(self, name: str, default: float, *, at_most: float | None = None) -> float:
         raw = self.optional(name)
         if raw is None:
             return default
@@ -167,6 +174,8 @@ class _Reader:
             raise RelayConfigError(f"{name} must be a number (got {raw!r})") from None
         if not value > 0:
             raise RelayConfigError(f"{name} must be positive (got {raw!r})")
+        if at_most is not None and not value <= at_most:
+            raise RelayConfigError(f"{name} must be at most {at_most:g} (got {raw!r})")
         return value
 
     def whole(self, name: str, default: int) -> int:

@@ -1,4 +1,4 @@
-"""Decide, then do: what to answer an incoming INVITE, as a pure function.
+"""Decide, then do: what to answer an incoming INVITE, and what to offer an outgoing call's callee.
 
 :func:`plan_incoming_invite` turns the INVITE and the control plane's decision
 (``chalicelib.contracts.InviteAccepted | InviteRejected``) into an :class:`AcceptPlan` (the SDP
@@ -6,6 +6,12 @@ to send) or a :class:`RejectPlan` (a status, a reason phrase, header fields); a 
 function in the glue executes it on the :class:`~relay.sip.usage.incoming.IncomingCall`.
 :func:`plan_unavailable` is the answer when the control plane is down or slow: 503 with
 Retry-After (RFC 3261 §21.5.4).
+
+:func:`plan_outgoing_offer` is the other direction: the SDP offer of an outgoing call's INVITE
+(``relay/calls/outgoing.py``), from the ``dial`` command's codec preference (the deployment's
+``SIPLINE_CODEC_PREFERENCE``, the same list an incoming call's answer prefers; the default when
+the command has none), with telephone-event at each offered clock rate (RFC 4733), so the callee
+can send digits and the agent can send them back.
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from relay.sip.sdp.fields import SdpParseError
 from relay.sip.sdp.offer_answer import NegotiatedMedia, NoCommonCodec, build_offer, negotiate
 from relay.sip.syntax.message import REASON_PHRASES, Request
 
-__all__ = ["AcceptPlan", "RejectPlan", "codec_names", "plan_incoming_invite", "plan_unavailable"]
+__all__ = [
+    "AcceptPlan",
+    "OfferPlan",
+    "RejectPlan",
+    "codec_names",
+    "plan_incoming_invite",
+    "plan_outgoing_offer",
+    "plan_unavailable",
+]
 
 SERVICE_UNAVAILABLE = 503  # RFC 3261 §21.5.4
 BAD_REQUEST = 400
@@ -54,6 +68,15 @@ class RejectPlan:
     """The reason phrase."""
     headers: tuple[tuple[str, str], ...] = ()
     """E.g. ``Retry-After`` for a 503, ``Warning`` for a 488."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferPlan:
+    """Offer ``sdp`` in an outgoing INVITE."""
+
+    sdp: SessionDescription
+    preference: tuple[str, ...]
+    """The call's codecs, best first: the answer is read against them (``place_call``)."""
 
 
 def codec_names(preference: Iterable[str]) -> tuple[str, ...]:
@@ -130,3 +153,25 @@ def plan_unavailable(retry_after_s: int) -> RejectPlan:
         REASON_PHRASES[SERVICE_UNAVAILABLE],
         (("Retry-After", str(max(0, int(retry_after_s)))),),
     )
+
+
+def plan_outgoing_offer(
+    codec_preference: Iterable[str], *, local_address: str, local_port: int, session_id: int
+) -> OfferPlan:
+    """The SDP offer of an outgoing call (see the module docstring).
+
+    Args:
+        codec_preference: the ``dial`` command's ``name/clock[/channels]`` list; codecs sipline
+            cannot use are left out, and an empty result falls back to the default list.
+        local_address, local_port: where we receive RTP for this call.
+        session_id: our ``o=`` session id (from the id source).
+    """
+    preference = codec_names(codec_preference) or codec_names(DEFAULT_CODEC_PREFERENCE)
+    offer = build_offer(
+        preference=preference,
+        local_address=local_address,
+        local_port=local_port,
+        session_id=session_id,
+        session_version=session_id,
+    )
+    return OfferPlan(offer, preference)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
-from chalicelib.contracts import HangUpCommand
+from chalicelib.contracts import DialCommand, HangUpCommand
 from relay.admission import NOT_ALLOWED, InviteAdmission
-from relay.calls.deps import CallDeps
+from relay.calls.credentials import password_cipher
+from relay.calls.deps import CallDeps, CallFlow, DialDeps
 from relay.calls.incoming import IncomingCallFlow
+from relay.calls.outgoing import OutgoingCallFlow
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
 from relay.control.heartbeat import HeartbeatSender
@@ -40,6 +43,8 @@ from relay.sip.usage.invite_session import (
     InviteSession,
     MediaUpdated,
 )
+from relay.sip.usage.outgoing import CallProgress
+from relay.transport.dns import SipLocator
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context
@@ -51,6 +56,8 @@ GUARD_REFRESH_MIN_S = 1.0
 """At most one on-demand allowlist fetch per this many seconds, however many INVITEs the guard
 refuses: a scanner must not turn into one control-plane request per INVITE (bench/sip_load.py
 measured 1,207 fetches for 1,500 refused INVITEs without this bound)."""
+DIALLED_REMEMBERED = 4096
+"""Calls dialled here whose id a duplicate ``dial`` (SQS delivers at least once) is known by."""
 
 
 def command_consumer(
@@ -81,11 +88,12 @@ class RelayService:
         )
         rate = RateLimit(rate_per_s=settings.invite_rate_per_s, burst=settings.invite_burst)
         self.admission = InviteAdmission(self.allowlist, SourceRateLimiter(rate))
-        self.flows: dict[InviteSession, IncomingCallFlow] = {}
+        self.flows: dict[InviteSession, CallFlow] = {}
         self.invites_refused: dict[str, int] = {}
         """INVITEs refused before any call, by rule (``source_ip_not_allowed``...)."""
         self.ready = asyncio.Event()
-        self._call_tasks: dict[asyncio.Task[None], IncomingCallFlow] = {}
+        self._call_tasks: dict[asyncio.Task[None], CallFlow] = {}
+        self._dialled: OrderedDict[str, None] = OrderedDict()
         self.call_deps: CallDeps | None = None
         """What each new call is given (set by :meth:`run`); tests wrap a dependency to inject a fault."""
         self.commands: CommandConsumer | None = None
@@ -151,6 +159,7 @@ class RelayService:
                 webhook_secret=s.webhook_secret,
                 retry_after_s=s.retry_after_s,
                 egress=s.egress,
+                dial=self._dial_deps(),
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
@@ -162,7 +171,7 @@ class RelayService:
             )
             background = [loop.create_task(self._refresher.run()), loop.create_task(beats.run())]
             if s.command_queue_url:
-                handlers = CommandHandlers(hangup=self._hang_up_command)
+                handlers = CommandHandlers(dial=self._dial_command, hangup=self._hang_up_command)
                 self.commands = command_consumer(s, handlers, sqs_client())
                 background.append(loop.create_task(self.commands.run()))
             logger.info(
@@ -185,7 +194,7 @@ class RelayService:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        for flow in list(self.flows.values()):
+        for flow in list(self._call_tasks.values()):  # outgoing ones before their INVITE too
             flow.signals.hang_up_requested.set()
         if self._call_tasks:
             await asyncio.wait(self._call_tasks, timeout=SHUTDOWN_GRACE_S)
@@ -222,6 +231,9 @@ class RelayService:
             case InfoReceived(call=call, content_type=content_type, body=body):
                 if (flow := self.flows.get(call)) and flow.session is not None:
                     flow.info_dtmf(content_type, body)
+            case CallProgress(call=call):
+                if isinstance(flow := self.flows.get(call), OutgoingCallFlow):
+                    flow.progress(event)
             case InviteRefused(refusal=refusal):
                 self._refused(refusal.rule)
             case _:
@@ -248,8 +260,42 @@ class RelayService:
 
     # --- commands -------------------------------------------------------------------------
 
+    def _dial_deps(self) -> DialDeps | None:
+        """What outgoing calls need; ``None`` (no ``dial`` taken) without a DNS configuration."""
+        s = self.settings
+        try:
+            locator = SipLocator(s.dns, egress=s.egress, ids=self.ids)
+        except OSError as error:
+            logger.error("outgoing calls disabled: %s", error)
+            return None
+        return DialDeps(
+            place_call=self.core.place_call,
+            hold=self._hold,
+            locate=locator.locate,
+            cipher=password_cipher(s.password_key, s.kms_key_id),
+            ring_timeout_s=s.ring_timeout_s,
+        )
+
+    def _hold(self, call: InviteSession, flow: CallFlow) -> None:
+        self.flows[call] = flow
+
+    async def _dial_command(self, command: DialCommand) -> None:
+        """Place the call in its own task (returns once it is started); a duplicate is a no-op."""
+        if self.call_deps is None or self.call_deps.dial is None or not self.ready.is_set():
+            raise CommandNotHere("this relay places no calls now")
+        if command.call_id in self._dialled:
+            logger.info("dial of call %s again: placed once already", command.call_id)
+            return
+        self._dialled[command.call_id] = None
+        while len(self._dialled) > DIALLED_REMEMBERED:
+            self._dialled.popitem(last=False)
+        flow = OutgoingCallFlow(command, self.call_deps)
+        task = asyncio.get_running_loop().create_task(flow.run())
+        self._call_tasks[task] = flow
+        task.add_done_callback(self._call_tasks.pop)
+
     async def _hang_up_command(self, command: HangUpCommand) -> None:
-        for flow in self.flows.values():
+        for flow in self._call_tasks.values():
             if flow.call_id == command.call_id:
                 flow.signals.hang_up_requested.set()
                 return

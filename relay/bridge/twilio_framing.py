@@ -314,6 +314,8 @@ class CallInfo:
     call_template: Mapping[str, Any] = field(default_factory=dict)
     auth_token: str | None = None
     """The per-call token of sipline's Twilio-compatible hang-up (``chalicelib.twilio_compat``)."""
+    direction: str = "incoming"
+    """``incoming`` (the caller called us) or ``outgoing`` (we called the callee)."""
 
 
 def custom_parameters(call: CallInfo) -> dict[str, str]:
@@ -323,6 +325,7 @@ def custom_parameters(call: CallInfo) -> dict[str, str]:
         "from_number": call.caller,
         "to_number": call.callee,
         "template_context": _json_text(call.template_context),
+        "direction": call.direction,
     }
     if call.agent_id is not None:
         params["agent_id"] = call.agent_id

@@ -15,7 +15,7 @@ Both ``InviteAccepted`` and ``DialCommand`` are one, field for field.
   the account's ``accountSid`` (``chalicelib.twilio_compat``), which a Twilio bot puts in its
   REST hang-up, with the per-call ``auth_token`` that hang-up must present;
 - ``start.customParameters`` (``CallInfo``): the call id, who called whom (the SIP users),
-  the agent, the context;
+  which way (``direction``: ``incoming`` or ``outgoing``), the agent, the context;
 - the bridge's bounds (``BridgeSettings``): the deployment's egress policy, and the template's
   ``joinTimeout`` in place of the default connection bound.
 
@@ -68,7 +68,7 @@ class AgentTarget(Protocol):
 
 
 def bridge_parts(
-    target: AgentTarget, *, caller: str, callee: str, deps: CallDeps
+    target: AgentTarget, *, caller: str, callee: str, deps: CallDeps, direction: str = "incoming"
 ) -> tuple[StreamIdentity, CallInfo, BridgeSettings]:
     """The ids, the ``start`` context and the bounds of the call's agent bridge."""
     call_sid = twilio_compat.call_sid(target.call_id)
@@ -86,6 +86,7 @@ def bridge_parts(
         system_prompt=target.system_prompt,
         call_template=target.call_template,
         auth_token=twilio_compat.auth_token(deps.webhook_secret, call_sid),
+        direction=direction,
     )
     settings = BridgeSettings(egress=deps.egress)
     if target.join_timeout_s is not None:  # the template's joinTimeout bounds the connection
@@ -94,10 +95,18 @@ def bridge_parts(
 
 
 def agent_bridge(
-    target: AgentTarget, session: RtpSession, *, caller: str, callee: str, deps: CallDeps
+    target: AgentTarget,
+    session: RtpSession,
+    *,
+    caller: str,
+    callee: str,
+    deps: CallDeps,
+    direction: str = "incoming",
 ) -> AgentBridge:
     """The bridge between the call's RTP session and its agent (not yet running)."""
-    identity, info, settings = bridge_parts(target, caller=caller, callee=callee, deps=deps)
+    identity, info, settings = bridge_parts(
+        target, caller=caller, callee=callee, deps=deps, direction=direction
+    )
     return AgentBridge(
         target.media_endpoint, session, identity=identity, call=info, settings=settings
     )

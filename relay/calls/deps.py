@@ -18,6 +18,11 @@ So a test drives a whole call in-process with fakes: a scripted ``decide``, a ``
 appends, a ``transmit`` that collects the endpoint's datagrams
 (``tests/integration/relay/calls/test_incoming.py``).
 
+An outgoing call needs more (:class:`DialDeps`, ``CallDeps.dial``): the endpoint's
+``place_call``, ``hold`` (route a placed call's events to its flow: the service's table, a
+test's drain), the RFC 3263 locator, the cipher of the command's password, the ring timeout.
+A relay without them takes no ``dial``.
+
 :class:`CallSignals` is the other direction. The service's drain loop is synchronous (it must
 never await): it turns the endpoint's events for a call into these futures and this event, and
 the flow awaits them.
@@ -28,13 +33,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from chalicelib.contracts import CallEvent, InviteAccepted, InviteRejected, InviteWebhook
+from chalicelib.crypto import Cipher
 from chalicelib.egress import EgressPolicy
 from relay.ids import IdSource
+from relay.sip.locate import Located
 from relay.sip.sdp.offer_answer import NegotiatedMedia
-from relay.sip.usage.invite_session import CallEnded
-from relay.transport.rtp_session import RtpPortAllocator
+from relay.sip.syntax.uri import SipUri
+from relay.sip.usage.invite_session import CallEnded, InviteSession
+from relay.transport.rtp_session import RtpPortAllocator, RtpSession
+
+if TYPE_CHECKING:
+    from relay.sip.usage.outgoing import OutgoingCall
 
 
 @dataclass
@@ -53,6 +65,34 @@ class CallSignals:
     """The API (a ``hangup`` command) or the relay's shutdown wants the call ended."""
 
 
+class CallFlow(Protocol):
+    """What the service routes a call's SIP events to: an incoming or an outgoing call's flow."""
+
+    signals: CallSignals
+    session: RtpSession | None
+
+    @property
+    def call_id(self) -> str | None: ...
+
+    def info_dtmf(self, content_type: str | None, body: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class DialDeps:
+    """What an outgoing call needs beyond what every call is given (see the module docstring)."""
+
+    place_call: Callable[..., OutgoingCall]
+    """``SipEndpoint.place_call`` (keyword arguments only)."""
+    hold: Callable[[InviteSession, CallFlow], None]
+    """Route the placed call's events to its flow; called before anything is transmitted."""
+    locate: Callable[[SipUri], Awaitable[Located]]
+    """RFC 3263 location with the egress policy (``SipLocator.locate``)."""
+    cipher: Cipher | None
+    """Decrypts the command's ``passwordCiphertext`` (``None``: no key configured)."""
+    ring_timeout_s: float
+    """``SIPLINE_RING_TIMEOUT_S``: CANCEL after this long without an answer."""
+
+
 @dataclass(frozen=True)
 class CallDeps:
     """What a call task needs from the service (see the module docstring)."""
@@ -69,3 +109,5 @@ class CallDeps:
     retry_after_s: int
     egress: EgressPolicy
     """Where agents may be: the deployment's ``SIPLINE_ALLOWED_PRIVATE_TARGETS``."""
+    dial: DialDeps | None = None
+    """What outgoing calls need; ``None``: this relay places no calls."""

@@ -59,6 +59,16 @@ class EndDetail(StrEnum):
     """The agent's WebSocket could not be opened in time (480 before the answer)."""
     RTP_PORTS_EXHAUSTED = "rtp_ports_exhausted"
     """No RTP port pair was free (503 before the answer)."""
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
+    """An outgoing call's password could not be decrypted: no INVITE was sent."""
+    DESTINATION_INVALID = "destination_invalid"
+    """An outgoing call's ``to`` is not a SIP URI the relay can call (484, no INVITE)."""
+    DESTINATION_NOT_FOUND = "destination_not_found"
+    """An outgoing call's domain does not exist in DNS (604, no INVITE)."""
+    DESTINATION_UNAVAILABLE = "destination_unavailable"
+    """DNS did not answer, or every address is refused by the egress policy (503, no INVITE)."""
+    CANCEL_UNANSWERED = "cancel_unanswered"
+    """Our CANCEL of an outgoing call did not end its INVITE in time (``error``)."""
 
 
 AgentEnd = EndDetail | AgentLeftReason
@@ -107,7 +117,7 @@ def sip_leg_end(ended: CallEndReason, *, by_remote: bool) -> LegEndReason:
     """``leg_ended``'s ``reason`` when the SIP side ended the leg (its ``detail``: ``ended``)."""
     if ended is CallEndReason.BYE:
         return LegEndReason.REMOTE_HANGUP if by_remote else LegEndReason.LOCAL_HANGUP
-    return _SIP_END_REASONS[ended]
+    return _SIP_END_REASONS.get(ended, LegEndReason.ERROR)
 
 
 def max_duration_s(max_duration: float | None) -> float:

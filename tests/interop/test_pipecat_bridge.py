@@ -171,6 +171,7 @@ def test_a_pipecat_twilio_bot_hears_the_caller_echoes_takes_dtmf_and_hangs_up(
             "from_number": "+15550100",
             "to_number": "+15550199",
             "template_context": '{"customer_name":"Bob"}',
+            "direction": "incoming",
         },
     }
     credentials = base64.b64encode(f"{IDENTITY.account_sid}:{AUTH_TOKEN}".encode()).decode()

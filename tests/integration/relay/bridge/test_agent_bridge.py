@@ -99,6 +99,7 @@ def test_the_agent_gets_connected_then_start_with_the_call_and_its_template_cont
                     "template_context": (
                         '{"customer_name":"Bob","account":{"tier":"gold","open_tickets":2}}'
                     ),
+                    "direction": "incoming",
                     "agent_id": "agent_1",
                 },
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},

@@ -139,6 +139,7 @@ def test_custom_parameters_are_strings_with_structures_as_json_text() -> None:
         "from_number": "sip:alice@example.com",
         "to_number": "+15550199",
         "template_context": '{"customer_name":"Zoë","vip":true,"orders":[1,2]}',
+        "direction": "incoming",
         "agent_id": "agent_9",
         "system_prompt": "You are helpful.",
         "call_template": '{"voice":"x"}',
@@ -153,6 +154,7 @@ def test_optional_parameters_are_left_out_when_unknown() -> None:
         "from_number": "a",
         "to_number": "b",
         "template_context": "{}",
+        "direction": "incoming",
     }
 
 
