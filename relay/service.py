@@ -39,11 +39,11 @@ from relay.sip.transaction.timers import Timers
 from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
+    CallProgress,
     InfoReceived,
     InviteSession,
     MediaUpdated,
 )
-from relay.sip.usage.outgoing import CallProgress
 from relay.transport.dns import SipLocator
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.rtp_session import RtpPortAllocator

@@ -31,7 +31,7 @@ the flow awaits them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -46,6 +46,9 @@ from relay.sip.usage.invite_session import CallEnded, InviteSession
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
 if TYPE_CHECKING:
+    from relay.sip.address import Address
+    from relay.sip.digest import Credentials
+    from relay.sip.sdp.description import SessionDescription
     from relay.sip.usage.outgoing import OutgoingCall
 
 
@@ -77,12 +80,28 @@ class CallFlow(Protocol):
     def info_dtmf(self, content_type: str | None, body: bytes) -> None: ...
 
 
+class PlaceCall(Protocol):
+    """``SipEndpoint.place_call``: send the INVITE, return the call it starts."""
+
+    def __call__(
+        self,
+        *,
+        targets: Sequence[Address],
+        request_uri: SipUri,
+        from_user: str,
+        offer: SessionDescription,
+        preference: Sequence[str],
+        credentials: Credentials | None,
+        ring_timeout_s: float,
+        now: float,
+    ) -> OutgoingCall: ...
+
+
 @dataclass(frozen=True)
 class DialDeps:
     """What an outgoing call needs beyond what every call is given (see the module docstring)."""
 
-    place_call: Callable[..., OutgoingCall]
-    """``SipEndpoint.place_call`` (keyword arguments only)."""
+    place_call: PlaceCall
     hold: Callable[[InviteSession, CallFlow], None]
     """Route the placed call's events to its flow; called before anything is transmitted."""
     locate: Callable[[SipUri], Awaitable[Located]]

@@ -67,6 +67,9 @@ class EndDetail(StrEnum):
     """An outgoing call's domain does not exist in DNS (604, no INVITE)."""
     DESTINATION_UNAVAILABLE = "destination_unavailable"
     """DNS did not answer, or every address is refused by the egress policy (503, no INVITE)."""
+    DIAL_REFUSED = "dial_refused"
+    """The SIP layer refused to send the INVITE: a ``from`` it cannot carry, a TLS target
+    without the relay's TLS listener (no INVITE)."""
     CANCEL_UNANSWERED = "cancel_unanswered"
     """Our CANCEL of an outgoing call did not end its INVITE in time (``error``)."""
 
@@ -92,6 +95,7 @@ _SIP_END_REASONS = {
     CallEndReason.REQUEST_FAILED: LegEndReason.ERROR,
     CallEndReason.TRANSACTION_FAILED: LegEndReason.ERROR,
     CallEndReason.MEDIA_FAILED: LegEndReason.ERROR,
+    CallEndReason.RING_TIMEOUT: LegEndReason.TIMEOUT,
 }
 
 

@@ -48,6 +48,8 @@ refused by the egress policy
 the password does not decrypt            error        -              ``credentials_unavailable``
 no RTP port pair free                    error        503            ``rtp_ports_exhausted``
 the API hung up before the INVITE        local_hangup -              ``api_hang_up``
+``from`` not carriable; TLS without a    error        -              ``dial_refused``
+TLS listener
 ======================================== ============ ============== ==========================
 
 The statuses of the failures before any response are the ones a UAC reports for itself
@@ -78,11 +80,12 @@ from relay.calls.ending import (
 )
 from relay.calls.recorder import LegEvents
 from relay.plan import plan_outgoing_offer
+from relay.sip.errors import LocalProtocolError
 from relay.sip.locate import LocateError, LocateFailure, parse_target
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.usage.call_state import CallEndReason
-from relay.sip.usage.invite_session import CallEnded
-from relay.sip.usage.outgoing import CallProgress, OutgoingCall
+from relay.sip.usage.invite_session import CallEnded, CallProgress
+from relay.sip.usage.outgoing import OutgoingCall
 from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
@@ -236,16 +239,20 @@ class OutgoingCallFlow:
             session_id=self.deps.ids.bits(31),
         )
         from_user = user_part(command.from_) or command.from_
-        call = self.call = dial.place_call(
-            targets=[target.address for target in located.targets],
-            request_uri=request_uri,
-            from_user=from_user,
-            offer=plan.sdp,
-            preference=plan.preference,
-            credentials=credentials,
-            ring_timeout_s=dial.ring_timeout_s,
-            now=self.deps.now(),
-        )
+        try:
+            call = self.call = dial.place_call(
+                targets=[target.address for target in located.targets],
+                request_uri=request_uri,
+                from_user=from_user,
+                offer=plan.sdp,
+                preference=plan.preference,
+                credentials=credentials,
+                ring_timeout_s=dial.ring_timeout_s,
+                now=self.deps.now(),
+            )
+        except LocalProtocolError as error:
+            logger.error("outgoing call %s: no INVITE: %s", self.call_id, error)
+            raise _EndedEarly(LegEndReason.ERROR, EndDetail.DIAL_REFUSED) from None
         dial.hold(call, self)  # before the first transmit: no event of the call is missed
         self.deps.transmit()
         self.events.record(CallEventType.INVITE_SENT, at=utc_now())

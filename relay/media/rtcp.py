@@ -92,23 +92,14 @@ class ReportBlock:
         if cumulative & 0x800000:
             cumulative -= 0x1000000
         return cls(
-            ssrc=ssrc,
-            fraction_lost=lost >> 24,
-            packets_lost=cumulative,
-            highest_sequence=highest,
-            jitter=jitter,
-            last_sr=lsr,
-            delay_since_last_sr=dlsr,
+            ssrc=ssrc, fraction_lost=lost >> 24, packets_lost=cumulative,
+            highest_sequence=highest, jitter=jitter, last_sr=lsr, delay_since_last_sr=dlsr,
         )
 
     def __bytes__(self) -> bytes:
         lost = (self.fraction_lost & 0xFF) << 24 | (self.packets_lost & 0xFFFFFF)
         return _REPORT_BLOCK.pack(
-            self.ssrc,
-            lost,
-            self.highest_sequence,
-            self.jitter,
-            self.last_sr,
+            self.ssrc, lost, self.highest_sequence, self.jitter, self.last_sr,
             self.delay_since_last_sr,
         )
 
@@ -141,13 +132,8 @@ class SenderReport:
         ssrc, ntp, rtp, packets, octets = _SENDER_INFO.unpack_from(body)
         start = 4 + SENDER_INFO_LENGTH
         return cls(
-            ssrc=ssrc,
-            ntp_timestamp=ntp,
-            rtp_timestamp=rtp,
-            packet_count=packets,
-            octet_count=octets,
-            reports=_parse_blocks(body, start, count),
-            extension=body[need:],
+            ssrc=ssrc, ntp_timestamp=ntp, rtp_timestamp=rtp, packet_count=packets,
+            octet_count=octets, reports=_parse_blocks(body, start, count), extension=body[need:],
         )
 
     def __bytes__(self) -> bytes:

@@ -79,14 +79,15 @@ table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from relay.ids import IdSource, new_tag
 from relay.sip.address import Address, SipCore, Transport
 from relay.sip.dialog import Dialog, DialogId
-from relay.sip.errors import RemoteProtocolError, SipParseError
+from relay.sip.digest import Credentials
+from relay.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from relay.sip.events import (
     BadRequestRejected,
     Event,
@@ -94,9 +95,11 @@ from relay.sip.events import (
     InviteRefused,
     ParseErrorDropped,
 )
+from relay.sip.sdp.description import SessionDescription
 from relay.sip.stateless import Admission, invite_refusal, stateless_reply
 from relay.sip.syntax.message import Request, Response, error_response, make_response
 from relay.sip.syntax.parser import is_keepalive, parse_message, validate_request, validate_response
+from relay.sip.syntax.uri import SipUri
 from relay.sip.syntax.via import response_destination, stamp_top_via
 from relay.sip.transaction.deadlines import Deadlines
 from relay.sip.transaction.layer import (
@@ -109,7 +112,9 @@ from relay.sip.transaction.layer import (
 )
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.incoming import IncomingCall, InviteUnfit, screen_invite
+from relay.sip.usage.invite_request import build_invite, dialog_before_answer
 from relay.sip.usage.leg import Leg, UserAgentSettings, local_contact
+from relay.sip.usage.outgoing import OutgoingCall
 from relay.sip.usage.session_timer import SessionTimerPolicy
 from relay.sip.usage.table import UsageTable
 
@@ -219,6 +224,44 @@ class SipEndpoint:
             settings=self._settings,
             touch=self._touched.add,
         )
+
+    def place_call(
+        self,
+        *,
+        targets: Sequence[Address],
+        request_uri: SipUri,
+        from_user: str,
+        from_display: str | None = None,
+        offer: SessionDescription,
+        preference: Sequence[str],
+        credentials: Credentials | None,
+        headers: Sequence[tuple[str, str]] = (),
+        ring_timeout_s: float,
+        now: float,
+    ) -> OutgoingCall:
+        """Send an INVITE to ``targets[0]`` and return the call it starts (rule 4).
+
+        ``targets`` are tried in order on 503 or timeout (RFC 3263 §4.3); ``headers`` are extra
+        ``X-`` header fields. The call's events (``CallProgress``, ``CallAnswered``,
+        ``CallEnded``) come from :meth:`next_event` (``usage/outgoing.py``).
+
+        Raises:
+            LocalProtocolError: no target, no local address for its transport, or a value that
+                cannot go on the wire (a control character, a header field not named ``X-``).
+        """
+        if not targets:
+            raise LocalProtocolError("place_call needs at least one target")
+        invite = build_invite(
+            self._layer, self._ids, self._settings, target=targets[0], request_uri=request_uri,
+            from_user=from_user, from_display=from_display, offer=bytes(offer), headers=headers,
+        )  # fmt: skip
+        call = OutgoingCall(
+            invite, leg=self.new_leg(dialog_before_answer(invite, targets[0])), targets=targets,
+            bind=self.bind_dialog, emit=self.emit, offer=offer, preference=preference,
+            credentials=credentials, ring_timeout_s=ring_timeout_s, now=now,
+        )  # fmt: skip
+        self.add_usage(call)
+        return call
 
     # --- SipCore: input -------------------------------------------------------------------
 

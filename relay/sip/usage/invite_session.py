@@ -53,6 +53,7 @@ __all__ = [
     "CallCancelled",
     "CallEnded",
     "CallEvent",
+    "CallProgress",
     "InfoReceived",
     "InviteSession",
     "MediaUpdated",
@@ -68,13 +69,27 @@ Transitions: TypeAlias = dict[tuple[CallState, CallInput], tuple[_Action | None,
 
 @dataclass(frozen=True, slots=True)
 class CallAnswered:
-    """The call is established: the ACK to our 2xx came (RFC 3261 §13.3.1.4)."""
+    """The call is established: the ACK to our 2xx came (RFC 3261 §13.3.1.4), or, for an
+    outgoing call, we sent the ACK to the 2xx that answered our INVITE (§13.2.2.4)."""
 
     call: InviteSession
     ack: Request
     media: NegotiatedMedia | None
     """The call's media: settled by the ACK's answer for a late offer, else what ``accept()``
-    was told (``None`` if it was not told)."""
+    was told (``None`` if it was not told); for an outgoing call, the 2xx's answer to our offer."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """A provisional response other than 100 came to our INVITE (180, 183...; RFC 3261 §13.2.2.1)."""
+
+    call: InviteSession
+    status: int
+    reason: str
+    """The reason phrase as the far end wrote it (for the log)."""
+    early_media: NegotiatedMedia | None
+    """What a 183's SDP answer sets up (early media), kept for the application; ``None`` without
+    a usable SDP. The 2xx's answer is what the call uses (RFC 3261 §13.2.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +142,13 @@ class InfoReceived:
 
 
 CallEvent: TypeAlias = (
-    CallAnswered | CallCancelled | CallEnded | ReInviteReceived | MediaUpdated | InfoReceived
+    CallAnswered
+    | CallProgress
+    | CallCancelled
+    | CallEnded
+    | ReInviteReceived
+    | MediaUpdated
+    | InfoReceived
 )
 
 

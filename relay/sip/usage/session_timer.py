@@ -20,7 +20,12 @@ Theory of operation
    BYE when no refresh arrived by ``interval - min(32, interval / 3)`` after the last one
    (§10). We arm that expiry on both sides, so a refresher whose refreshes keep failing also
    gives up.
-3. When we refresh, our request says ``refresher=uac`` (we keep the role, §7.4) and the 2xx's
+3. As a UAC (our outgoing INVITE says ``Supported: timer`` and asks for no interval, so no
+   422 can come back), the 2xx settles the timer (:func:`negotiate_as_uac`, RFC 4028 §7.2):
+   no ``Session-Expires``, no timer; ``refresher=uas`` the peer refreshes and we arm the
+   expiry; ``refresher=uac`` (or none named) we refresh. An interval below 90 s is raised to 90
+   s, so a hostile 2xx cannot make us refresh many times a second.
+4. When we refresh, our request says ``refresher=uac`` (we keep the role, §7.4) and the 2xx's
    ``Session-Expires`` settles interval and refresher (:func:`read_refresh_response`). A 2xx
    without one comes from a peer that ignores the extension: we keep refreshing on our
    interval (RFC 4028 §7.2 would stop the timer; a dead peer must still be noticed).
@@ -43,6 +48,7 @@ __all__ = [
     "SessionTimer",
     "SessionTimerPolicy",
     "SessionTimerTooSmall",
+    "negotiate_as_uac",
     "negotiate_as_uas",
     "read_refresh_response",
     "refresh_request_headers",
@@ -197,6 +203,21 @@ def negotiate_as_uas(
     return SessionTimer(interval, refresher is Refresher.UAS, tuple(headers))
 
 
+def negotiate_as_uac(response: Response) -> SessionTimer | None:
+    """Return the session timer the 2xx to our initial INVITE settles (rule 3).
+
+    A malformed ``Session-Expires`` counts as none: the call goes on without a timer.
+    """
+    try:
+        settled = response.headers.typed("Session-Expires", SessionExpires.parse)
+    except SipParseError:
+        return None
+    if settled is None:
+        return None
+    interval = max(settled.interval_s, MIN_SE_FLOOR_S)
+    return SessionTimer(interval, settled.refresher is not Refresher.UAS)
+
+
 def refresh_request_headers(
     interval_s: int, policy: SessionTimerPolicy
 ) -> tuple[tuple[str, str], ...]:
@@ -208,7 +229,7 @@ def refresh_request_headers(
 
 
 def read_refresh_response(response: Response, current: SessionTimer) -> SessionTimer:
-    """Return the timer a 2xx to our refresh settles (rule 3).
+    """Return the timer a 2xx to our refresh settles (rule 4).
 
     Raises:
         SipParseError: a malformed ``Session-Expires`` (the caller keeps ``current``).

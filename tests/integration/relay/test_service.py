@@ -21,10 +21,8 @@ import requests
 
 from chalicelib.commands import SqsCommandSender
 from chalicelib.contracts import (
-    DialCommand,
     EdgeCommand,
     HangUpCommand,
-    MediaEndpoint,
     RegisterCommand,
     UnregisterCommand,
 )
@@ -32,6 +30,7 @@ from relay.config import RelaySettings
 from relay.control.webhooks import INVITE_PATH
 from scripts.localstack import Credentials, LocalStack, free_port
 from tests.integration.relay.bridge.harness import Agent, agent_server
+from tests.integration.relay.calls.dialing import UdpCallee, dial_command
 from tests.integration.relay.control.fake_control_plane import FakeControlPlane, Reply
 from tests.integration.relay.harness import (
     WAIT_S,
@@ -45,7 +44,10 @@ from tests.integration.relay.harness import (
     start,
     until,
 )
+from tests.interop import digest
 from tests.support.queues import queue_name
+
+NOBODY = "ws://127.0.0.1:9/agent"
 
 BUSY = {"action": "reject", "sipStatus": 486, "reason": "busy_here"}
 
@@ -327,15 +329,6 @@ def test_a_hang_up_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
     assert _held(sqs, dead_letters) == 0
 
 
-def _dial() -> DialCommand:
-    return DialCommand(
-        call_id="01a212bf-0000-7000-8000-000000000001",
-        to="sip:+15557654321@pbx.example.test",
-        from_="+15551234567",
-        media_endpoint=MediaEndpoint(url="ws://127.0.0.1:9/agent"),
-    )
-
-
 def _register() -> RegisterCommand:
     return RegisterCommand(
         registration_id="reg-1",
@@ -347,8 +340,8 @@ def _register() -> RegisterCommand:
 
 @pytest.mark.parametrize(
     "command",
-    [_dial(), _register(), UnregisterCommand(registration_id="reg-1")],
-    ids=["dial", "register", "unregister"],
+    [_register(), UnregisterCommand(registration_id="reg-1")],
+    ids=["register", "unregister"],
 )
 def test_a_command_type_the_relay_has_no_handler_for_is_passed_on_not_deleted(
     stack: LocalStack,
@@ -357,7 +350,7 @@ def test_a_command_type_the_relay_has_no_handler_for_is_passed_on_not_deleted(
     request: pytest.FixtureRequest,
     command: EdgeCommand,
 ) -> None:
-    """docs/relay.md, Commands: ``dial``, ``register`` and ``unregister`` are not implemented
+    """docs/relay.md, Commands: ``register`` and ``unregister`` are not implemented
     yet: passed on (re-sent with ``hops``), then dead-lettered after 200 hops; never deleted
     as if handled."""
     queue, dead_letters = _queues(sqs, request.node.name)
@@ -404,3 +397,108 @@ def test_a_poison_command_is_moved_to_the_dead_letter_queue_with_its_reason(
     [moved] = sqs.receive_message(QueueUrl=dead_letters, MessageAttributeNames=["All"])["Messages"]
     assert moved["Body"] == "not a command"
     assert moved["MessageAttributes"]["reason"]["StringValue"].startswith("unparseable")
+
+
+# --- dial --------------------------------------------------------------------------------------
+
+CHALLENGE = (
+    'WWW-Authenticate: Digest realm="sipline.test", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", '
+    'algorithm=MD5, qop="auth"\r\n'
+)
+
+
+def test_a_call_placed_through_the_api_is_dialled_and_a_hang_up_while_ringing_cancels_it(
+    stack: LocalStack, sqs: Any, tmp_path: Path
+) -> None:
+    """docs/api.md: ``POST /api/agents/{agentId}/calls`` with ``medium.sip.outgoing`` sends a
+    ``dial``; the relay answers the trunk's 401 with the password given to the API (encrypted by
+    the control plane, decrypted by the relay: RFC 7616 §3.4.1, checked by
+    ``tests/interop/digest.py``); a ``hangup`` while it rings is a CANCEL (RFC 3261 §9.1), and
+    the call ends ``unjoined`` with ``SIP_TERMINATION_CANCELED`` (docs/relay.md, How an unanswered
+    outgoing call ends)."""
+
+    async def scenario() -> None:
+        agent = Agent()
+        async with agent_server(agent) as url, UdpCallee() as callee:
+            agent_id = await asyncio.to_thread(_routed_agent, stack, url, "^dial_cancel$")
+            settings = _commands_settings(
+                stack.api_url,
+                tmp_path,
+                stack.queue_url,
+                stack.dead_letter_queue_url,
+                webhook_secret=stack.credentials.webhook_secret,
+                password_key=stack.credentials.password_key,
+            )
+            async with running(settings):
+                outgoing = {
+                    "to": callee.uri(),
+                    "from": "+15557654321",
+                    "username": "trunkuser",
+                    "password": "trunk-secret-1",
+                }
+                body = {"medium": {"sip": {"outgoing": outgoing}}}
+                created = await asyncio.to_thread(
+                    _api, stack, "POST", f"/api/agents/{agent_id}/calls", body
+                )
+                assert created.status_code == 201, created.text
+                call_id = created.json()["callId"]
+                first = await callee.request("INVITE")
+                callee.send(callee.texts.response(first, 401, "Unauthorized", extra=CHALLENGE))
+                retry = await callee.request("INVITE", nth=2)
+                callee.send(callee.texts.ringing(retry))
+                hang_up = HangUpCommand(call_id=call_id)
+                await asyncio.to_thread(SqsCommandSender(sqs, stack.queue_url).send, hang_up)
+                cancel = await callee.request("CANCEL")
+                callee.send(callee.texts.response(cancel, 200, "OK"))
+                callee.send(callee.texts.response(retry, 487, "Request Terminated"))
+                await until(lambda: len(callee.distinct("ACK")) == 2)
+                ended = await _ended(stack, call_id)
+
+        answer = retry.headers.get("Authorization")
+        assert answer is not None
+        assert digest.verify(
+            answer,
+            method="INVITE",
+            password="trunk-secret-1",
+            challenge=CHALLENGE.split(": ", 1)[1].strip(),
+            username="trunkuser",
+        )
+        assert "<sip:+15557654321@" in (first.headers.get("From") or "")
+        assert cancel.cseq.number == retry.cseq.number
+        assert len(callee.distinct("INVITE")) == 2  # none after the CANCEL
+        assert ended["endReason"] == "unjoined"
+        assert ended["sipDetails"]["terminationReason"] == "SIP_TERMINATION_CANCELED"
+        assert ended["direction"] == "outgoing"
+
+    run(scenario)
+
+
+def test_a_dial_delivered_twice_places_one_call(tmp_path: Path) -> None:
+    """SQS delivers at least once (docs/relay.md, An outgoing call, step 1): the same ``callId``
+    dialled twice sends one INVITE; the callee's 486 ends it ``rejected``."""
+
+    async def scenario() -> None:
+        control = ControlPlane()
+        await control.start()
+        try:
+            async with UdpCallee() as callee, running(settings_for(control.url, tmp_path)) as relay:
+                command = dial_command(NOBODY, to=callee.uri())
+                await relay.service._dial_command(command)
+                await relay.service._dial_command(command)
+                invite = await callee.request("INVITE")
+                callee.send(callee.texts.response(invite, 486, "Busy Here"))
+                await callee.request("ACK")
+                await until(lambda: not relay.service.held_call_ids())
+                await until(lambda: _types(control) == ["invite_sent", "leg_ended"])
+                invites = callee.distinct("INVITE")
+        finally:
+            await control.stop()
+        assert len(invites) == 1
+        ended = list(control.applied.values())[-1]
+        assert (ended["reason"], ended["sipStatus"]) == ("rejected", 486)
+
+    run(scenario)
+
+
+def _types(control: ControlPlane) -> list[str]:
+    return [event["type"] for event in control.applied.values()]

@@ -26,6 +26,9 @@ DOCUMENTED_DETAILS = {
     "caller_hung_up", "agent_closed", "api_hang_up", "media_timeout", "connection_lost",
     "keepalive_timeout", "message_too_big", "protocol_error", "ended", "internal_error",
     "rtp_ports_exhausted", "max_duration", "agent_unreachable",
+    # an outgoing call's (How an unanswered outgoing call ends)
+    "credentials_unavailable", "destination_invalid", "destination_not_found",
+    "destination_unavailable", "dial_refused", "cancel_unanswered",
 }  # fmt: skip
 """docs/relay.md: the ``detail`` values of ``agent_left`` and ``leg_ended``."""
 
