@@ -119,7 +119,6 @@ async def run_echo_pipeline(
         ),
     )
 
-
     @transport.event_handler("on_client_disconnected")
     async def on_client_disconnected(transport: Any, websocket: Any) -> None:
         await worker.cancel()  # the call ended (the relay sent stop and closed): so does the bot

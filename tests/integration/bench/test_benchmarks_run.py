@@ -30,7 +30,9 @@ is tests/interop/test_bench_outgoing.py."""
 
 def test_every_benchmark_of_make_bench_is_run_here() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    in_make = {line.split("bench.")[1].split()[0] for line in makefile.splitlines() if "-m bench." in line}
+    in_make = {
+        line.split("bench.")[1].split()[0] for line in makefile.splitlines() if "-m bench." in line
+    }
     assert in_make - LOAD == set(SMALL_RUNS)
 
 
