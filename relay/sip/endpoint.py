@@ -35,7 +35,8 @@ Theory of operation
    usage. The endpoint marks a usage after every dispatch to it, so that the next
    ``get_timer()`` re-arms it and a finished one is forgotten; when the application acts on a
    call directly (accept, reject, hang up) the call marks itself.
-4. Usages the application makes (an outgoing call): :meth:`SipEndpoint.add_usage` holds one,
+4. Usages the application makes: :meth:`SipEndpoint.place_call` starts an outgoing call
+   (``usage/outgoing.py``) with the means below. :meth:`SipEndpoint.add_usage` holds one,
    :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
    (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
    means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
@@ -70,8 +71,9 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: about 470 lines, a fifth of them this docstring (the dispatch rules and the asyncio
-example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
+Size: about 510 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+example, read together with the code) and ``place_call``'s signature, the contract of the
+outgoing call. The refusal policy lives in ``stateless.py``, the usage
 table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
 (``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.
 """

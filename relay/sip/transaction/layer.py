@@ -290,6 +290,15 @@ class TransactionLayer:
         self._drive(tx, now)
         return tx
 
+    def abandon(self, tx: ClientTransaction) -> None:
+        """Forget a client transaction its TU gave up on; a late response is then a stray.
+
+        RFC 3261 §9.1: an INVITE with no final response 64*T1 after its CANCEL is destroyed
+        (in PROCEEDING it has no timer of its own that would end it).
+        """
+        if self._client.get(tx.key) is tx:
+            self._forget(tx)
+
     def receive_response(self, response: Response, source: Address | None, now: float) -> None:
         """Match a response to its client transaction (RFC 3261 §17.1.3) and dispatch it."""
         key = client_key(response.branch or "", response.cseq.method)

@@ -31,7 +31,7 @@ Theory of operation
    then ends on the final response: 487 ends it CANCELLED (or RING_TIMEOUT) with that status;
    any other non-2xx too, never resent (no challenge answered, no next target after CANCEL);
    a 2xx is ACKed and BYEd. Without a final within 64*T1 of the hang-up (§9.1) the call ends
-   with 408.
+   with 408 and its INVITE transaction is abandoned.
 5. After the answer: a retransmitted 2xx gets the same ACK again; a 2xx with another To tag
    (another fork, §13.2.2.4) is ACKed and BYEd at once, never a second call. The INVITE
    transaction stays in RFC 6026's Accepted state for Timer M to pass those 2xx on; a call
@@ -51,8 +51,9 @@ from relay.sip.address import Address
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.digest import Credentials, DigestSession, Retry
 from relay.sip.errors import LocalProtocolError, RemoteProtocolError
+from relay.sip.sdp.codecs import resolve_preference
 from relay.sip.sdp.description import SessionDescription
-from relay.sip.sdp.media_session import MediaSession
+from relay.sip.sdp.media_session import MediaSession, supported_codecs
 from relay.sip.sdp.offer_answer import AnswerError, NegotiatedMedia
 from relay.sip.syntax.message import Request, Response
 from relay.sip.transaction.layer import ClientTransaction, ServerTransaction, Usage
@@ -138,7 +139,13 @@ class OutgoingCall(InviteSession):
         self._targets = tuple(targets)
         self._index = 0
         self._offer = offer
-        self._preference = tuple(preference)
+        self._preference = tuple(preference) or supported_codecs(offer)
+        try:
+            resolve_preference(self._preference)
+        except ValueError as err:
+            raise LocalProtocolError(
+                f"an outgoing call needs codecs sipline supports: {err}"
+            ) from None
         self._digest = None if credentials is None else DigestSession(credentials, leg.ids)
         self._forks = Forks(leg, bind, self)
         self._invites = 1
@@ -183,13 +190,9 @@ class OutgoingCall(InviteSession):
             self._handle(I.RESEND if isinstance(plan, _Resend) else I.INVITE_FAILED, now, plan)
 
     def _names_our_invite(self, response: Response) -> bool:
-        cseq, request = response.cseq, self.request
-        return (
-            cseq.method == "INVITE"
-            and cseq.number == request.cseq.number
-            and response.call_id == request.call_id
-            and response.from_.tag == request.from_.tag
-        )
+        sent, cseq = self.request, response.cseq
+        ids = (response.call_id, response.from_.tag, cseq.number, cseq.method)
+        return ids == (sent.call_id, sent.from_.tag, sent.cseq.number, "INVITE")
 
     def _on_invite_response(self, response: Response, now: float) -> None:
         status = response.status
@@ -211,13 +214,10 @@ class OutgoingCall(InviteSession):
         if self._ending is not None:
             self._handle(I.RECV_2XX_AFTER_HANG_UP, now, (fork, response))
             return
-        if not fork.usable:
-            unusable = (fork, response, CallEndReason.TRANSACTION_FAILED)
-            self._handle(I.RECV_2XX_UNUSABLE, now, unusable)
-            return
         answered = self._read_answer(response)
-        if answered is None:
-            self._handle(I.RECV_2XX_UNUSABLE, now, (fork, response, CallEndReason.MEDIA_FAILED))
+        if not fork.usable or answered is None:
+            reason = CallEndReason.MEDIA_FAILED if fork.usable else CallEndReason.TRANSACTION_FAILED
+            self._handle(I.RECV_2XX_UNUSABLE, now, (fork, response, reason))
             return
         media, negotiated = answered
         self._handle(I.RECV_2XX, now, _Answer(fork, response, media, negotiated))
@@ -237,8 +237,8 @@ class OutgoingCall(InviteSession):
         if self._ending is not None:
             return _Unanswered(self._ending, False, status)
         if status in (401, 407):
-            verdict = None if self._digest is None else self._digest.on_response(response,
-                                                                                 self.request)  # fmt: skip
+            digest = self._digest
+            verdict = None if digest is None else digest.on_response(response, self.request)
             if isinstance(verdict, Retry) and self._invites < MAX_INVITES:
                 return _Resend(self._index, verdict)
             return _Unanswered(CallEndReason.REJECTED, True, status)
@@ -313,14 +313,14 @@ class OutgoingCall(InviteSession):
             self.leg.layer.send_request(cancel, self._tx.destination, now, owner=self)
 
     def _gave_up(self, now: float, _: object) -> None:
+        self.leg.layer.abandon(self._tx)
         self._end(self._ending or CallEndReason.CANCELLED, by_remote=False, status=TIMEOUT)
 
     def _resend(self, now: float, plan: _Resend) -> None:
         self._index = plan.target_index
         self.target = self._targets[plan.target_index]
-        layer = self.leg.layer
-        self.request = resubmit(self.request, layer, target=self.target,
-                                credentials=plan.credentials)  # fmt: skip
+        layer, retry = self.leg.layer, plan.credentials
+        self.request = resubmit(self.request, layer, target=self.target, credentials=retry)
         self.leg.dialog = dialog_before_answer(self.request, self.target)
         self._invites += 1
         self._sent_at = now

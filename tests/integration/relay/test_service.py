@@ -502,3 +502,34 @@ def test_a_dial_delivered_twice_places_one_call(tmp_path: Path) -> None:
 
 def _types(control: ControlPlane) -> list[str]:
     return [event["type"] for event in control.applied.values()]
+
+
+def test_shutting_down_cancels_a_ringing_outgoing_call(tmp_path: Path) -> None:
+    """docs/relay.md, Shutting down: the relay hangs up every call, an outgoing one still
+    ringing with CANCEL (RFC 3261 §9.1), and records its end before it stops."""
+
+    async def scenario() -> None:
+        control = ControlPlane()
+        await control.start()
+        try:
+            async with UdpCallee() as callee:
+                relay = await start(settings_for(control.url, tmp_path))
+                try:
+                    await relay.service._dial_command(dial_command(NOBODY, to=callee.uri()))
+                    invite = await callee.request("INVITE")
+                    callee.send(callee.texts.ringing(invite))
+                    await until(lambda: "ringing" in _types(control))
+                    relay.stop_event.set()
+                    cancel = await callee.request("CANCEL")
+                    callee.send(callee.texts.response(cancel, 200, "OK"))
+                    callee.send(callee.texts.response(invite, 487, "Request Terminated"))
+                finally:
+                    await relay.stop()
+        finally:
+            await control.stop()
+        ended = list(control.applied.values())[-1]
+        assert (ended["type"], ended["reason"], ended["sipStatus"]) == (
+            "leg_ended", "local_hangup", 487
+        )  # fmt: skip
+
+    run(scenario)

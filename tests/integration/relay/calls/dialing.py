@@ -271,20 +271,24 @@ class Callee:
     def ringing(self, invite: Request) -> str:
         return self.response(invite, 180, "Ringing", extra=self._contact())
 
-    def answer(self, invite: Request) -> str:
-        """200 OK with an SDP answer choosing PCMU and the offer's telephone-event (RFC 3264 §6)."""
+    def answer(self, invite: Request, *, events: bool = True) -> str:
+        """200 OK with an SDP answer choosing PCMU and (``events``) the offer's telephone-event
+        (RFC 3264 §6)."""
         offer = invite.body.decode()
         event = telephone_event_type(offer)
+        formats = f"0 {event}" if events else "0"
+        telephone_event = (
+            f"a=rtpmap:{event} telephone-event/8000\r\na=fmtp:{event} 0-15\r\n" if events else ""
+        )
         sdp = (
             "v=0\r\n"
             f"o=callee 53655765 2353687637 IN IP4 {LOOPBACK}\r\n"
             "s=-\r\n"
             f"c=IN IP4 {LOOPBACK}\r\n"
             "t=0 0\r\n"
-            f"m=audio {self.rtp_port} RTP/AVP 0 {event}\r\n"
+            f"m=audio {self.rtp_port} RTP/AVP {formats}\r\n"
             "a=rtpmap:0 PCMU/8000\r\n"
-            f"a=rtpmap:{event} telephone-event/8000\r\n"
-            f"a=fmtp:{event} 0-15\r\n"
+            f"{telephone_event}"
             "a=sendrecv\r\n"
         )
         return self.response(invite, 200, "OK", extra=self._contact(), body=sdp)

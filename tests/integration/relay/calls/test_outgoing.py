@@ -252,6 +252,41 @@ def test_an_agent_that_cannot_be_reached_after_the_answer_gets_the_callee_a_bye(
     run(scenario)
 
 
+def test_the_agents_digits_go_as_sip_info_when_the_callee_has_no_telephone_event() -> None:
+    """docs/agents.md (sending digits to the caller) and docs/codecs.md: without
+    ``telephone-event`` in the answer, each digit is an INFO ``application/dtmf-relay``
+    (``Signal=1``, ``Duration=100``) in the dialog."""
+
+    async def scenario() -> None:
+        agent = Agent()
+        async with agent_server(agent) as url:
+            wire = DialWire()
+            callee = Callee()
+            wire.dial(dial_command(url))
+            invite = await wire.request("INVITE")
+            wire.send(callee.answer(invite, events=False))
+            assert (await agent.next_json())["event"] == "connected"
+            await agent.next_json()
+            await agent.send({"event": "dtmf", "dtmf": {"digits": "1#"}})
+            first = await wire.request("INFO")
+            wire.send(callee.response(first, 200, "OK"))
+            second = await wire.request("INFO", nth=2)
+            wire.send(callee.response(second, 200, "OK"))
+            wire.send(callee.bye(invite))
+            await wire.until_done()
+
+        assert [r.headers.get("Content-Type") for r in (first, second)] == [
+            "application/dtmf-relay"
+        ] * 2
+        assert [r.body for r in (first, second)] == [
+            b"Signal=1\r\nDuration=100\r\n",
+            b"Signal=#\r\nDuration=100\r\n",
+        ]
+        assert first.call_id == invite.call_id
+
+    run(scenario)
+
+
 # --- cancelled, timed out -------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay.ids import SeededIdSource
 from relay.sip.address import Address, Transport
@@ -82,6 +84,13 @@ class Far:
 
     def requests(self, method: str) -> list[tuple[Request, Address]]:
         return [(m, to) for m, to in self.sent if isinstance(m, Request) and m.method == method]
+
+    def invites(self) -> list[tuple[Request, Address]]:
+        """The INVITEs sent, one per transaction (Timer A retransmissions left out)."""
+        found: dict[str | None, tuple[Request, Address]] = {}
+        for request, to in self.requests("INVITE"):
+            found.setdefault(request.top_via.branch, (request, to))
+        return list(found.values())
 
     @property
     def invite(self) -> Request:
@@ -224,6 +233,14 @@ def test_a_2xx_retransmitted_after_timer_m_is_still_acked_by_the_lingering_call(
     assert len(only(far.respond("200 OK", sdp=ANSWER), "ACK")) == 2
 
 
+def test_a_1xx_with_a_malformed_contact_is_reported_but_makes_no_early_dialog() -> None:
+    far = Far()
+    far.respond("180 Ringing", tag="broken", contact="<sip:bob@192.0.2.4")
+    assert far.events == [CallProgress(far.call, 180, "Ringing", None)]
+    assert statuses(far.reply(bye_from_bob(far, 5, tag="broken"), BOB)) == [481]
+    assert only(far.respond("200 OK", sdp=ANSWER), "ACK")[1] == BOB
+
+
 def test_a_183_with_sdp_carries_the_early_media_to_the_application_only() -> None:
     far = Far()
     assert far.respond("183 Session Progress", sdp=ANSWER) == []
@@ -277,7 +294,7 @@ def test_a_486_is_acked_by_the_transaction_and_ends_the_call_rejected() -> None:
 def test_a_redirect_is_not_followed() -> None:
     far = Far()
     far.respond("302 Moved Temporarily", contact="<sip:bob@192.0.2.99>")
-    assert len(far.requests("INVITE")) == 1
+    assert len(far.invites()) == 1
     assert far.ended() == [CallEnded(far.call, CallEndReason.REJECTED, True, 302)]
 
 
@@ -316,7 +333,7 @@ def test_a_challenge_is_answered_with_a_new_branch_and_cseq_on_the_same_call_id(
     far = Far(credentials=Credentials("alice", "secret"))
     first = far.invite
     far.respond("401 Unauthorized", extra=f"WWW-Authenticate: {CHALLENGE}")
-    second, to = far.requests("INVITE")[-1]
+    second, to = far.invites()[-1]
 
     assert to == PROXY
     assert second.headers.get("CSeq") == "2 INVITE"
@@ -338,7 +355,7 @@ def test_a_second_challenge_after_our_credentials_ends_the_call_rejected() -> No
     far = Far(credentials=Credentials("alice", "secret"))
     far.respond("401 Unauthorized", extra=f"WWW-Authenticate: {CHALLENGE}")
     far.respond("401 Unauthorized", extra=f"WWW-Authenticate: {CHALLENGE}")
-    assert len(far.requests("INVITE")) == 2
+    assert len(far.invites()) == 2
     assert far.ended() == [CallEnded(far.call, CallEndReason.REJECTED, True, 401)]
 
 
@@ -351,7 +368,7 @@ def test_a_stale_nonce_is_retried_once() -> None:
     assert third.headers.get("CSeq") == "3 INVITE"
     assert 'nonce="0a4f11' in (third.headers.get("Proxy-Authorization") or "")
     far.respond("407 Proxy Authentication Required", extra=f"Proxy-Authenticate: {stale}")
-    assert len(far.requests("INVITE")) == 3
+    assert len(far.invites()) == 3
     assert far.ended() == [CallEnded(far.call, CallEndReason.REJECTED, True, 407)]
 
 
@@ -368,21 +385,21 @@ def test_a_503_moves_on_to_the_next_target_then_fails_the_transaction() -> None:
     far = Far(targets=(PROXY, BACKUP))
     first = far.invite
     far.respond("503 Service Unavailable")
-    second, to = far.requests("INVITE")[-1]
+    second, to = far.invites()[-1]
     assert to == BACKUP and far.call.target == BACKUP
     assert second.headers.get("CSeq") == "2 INVITE"
     assert second.top_via.branch != first.top_via.branch
     assert (second.call_id, second.from_.tag) == (first.call_id, first.from_.tag)
 
     far.respond("503 Service Unavailable")
-    assert len(far.requests("INVITE")) == 2
+    assert len(far.invites()) == 2
     assert far.ended() == [CallEnded(far.call, CallEndReason.TRANSACTION_FAILED, False, 503)]
 
 
 def test_timer_b_moves_on_to_the_next_target_then_fails_with_408() -> None:
     far = Far(targets=(PROXY, BACKUP))
     far.run(until=64 * T1)
-    invites = far.requests("INVITE")
+    invites = far.invites()
     assert invites[-1][1] == BACKUP
     assert invites[-1][0].headers.get("CSeq") == "2 INVITE"
     far.run(until=2 * 64 * T1)
@@ -434,7 +451,7 @@ def test_no_invite_is_sent_after_our_cancel(final: str) -> None:
     far.respond("180 Ringing")
     far.call.hang_up(now=1.0)
     far.respond(final, extra=f"WWW-Authenticate: {CHALLENGE}")
-    assert len(far.requests("INVITE")) == 1
+    assert len(far.invites()) == 1
     status = int(final[:3])
     assert far.ended() == [CallEnded(far.call, CallEndReason.CANCELLED, False, status)]
 
@@ -463,3 +480,158 @@ def test_hang_up_after_the_answer_sends_bye() -> None:
     bye, to = only(far.pump(), "BYE")
     assert to == BOB and bye.headers.get("CSeq") == "2 BYE"
     assert far.ended() == [CallEnded(far.call, CallEndReason.BYE, False, None)]
+
+
+def test_after_64_t1_without_a_final_the_abandoned_invite_leaves_no_transaction() -> None:
+    far = Far()
+    far.respond("180 Ringing")
+    far.call.hang_up(now=1.0)
+    far.run(until=1.0 + 64 * T1)
+    assert far.core.transactions._client == {}  # RFC 3261 §9.1: the INVITE is destroyed
+    assert far.core.usages == []
+
+
+def test_a_ring_timeout_before_any_1xx_ends_at_timer_b_without_failover() -> None:
+    far = Far(targets=(PROXY, BACKUP), ring_timeout_s=5.0)
+    far.run(until=5.0)
+    assert far.requests("CANCEL") == []  # no 1xx: no CANCEL (§9.1)
+    far.run(until=64 * T1)
+    assert len(far.invites()) == 1
+    assert far.ended() == [CallEnded(far.call, CallEndReason.RING_TIMEOUT, False, 408)]
+
+
+def test_a_2xx_after_a_hang_up_before_any_1xx_is_acked_and_byed() -> None:
+    far = Far()
+    far.call.hang_up(now=0.1)
+    sent = far.respond("200 OK", sdp=ANSWER)
+    assert only(sent, "ACK")[1] == only(sent, "BYE")[1] == BOB
+    assert far.ended() == [CallEnded(far.call, CallEndReason.BYE, False, None)]
+
+
+def test_a_transport_error_moves_on_to_the_next_target_then_fails_with_503() -> None:
+    far = Far(targets=(PROXY, BACKUP))
+    far.core.transport_error(PROXY, 0.0)
+    far.pump()
+    assert far.invites()[-1][1] == BACKUP
+    far.core.transport_error(BACKUP, 0.0)
+    far.pump()
+    assert far.ended() == [CallEnded(far.call, CallEndReason.TRANSACTION_FAILED, False, 503)]
+
+
+# --- the established call -----------------------------------------------------------------
+
+
+def bye_from_bob(far: Far, cseq: int, *, tag: str = "a6c85cf") -> str:
+    invite = far.invite
+    return (
+        "BYE sip:192.0.2.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds10\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: Bob <sip:bob@biloxi.com>;tag={tag}\r\n"
+        f"To: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\n"
+        f"CSeq: {cseq} BYE\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+
+def statuses(sent: list[tuple[Request | Response, Address]]) -> list[int]:
+    return [m.status for m, _ in sent if isinstance(m, Response)]
+
+
+def test_bobs_bye_ends_the_call_and_the_call_is_forgotten_after_lingering() -> None:
+    far = Far()
+    far.respond("200 OK", sdp=ANSWER)
+    assert statuses(far.reply(bye_from_bob(far, 231), BOB)) == [200]
+    assert far.ended() == [CallEnded(far.call, CallEndReason.BYE, True, None)]
+    far.run(until=far.now + 64 * T1 + 1)
+    assert far.core.usages == []
+
+
+def test_a_request_in_a_fork_we_did_not_answer_gets_481() -> None:
+    far = Far()
+    far.respond("180 Ringing", tag="fork2", contact="<sip:bob@192.0.2.5>")
+    far.respond("200 OK", sdp=ANSWER)
+    assert statuses(far.reply(bye_from_bob(far, 5, tag="fork2"), BOB)) == [481]
+    assert far.call.state is CallState.CONFIRMED
+
+
+def test_a_bye_in_an_early_dialog_is_answered_and_the_invite_still_decides() -> None:
+    far = Far()
+    far.respond("180 Ringing")
+    assert statuses(far.reply(bye_from_bob(far, 5), BOB)) == [200]
+    assert far.call.state is CallState.EARLY and far.ended() == []
+
+
+def test_the_2xx_session_expires_makes_us_refresh_at_half_the_interval() -> None:
+    far = Far()  # RFC 4028 §7.2: the UAS chose us as refresher
+    far.respond("200 OK", sdp=ANSWER, extra="Session-Expires: 120;refresher=uac\r\n"
+                "Require: timer\r\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE")  # fmt: skip
+    far.run(until=59.9)
+    assert far.requests("UPDATE") == []
+    far.run(until=60.0)
+    update, to = far.requests("UPDATE")[0]
+    assert to == BOB and update.headers.get("Session-Expires") == "120;refresher=uac"
+
+
+def test_a_2xx_naming_the_far_end_refresher_arms_only_the_expiry() -> None:
+    far = Far()
+    far.respond("200 OK", sdp=ANSWER, extra="Session-Expires: 90;refresher=uas")
+    far.run(until=90.0)  # no refresh came: BYE at 90 - min(32, 90/3) = 60 s (RFC 4028 §10)
+    assert far.requests("UPDATE") == [] and far.invites()[1:] == []
+    assert {to for _, to in far.requests("BYE")} == {BOB}
+    assert far.ended() == [CallEnded(far.call, CallEndReason.SESSION_EXPIRED, False, None)]
+
+
+def test_info_goes_out_once_answered_only() -> None:
+    far = Far()
+    assert (
+        far.call.send_info("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", 0.0) is False
+    )
+    far.respond("200 OK", sdp=ANSWER)
+    assert far.call.send_info("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", 1.0)
+    assert only(far.pump(), "INFO")[1] == BOB
+
+
+# --- whatever the far end sends, the call ends once and is forgotten ------------------------
+
+_STEP = st.one_of(
+    st.sampled_from(
+        ["100 Trying", "180 Ringing", "183 Session Progress", "200 OK", "401 Unauthorized",
+         "486 Busy Here", "487 Request Terminated", "503 Service Unavailable", "hang up",
+         "wait", "transport error"]
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(st.tuples(_STEP, st.sampled_from(["t1", "t2", "t3"]), st.booleans()),
+                   max_size=12),
+)  # fmt: skip
+def test_any_response_sequence_ends_the_call_exactly_once(
+    steps: list[tuple[str, str, bool]],
+) -> None:
+    far = Far(targets=(PROXY, BACKUP), credentials=Credentials("alice", "secret"),
+              ring_timeout_s=40.0)  # fmt: skip
+    for step, tag, with_sdp in steps:
+        if step == "hang up":
+            far.call.hang_up(now=far.now)
+            far.pump()
+        elif step == "wait":
+            far.run(until=far.now + 10.0)
+        elif step == "transport error":
+            far.core.transport_error(far.call.target, far.now)
+            far.pump()
+        else:
+            far.respond(step, tag=tag, sdp=ANSWER if with_sdp else "",
+                        extra=f"WWW-Authenticate: {CHALLENGE}")  # fmt: skip
+    far.call.hang_up(now=far.now)
+    far.pump()
+    far.run(until=far.now + 200.0)  # every timer: Timer B, 64*T1, lingering
+    far.reply(bye_from_bob(far, 999), BOB)
+    far.run(until=far.now + 200.0)
+    assert len(far.ended()) == 1
+    assert far.call.state is CallState.TERMINATED
+    assert far.core.usages == [] and far.core.get_timer() is None
+    assert len(far.invites()) <= 3  # the first, one answered challenge, one failover
