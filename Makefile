@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The in-process benchmarks (a few minutes); bench-load runs the relay under SIPp (about 20 min).
+# The in-process benchmarks (a few minutes); bench-load runs the relay under SIPp (about 25 min).
 bench: $(STAMP)
 	$(PY) -m bench.routing
 	$(PY) -m bench.context
@@ -40,6 +40,7 @@ bench-load: $(STAMP)
 	scripts/system-deps.sh bench
 	$(PY) -m bench.sip_load
 	$(PY) -m bench.relay_calls
+	$(PY) -m bench.outgoing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .dev

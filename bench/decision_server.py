@@ -14,6 +14,11 @@
   any webhook: the relay's SIP cost alone.
 - ``GET /agent`` (WebSocket): a trivial agent that reads and discards whatever the relay sends
   until the relay closes (it never speaks and never hangs up).
+- ``GET /agent-leaves`` (WebSocket): an agent that leaves at once: it notes the wall-clock time
+  (``time.time()``) at which the Twilio ``start`` message came off the socket, under the call id
+  of its ``customParameters``, then closes (the relay then hangs up the call). The outgoing-call
+  benchmark (``bench/outgoing.py``) gives it as the dial commands' media endpoint.
+- ``GET /starts``: those times, ``{callId: seconds since the epoch}``.
 - ``GET /stats``: what was served so far, as JSON.
 
 The benchmarks (``bench/sip_load.py``, ``bench/relay_calls.py``) run it as its own process so
@@ -27,6 +32,7 @@ import asyncio
 import itertools
 import json
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -87,6 +93,27 @@ def build_app(
             counts["agent_messages"] += 1
         return socket
 
+    starts: dict[str, float] = {}
+
+    async def agent_leaves(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(heartbeat=None, autoping=True)
+        await socket.prepare(request)
+        counts["agent_connections"] += 1
+        async for message in socket:  # bounded: it leaves after the start, or the relay closes
+            if message.type != WSMsgType.TEXT:
+                break
+            at = time.time()
+            if '"start"' in message.data:
+                start = json.loads(message.data).get("start", {})
+                starts[start.get("customParameters", {}).get("call_id", "?")] = at
+                counts["starts"] += 1
+                break
+        await socket.close()
+        return socket
+
+    async def starts_route(request: web.Request) -> web.Response:
+        return web.json_response(starts)
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(dict(counts))
 
@@ -95,6 +122,8 @@ def build_app(
     app.router.add_post("/webhooks/sip/events", events)
     app.router.add_get("/webhooks/sip/allowlist", allowlist_route)
     app.router.add_get("/agent", agent)
+    app.router.add_get("/agent-leaves", agent_leaves)
+    app.router.add_get("/starts", starts_route)
     app.router.add_get("/stats", stats)
     return app
 

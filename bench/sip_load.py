@@ -224,6 +224,7 @@ class CallTimes:
 
     invite: float | None = None
     invites: int = 0
+    request_uri: bytes | None = None
     trying: float | None = None
     final: float | None = None
     final_status: int | None = None
@@ -270,7 +271,8 @@ def read_pcap(path: Path, sip_port: int) -> dict[bytes, CallTimes]:
         first = head[0]
         if destination_port == sip_port and first.startswith(b"INVITE "):
             call.invites += 1
-            call.invite = at if call.invite is None else call.invite
+            if call.invite is None:
+                call.invite, call.request_uri = at, first.split(b" ")[1]
         elif source_port == sip_port and first.startswith(b"SIP/2.0 "):
             status = int(first[8:11])
             if status == 100:

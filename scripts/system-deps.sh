@@ -2,11 +2,11 @@
 # Debian packages the tests and the local stack need: codec libraries for the relay, and the SIP
 # software the interop tests run against (and dnsmasq-base, the DNS server of the RFC 3263 tests).
 # Installs what is missing (root), or says what to install.
-# `scripts/system-deps.sh bench` adds what the load benchmarks need (dumpcap, for bench/sip_load.py).
+# wireshark-common is dumpcap, the capture the load benchmarks time SIP with (bench/sip_load.py,
+# bench/outgoing.py, whose small run is an interop test); `system-deps.sh bench` asks for nothing more.
 set -euo pipefail
 PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng
-  dnsmasq-base kamailio kamailio-tls-modules openssl)
-[ "${1:-}" = bench ] && PACKAGES+=(wireshark-common)
+  dnsmasq-base kamailio kamailio-tls-modules openssl wireshark-common)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,4 +1,4 @@
-"""linphonec 5.1 headless: one call, driven through its stdin.
+"""linphonec 5.1 headless: one call, driven through its stdin, as the caller or as the callee.
 
 linphonec rewrites its ``-c`` file, so each run gets a scratch copy; ``HOME`` is a scratch
 directory with ``.local/share/linphone`` in it (without it the sqlite DB fails to open and no
@@ -6,6 +6,11 @@ SIP listening point is made). ``quit`` never returns, so the process always runs
 ``timeout -k 3`` and is killed with its group at the end. Progress is read from its debug log
 (``-d 1 -l``): liblinphone logs each call state change as ``moving from state A to B``, and every
 SIP message it sends or receives.
+
+As the callee (``target=None``, ``auto_answer=True``: linphonec's ``-a``), it listens on
+`Linphonec.sip_port` of 127.0.0.1 and answers every incoming call at once; `Linphonec.uri` is
+the address to dial. A walk-through may hand it its own configuration text (``config=``, with
+``{sip_port}`` and ``{rtp_port}`` where the free ports go).
 
 Seen with 5.1.65 driven this way (a pipe as stdin, as in TOOLING's recipe): after a
 ``terminate`` it sends its BYE and then handles no SIP at all (the 200 the relay sends back
@@ -19,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -46,7 +52,21 @@ echocancellation=0
 capture=0
 display=0
 """
+LISTEN_S = 10.0
+"""How long linphonec may take to open its SIP socket: a bound on a wait, not a timing."""
+BYE_ANSWERED = r"^SIP/2.0 200 O[Kk]\r?\n(?:.+\r?\n)*?CSeq: \d+ BYE"
+"""A 200 to a BYE in linphone's log (the one it sent, or the one it received)."""
 STATE = re.compile(r"moving from state LinphoneCall(\w+) to LinphoneCall(\w+)")
+
+
+def _udp_bound(port: int) -> bool:
+    """True if something holds UDP ``port`` on 127.0.0.1 (our bind is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 class LinphoneError(AssertionError):
@@ -56,10 +76,21 @@ class LinphoneError(AssertionError):
 class Linphonec:
     """One linphonec placing one call (see the module docstring); use as a context manager."""
 
-    def __init__(self, directory: Path, target: str, *, lifetime_s: int = 20) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        target: str | None,
+        *,
+        lifetime_s: int = 20,
+        auto_answer: bool = False,
+        config: str = CONFIG,
+    ) -> None:
+        assert target is not None or auto_answer, "a linphonec that neither calls nor answers"
         self.directory = directory
         self.target = target
         self.lifetime_s = lifetime_s
+        self.auto_answer = auto_answer
+        self.sip_port = free_sip_port()
         self.log_path = directory / "linphone.log"
         self._process: subprocess.Popen[bytes] | None = None
         home = directory / "home"
@@ -67,8 +98,12 @@ class Linphonec:
         self._home = home
         self._config = directory / "linphonerc"
         self._config.write_text(
-            CONFIG.format(sip_port=free_sip_port(), rtp_port=free_port_range(2)[0])
+            config.format(sip_port=self.sip_port, rtp_port=free_port_range(2)[0])
         )
+
+    def uri(self, user: str = "linphone") -> str:
+        """The address that reaches this linphonec (its UDP listening point)."""
+        return f"sip:{user}@127.0.0.1:{self.sip_port}"
 
     @property
     def log(self) -> str:
@@ -81,7 +116,9 @@ class Linphonec:
     def __enter__(self) -> Linphonec:
         linphonec = require("linphonec")
         command = ["timeout", "-k", "3", str(self.lifetime_s), linphonec, "-c", str(self._config)]
-        command += ["-s", self.target, "-d", "1", "-l", str(self.log_path)]
+        command += ["-s", self.target] if self.target is not None else []
+        command += ["-a"] if self.auto_answer else []
+        command += ["-d", "1", "-l", str(self.log_path)]
         output = open(self.directory / "linphonec.out", "wb")  # noqa: SIM115 - the process's
         self._process = subprocess.Popen(
             command,
@@ -92,7 +129,20 @@ class Linphonec:
             start_new_session=True,
         )
         output.close()
+        if self.target is None:
+            self._wait_listening()
         return self
+
+    def _wait_listening(self) -> None:
+        """Wait until linphonec holds its UDP SIP port (a callee must, before anyone dials)."""
+        deadline = time.monotonic() + LISTEN_S
+        while not _udp_bound(self.sip_port):
+            assert self._process is not None
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise LinphoneError(
+                    f"linphonec never listened on {self.sip_port}\n{self.log[-4000:]}"
+                )
+            time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         assert self._process is not None

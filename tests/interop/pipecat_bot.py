@@ -4,7 +4,9 @@ The bot is what ``docs/agents.md`` shows ("A minimal Pipecat bot"): ``FastAPIWeb
 with ``TwilioFrameSerializer`` under uvicorn on 127.0.0.1, in a thread with its own event loop.
 Its pipeline echoes the caller's audio (keeping a copy) and records DTMF; ``#`` ends it, as a
 bot's "goodbye" would, and the serializer's ``auto_hang_up`` then posts the Twilio-style REST
-hang-up to the ``base_url`` the test gives. No cloud service is involved.
+hang-up to the ``base_url`` the test gives. When the other side hangs up (the relay sends
+``stop`` and closes the socket), ``on_client_disconnected`` cancels the worker, as Pipecat's own
+telephony examples do: without it the pipeline would outlive the call. No cloud service is involved.
 """
 
 from __future__ import annotations
@@ -116,10 +118,39 @@ async def run_echo_pipeline(
             audio_in_sample_rate=PIPELINE_RATE_HZ, audio_out_sample_rate=PIPELINE_RATE_HZ
         ),
     )
+
+    @transport.event_handler("on_client_disconnected")
+    async def on_client_disconnected(transport: Any, websocket: Any) -> None:
+        await worker.cancel()  # the call ended (the relay sent stop and closed): so does the bot
+
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()
     record.finished.set()
+
+
+def twilio_bot_app(record: BotRecord, control_url: str) -> FastAPI:
+    """The bot of docs/agents.md ("A minimal Pipecat bot"), instrumented: it keeps the ``start``
+    message, then runs the echo pipeline; its serializer hangs up through ``control_url``."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def media_stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_json()  # connected
+        start = (await websocket.receive_json())["start"]
+        record.start = start
+        record.connected.set()
+        serializer = TwilioFrameSerializer(
+            stream_sid=start["streamSid"],
+            call_sid=start["callSid"],
+            account_sid=start["accountSid"],
+            auth_token=start["customParameters"]["auth_token"],
+            base_url=control_url,
+        )
+        await run_echo_pipeline(websocket, record, serializer)
+
+    return app
 
 
 @contextmanager

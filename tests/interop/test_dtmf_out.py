@@ -35,8 +35,10 @@ def test_baresip_hears_the_digits_the_agent_sends(
 
     keys = [(e["type"], e.get("param")) for e in phone.events if "DTMF" in e["type"]]
     assert keys == [
-        ("CALL_DTMF_START", "1"), ("CALL_DTMF_END", None),
-        ("CALL_DTMF_START", "#"), ("CALL_DTMF_END", None),
+        ("CALL_DTMF_START", "1"),
+        ("CALL_DTMF_END", None),
+        ("CALL_DTMF_START", "#"),
+        ("CALL_DTMF_END", None),
     ]  # fmt: skip  (each key once, in order, each one ended)
     assert "received event: '#' (end=1)" in log  # the End bit reached baresip
     [call] = stack.wait_for_call(agent_id)

@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.interop.agent_server import AgentServer
-from tests.interop.linphone import Linphonec
+from tests.interop.linphone import BYE_ANSWERED, Linphonec
 from tests.interop.stack import InteropStack
 
 pytestmark = pytest.mark.interop
-
-BYE_ANSWERED = r"^SIP/2.0 200 O[Kk]\r?\n(?:.+\r?\n)*?CSeq: \d+ BYE"
 
 
 @pytest.fixture(scope="module")

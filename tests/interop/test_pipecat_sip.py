@@ -28,17 +28,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from fastapi import FastAPI, WebSocket
-from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from tests.interop.baresip import SOURCE_HZ, Baresip
 from tests.interop.pipecat_bot import (
     PIPELINE_RATE_HZ,
     Bot,
     BotRecord,
-    run_echo_pipeline,
     serve_bot,
     serve_http,
+    twilio_bot_app,
 )
 from tests.interop.stack import InteropStack
 from tests.interop.tone import dominant_frequency, pcm16, read_wav, sounding
@@ -48,29 +46,6 @@ pytestmark = pytest.mark.interop
 TOLERANCE_HZ = 10
 ECHO_S = 2.5  # how long the caller talks before pressing keys
 DIGITS = ["1", "2", "*"]
-
-
-def bot_app(record: BotRecord, control_url: str) -> FastAPI:
-    """The bot of docs/agents.md ("A minimal Pipecat bot"), instrumented."""
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def media_stream(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.receive_json()  # connected
-        start = (await websocket.receive_json())["start"]
-        record.start = start
-        record.connected.set()
-        serializer = TwilioFrameSerializer(
-            stream_sid=start["streamSid"],
-            call_sid=start["callSid"],
-            account_sid=start["accountSid"],
-            auth_token=start["customParameters"]["auth_token"],
-            base_url=control_url,
-        )
-        await run_echo_pipeline(websocket, record, serializer)
-
-    return app
 
 
 @dataclass
@@ -124,7 +99,7 @@ def control_proxy(stack: InteropStack) -> Iterator[Proxy]:
 def pipecat_bot(control_proxy: Proxy) -> Iterator[Bot]:
     """Run the bot under uvicorn on 127.0.0.1 in a thread; stop it at the end."""
     record = BotRecord()
-    with serve_bot(bot_app(record, control_proxy.url), record) as bot:
+    with serve_bot(twilio_bot_app(record, control_proxy.url), record) as bot:
         yield bot
 
 
