@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from chalicelib.commands import edge_queue_name
@@ -44,6 +45,7 @@ from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import Event, IncomingCallReceived, InviteRefused
 from relay.sip.transaction.timers import Timers
+from relay.sip.usage.dial import place_call
 from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
@@ -343,7 +345,7 @@ class RelayService:
             logger.error("outgoing calls disabled: %s", error)
             return None
         return DialDeps(
-            place_call=self.core.place_call,
+            place_call=partial(place_call, self.core),
             hold=self._hold,
             locate=locator.locate,
             cipher=password_cipher(s.password_key, s.kms_key_id),

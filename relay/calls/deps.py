@@ -81,7 +81,8 @@ class CallFlow(Protocol):
 
 
 class PlaceCall(Protocol):
-    """``SipEndpoint.place_call``: send the INVITE, return the call it starts."""
+    """``relay.sip.usage.dial.place_call`` on the relay's endpoint: send the INVITE, return the
+    call it starts."""
 
     def __call__(
         self,

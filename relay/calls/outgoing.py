@@ -14,7 +14,7 @@ outgoing call's callee is the call's caller leg (``chalicelib/call_outcome.py``,
    SDP offer written (``relay.plan.plan_outgoing_offer``). If one of these fails, or the API
    hangs up meanwhile, the call ends without an INVITE: ``invite_sent`` and ``leg_ended`` are
    recorded at one instant (the leg bills nothing) with the reason below.
-2. **The INVITE** goes out (``SipEndpoint.place_call``; the SIP usage tries the targets in
+2. **The INVITE** goes out (``relay/sip/usage/dial.py``'s ``place_call``; the SIP usage tries the targets in
    order, answers digest challenges and cancels at the ring timeout). ``invite_sent`` carries
    the instant it was transmitted: outgoing calls bill from there (docs/billing.md).
 3. **Ringing.** The first 1xx other than 100 records ``ringing`` with its status (once: a

@@ -35,8 +35,9 @@ Theory of operation
    usage. The endpoint marks a usage after every dispatch to it, so that the next
    ``get_timer()`` re-arms it and a finished one is forgotten; when the application acts on a
    call directly (accept, reject, hang up) the call marks itself.
-4. Usages the application makes: :meth:`SipEndpoint.place_call` starts an outgoing call
-   (``usage/outgoing.py``) with the means below. :meth:`SipEndpoint.add_usage` holds one,
+4. Usages the application makes, with the means below: ``usage/dial.py``'s ``place_call``
+   starts an outgoing call (``usage/outgoing.py``); the endpoint knows no kind but the incoming
+   call. :meth:`SipEndpoint.add_usage` holds one,
    :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
    (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
    means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
@@ -71,9 +72,8 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: about 510 lines, a fifth of them this docstring (the dispatch rules and the asyncio
-example, read together with the code) and ``place_call``'s signature, the contract of the
-outgoing call. The refusal policy lives in ``stateless.py``, the usage
+Size: about 480 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
 table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
 (``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.
 """
@@ -81,15 +81,14 @@ table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from relay.ids import IdSource, new_tag
 from relay.sip.address import Address, SipCore, Transport
 from relay.sip.dialog import Dialog, DialogId
-from relay.sip.digest import Credentials
-from relay.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from relay.sip.errors import RemoteProtocolError, SipParseError
 from relay.sip.events import (
     BadRequestRejected,
     Event,
@@ -97,11 +96,9 @@ from relay.sip.events import (
     InviteRefused,
     ParseErrorDropped,
 )
-from relay.sip.sdp.description import SessionDescription
 from relay.sip.stateless import Admission, invite_refusal, stateless_reply
 from relay.sip.syntax.message import Request, Response, error_response, make_response
 from relay.sip.syntax.parser import is_keepalive, parse_message, validate_request, validate_response
-from relay.sip.syntax.uri import SipUri
 from relay.sip.syntax.via import response_destination, stamp_top_via
 from relay.sip.transaction.deadlines import Deadlines
 from relay.sip.transaction.layer import (
@@ -114,9 +111,7 @@ from relay.sip.transaction.layer import (
 )
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.incoming import IncomingCall, InviteUnfit, screen_invite
-from relay.sip.usage.invite_request import build_invite, dialog_before_answer
 from relay.sip.usage.leg import Leg, UserAgentSettings, local_contact
-from relay.sip.usage.outgoing import OutgoingCall
 from relay.sip.usage.session_timer import SessionTimerPolicy
 from relay.sip.usage.table import UsageTable
 
@@ -194,6 +189,16 @@ class SipEndpoint:
         """The transaction layer, for a usage's requests outside any dialog (rule 4)."""
         return self._layer
 
+    @property
+    def ids(self) -> IdSource:
+        """Tags, branches, Call-IDs: for a usage that builds its own first request (rule 4)."""
+        return self._ids
+
+    @property
+    def settings(self) -> UserAgentSettings:
+        """What this user agent says about itself (User-Agent, Allow, Supported...)."""
+        return self._settings
+
     # --- usages the application makes (rule 4) --------------------------------------------
 
     def add_usage(self, usage: Usage) -> None:
@@ -226,44 +231,6 @@ class SipEndpoint:
             settings=self._settings,
             touch=self._touched.add,
         )
-
-    def place_call(
-        self,
-        *,
-        targets: Sequence[Address],
-        request_uri: SipUri,
-        from_user: str,
-        from_display: str | None = None,
-        offer: SessionDescription,
-        preference: Sequence[str],
-        credentials: Credentials | None,
-        headers: Sequence[tuple[str, str]] = (),
-        ring_timeout_s: float,
-        now: float,
-    ) -> OutgoingCall:
-        """Send an INVITE to ``targets[0]`` and return the call it starts (rule 4).
-
-        ``targets`` are tried in order on 503 or timeout (RFC 3263 §4.3); ``headers`` are extra
-        ``X-`` header fields. The call's events (``CallProgress``, ``CallAnswered``,
-        ``CallEnded``) come from :meth:`next_event` (``usage/outgoing.py``).
-
-        Raises:
-            LocalProtocolError: no target, no local address for its transport, or a value that
-                cannot go on the wire (a control character, a header field not named ``X-``).
-        """
-        if not targets:
-            raise LocalProtocolError("place_call needs at least one target")
-        invite = build_invite(
-            self._layer, self._ids, self._settings, target=targets[0], request_uri=request_uri,
-            from_user=from_user, from_display=from_display, offer=bytes(offer), headers=headers,
-        )  # fmt: skip
-        call = OutgoingCall(
-            invite, leg=self.new_leg(dialog_before_answer(invite, targets[0])), targets=targets,
-            bind=self.bind_dialog, emit=self.emit, offer=offer, preference=preference,
-            credentials=credentials, ring_timeout_s=ring_timeout_s, now=now,
-        )  # fmt: skip
-        self.add_usage(call)
-        return call
 
     # --- SipCore: input -------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Theory of operation
 ===================
 
-1. ``SipEndpoint.place_call`` builds the INVITE (``invite_request.py``) and makes an
+1. ``usage/dial.py``'s ``place_call`` builds the INVITE (``invite_request.py``) and makes an
    :class:`OutgoingCall`, which sends it to the first target in an INVITE client transaction
    it owns, and arms the ring timeout. Until a 2xx names the call's dialog, the call speaks
    through the dialog the INVITE implies (remote tag empty); every To tag of a response gets a
@@ -111,7 +111,7 @@ class _Answer:
 class OutgoingCall(InviteSession):
     """One INVITE we send and the call it becomes (rules 1 to 6).
 
-    Created by ``SipEndpoint.place_call``; the application reads ``call_id``, ``state``,
+    Created by ``usage/dial.py``'s ``place_call``; the application reads ``call_id``, ``state``,
     ``request`` and ``target``, and calls :meth:`hang_up` (and ``send_info`` once answered).
     """
 

@@ -25,6 +25,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chalicelib.contracts import CallEvent, DialCommand, InviteAccepted, InviteWebhook
@@ -37,6 +38,7 @@ from relay.sip.endpoint import SipEndpoint
 from relay.sip.syntax.message import Request, Response
 from relay.sip.syntax.parser import parse_message
 from relay.sip.transaction.timers import Timers
+from relay.sip.usage.dial import place_call
 from relay.sip.usage.invite_session import (
     CallAnswered,
     CallEnded,
@@ -130,7 +132,7 @@ class DialWire:
             retry_after_s=5,
             egress=LOCAL_EGRESS,
             dial=DialDeps(
-                place_call=self.endpoint.place_call,
+                place_call=partial(place_call, self.endpoint),
                 hold=self.flows.__setitem__,
                 locate=locator.locate,
                 cipher=FernetCipher(PASSWORD_KEY),

@@ -27,6 +27,7 @@ from relay.sip.syntax.parser import parse_message
 from relay.sip.syntax.uri import SipUri
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.call_state import CallEndReason, CallState
+from relay.sip.usage.dial import place_call
 from relay.sip.usage.forks import MAX_FORKS
 from relay.sip.usage.invite_session import CallAnswered, CallEnded, CallProgress
 from relay.sip.usage.outgoing import OutgoingCall
@@ -67,7 +68,8 @@ class Far:
         self.now = 0.0
         self.sent: list[tuple[Request | Response, Address]] = []
         self.events: list[Event] = []
-        self.call = self.core.place_call(
+        self.call = place_call(
+            self.core,
             targets=targets, request_uri=SipUri.parse("sip:bob@biloxi.com"), from_user="alice",
             from_display="Alice", offer=SessionDescription.parse(OFFER.encode()),
             preference=("PCMU", "PCMA"), credentials=credentials, headers=headers,
