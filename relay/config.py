@@ -23,6 +23,8 @@ SIPLINE_TLS_PORT                SIP TLS port                           5061
 SIPLINE_PUBLIC_ADDRESS          address advertised in Via/Contact/SDP  the listen address
 SIPLINE_RTP_PORTS               RTP port range, ``low-high``           20000-20999
 SIPLINE_TLS_CERT / _KEY         PEM certificate and key for TLS        unset: no TLS listener
+SIPLINE_TLS_CA_FILE             PEM CA certificates trusted for        unset: the system store
+                                outgoing TLS, besides the system store only
 SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            2.0
 SIPLINE_EVENTS_TIMEOUT_S        bound on one event batch post          10.0
 SIPLINE_RETRY_AFTER_S           Retry-After of a 503 when down         5
@@ -47,6 +49,7 @@ SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at mo
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +85,7 @@ class RelaySettings:
     rtp_port_max: int = 20999
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
+    tls_ca_file: Path | None = None
     decision_timeout_s: float = 4.0
     events_timeout_s: float = 10.0
     retry_after_s: int = 5
@@ -136,6 +140,7 @@ class RelaySettings:
             rtp_port_max=rtp_high,
             tls_cert_path=cert,
             tls_key_path=key,
+            tls_ca_file=reader.ca_file("SIPLINE_TLS_CA_FILE"),
             decision_timeout_s=reader.positive("SIPLINE_DECISION_TIMEOUT_S", 4.0),
             events_timeout_s=reader.positive("SIPLINE_EVENTS_TIMEOUT_S", 10.0),
             retry_after_s=int(reader.positive("SIPLINE_RETRY_AFTER_S", 5)),
@@ -177,6 +182,17 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         value = self.optional(name)
         return Path(value) if value else None
+
+    def ca_file(self, name: str) -> Path | None:
+        """A PEM bundle, loaded once here so that a bad one stops the relay at start."""
+        path = self.path(name)
+        if path is not None:
+            try:
+                ssl.create_default_context(cafile=path)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                message = f"{name}: cannot load CA certificates from {path}: {error}"
+                raise RelayConfigError(message) from None
+        return path
 
     def positive(self, name: str, default: float, *, at_most: float | None = None) -> float:
         raw = self.optional(name)

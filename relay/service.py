@@ -148,7 +148,7 @@ class RelayService:
             tcp_port=s.sip_port,
             tls_port=s.tls_port if tls else None,
             tls_server=server_context(s.tls_cert_path, s.tls_key_path) if tls else None,  # type: ignore[arg-type]
-            tls_client=client_context(verify=True),
+            tls_client=client_context(cafile=s.tls_ca_file),
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -70,6 +70,9 @@ class EndDetail(StrEnum):
     DIAL_REFUSED = "dial_refused"
     """The SIP layer refused to send the INVITE: a ``from`` it cannot carry, a TLS target
     without the relay's TLS listener (no INVITE)."""
+    TLS_VERIFICATION_FAILED = "tls_verification_failed"
+    """Every target of an outgoing call failed, the last because its TLS certificate is not
+    trusted or does not name the domain dialled (503, ``relay/sip/locate.py`` rule 9)."""
     CANCEL_UNANSWERED = "cancel_unanswered"
     """Our CANCEL of an outgoing call did not end its INVITE in time (``error``)."""
 

@@ -41,6 +41,9 @@ credentials included)
 we cancelled (API hang-up, shutdown)     local_hangup 487            ``cancelled``
 no answer within the ring timeout        timeout      487 or 408     ``ring_timeout``
 every target failed (timeout, transport) rejected     408 or 503     ``transaction_failed``
+the last one's TLS certificate does not  rejected     503            ``tls_verification_failed``
+verify (untrusted, not for ``to``'s
+domain)
 ``to`` is not a SIP URI we can call      rejected     484            ``destination_invalid``
 its domain does not exist in DNS         rejected     604            ``destination_not_found``
 DNS did not answer; every address        rejected     503            ``destination_unavailable``
@@ -80,6 +83,7 @@ from relay.calls.ending import (
 )
 from relay.calls.recorder import LegEvents
 from relay.plan import plan_outgoing_offer
+from relay.sip.address import TransportFailure
 from relay.sip.errors import LocalProtocolError
 from relay.sip.locate import LocateError, LocateFailure, parse_target
 from relay.sip.sdp.offer_answer import NegotiatedMedia
@@ -241,7 +245,7 @@ class OutgoingCallFlow:
         from_user = user_part(command.from_) or command.from_
         try:
             call = self.call = dial.place_call(
-                targets=[target.address for target in located.targets],
+                targets=located.addresses,
                 request_uri=request_uri,
                 from_user=from_user,
                 offer=plan.sdp,
@@ -290,12 +294,13 @@ class OutgoingCallFlow:
         reason = UNANSWERED_ENDS.get(ended.reason)
         if reason is None:
             reason = sip_leg_end(ended.reason, by_remote=ended.by_remote)
-        status = ended.status
-        if ended.reason is CallEndReason.TRANSACTION_FAILED and status is None:
-            status = 503  # RFC 3261 §8.1.3.1: a transport failure reads as 503
-        self.events.record(
-            CallEventType.LEG_ENDED, reason=reason, detail=ended.reason, sip_status=status
-        )
+        status, detail = ended.status, str(ended.reason)
+        if ended.reason is CallEndReason.TRANSACTION_FAILED:
+            status = 503 if status is None else status  # §8.1.3.1: a transport failure is 503
+            failure = None if self.call is None else self.call.transport_failure
+            if failure is TransportFailure.TLS_UNVERIFIED:  # the last target's
+                detail = EndDetail.TLS_VERIFICATION_FAILED
+        self.events.record(CallEventType.LEG_ENDED, reason=reason, detail=detail, sip_status=status)
 
     async def _bridge(
         self, session: RtpSession, media: NegotiatedMedia, *, caller: str, callee: str

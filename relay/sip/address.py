@@ -14,13 +14,20 @@ The transports (``relay/transport/``) own sockets and stream framing; the core (
 4. After every call in, the transport drains ``core.datagrams_to_send()`` and sends each
    ``(bytes, Address)``; an Address with a connection id goes on that connection, one without
    opens (or reuses) a connection to ``host:port`` for TCP/TLS. A failed send is reported with
-   ``core.transport_error(address, now)``. Then it re-arms one timer at ``core.get_timer()`` and
-   calls ``core.handle_timer(now)`` when it fires.
+   ``core.transport_error(address, now, failure)``, ``failure`` saying whether the peer could
+   not be reached or its TLS certificate did not prove the name wanted. Then it re-arms one
+   timer at ``core.get_timer()`` and calls ``core.handle_timer(now)`` when it fires.
+5. A TLS destination names the server it must reach (RFC 5922 §4; RFC 3261 §26.3.1): its
+   ``server_name``, else its host. The transport sends that name as SNI, checks the server's
+   certificate for it (a DNS name against the DNS names, an IP address against the IP
+   addresses of its subjectAltName), and reuses an open TLS connection only for a destination
+   naming the same server at the same address, port included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from chalicelib.contracts import Transport as Transport  # defined there: the webhook carries it
@@ -37,6 +44,27 @@ class Address:
     transport: Transport = Transport.UDP
     connection_id: int | None = None
     """The stream a message arrived on (TCP/TLS), so that responses leave on it."""
+    server_name: str | None = None
+    """TLS only: the name the server must prove, when it is not ``host`` (rule 5): the domain
+    of the URI that was located (``relay/sip/locate.py``), while ``host`` is the address found
+    for it."""
+
+    @property
+    def tls_name(self) -> str:
+        """Return the name a TLS server at this address must prove: ``server_name``, else the
+        host (an IPv6 reference without its brackets), lower-cased."""
+        name = self.server_name or self.host.removeprefix("[").removesuffix("]")
+        return name.rstrip(".").lower()
+
+
+class TransportFailure(StrEnum):
+    """Why a message could not be sent (``SipCore.transport_error``)."""
+
+    UNREACHABLE = "unreachable"
+    """No connection: refused, reset, timed out, no address, or a TLS handshake that failed
+    for another reason than the certificate."""
+    TLS_UNVERIFIED = "tls_unverified"
+    """The TLS server's certificate is not trusted, or does not name the server wanted."""
 
 
 class SipCore(Protocol):
@@ -50,7 +78,12 @@ class SipCore(Protocol):
 
     def connection_lost(self, connection_id: int, now: float) -> None: ...
 
-    def transport_error(self, destination: Address, now: float) -> None: ...
+    def transport_error(
+        self,
+        destination: Address,
+        now: float,
+        failure: TransportFailure = TransportFailure.UNREACHABLE,
+    ) -> None: ...
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
 

@@ -26,6 +26,10 @@ Theory of operation
    name, i.e. through a NAT the peer does not know of (RFC 3581's case), so the Contact is
    unreachable and only the NAT's binding reaches the peer. A peer that advertises a
    reachable Contact, or a proxy that record-routes, gets RFC 3261's routing unchanged.
+6. A TLS next hop at the very address, port and transport of the flow keeps the flow's
+   ``server_name``: the server that proved the domain we dialled (RFC 5922 §4) and then named
+   itself by address in its Record-Route or Contact must prove that domain again, on the same
+   connection or a new one. Any other next hop proves its own URI's host.
 """
 
 from __future__ import annotations
@@ -224,7 +228,10 @@ class Dialog:
         if not self.route_set and flow is not None and self._reuses(flow):
             return flow
         fallback = flow.transport if flow is not None else Transport.UDP
-        return target_address(self.next_hop(), fallback=fallback)
+        address = target_address(self.next_hop(), fallback=fallback)
+        if flow is not None and flow.server_name is not None and _same_place(address, flow):
+            address = replace(address, server_name=flow.server_name)  # rule 6
+        return address
 
     def _reuses(self, flow: Address) -> bool:
         return flow.connection_id is not None or (self.symmetric and not flow.transport.reliable)
@@ -254,6 +261,13 @@ class Dialog:
             return  # a malformed Contact leaves the target as it was
         if contacts:
             self.remote_target = contacts[0].uri
+
+
+def _same_place(one: Address, other: Address) -> bool:
+    def place(address: Address) -> tuple[Transport, str, int]:
+        return address.transport, address.host.strip("[]").lower(), address.port
+
+    return place(one) == place(other)
 
 
 def _behind_nat(request: Request, source: Address) -> bool:

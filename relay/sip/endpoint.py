@@ -86,7 +86,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from relay.ids import IdSource, new_tag
-from relay.sip.address import Address, SipCore, Transport
+from relay.sip.address import Address, SipCore, Transport, TransportFailure
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.errors import RemoteProtocolError, SipParseError
 from relay.sip.events import (
@@ -304,9 +304,14 @@ class SipEndpoint:
             if flow is not None and flow.connection_id == connection_id:
                 dialog.flow = replace(flow, connection_id=None)
 
-    def transport_error(self, destination: Address, now: float) -> None:
+    def transport_error(
+        self,
+        destination: Address,
+        now: float,
+        failure: TransportFailure = TransportFailure.UNREACHABLE,
+    ) -> None:
         """Take a failed send (§17.1.4, §17.2.4, §18.2.2)."""
-        self._layer.transport_error(destination, now)
+        self._layer.transport_error(destination, now, failure)
         self._drain(now)
 
     # --- SipCore: output and time ---------------------------------------------------------

@@ -30,6 +30,10 @@ or a timeout from one, the next (RFC 3263 §4.3). The rules, in the order they a
    being the first NAPTR service's, else UDP (TLS for ``sips:``) (§4.1, §4.2).
 8. **Addresses** of one name: the A records, then the AAAA records, as the server gave them.
    A repeated (address, port, transport) is listed once.
+9. **The name a TLS server proves** is TARGET, the domain located (RFC 5922 §4; RFC 3263 §4:
+   the AUS), never an SRV target or a NAPTR replacement: a zone that points ``_sips._tcp`` of
+   ``trunk.test`` at ``edge1.provider.test`` is still served by a certificate for
+   ``trunk.test``. :attr:`Located.addresses` hands it to the transport with each TLS target.
 
 Queries of one step are asked together (the SRV sets, then every A/AAAA), so a lookup takes at
 most three round trips: NAPTR, SRV, addresses. A query that fails (timeout, SERVFAIL) counts as
@@ -113,12 +117,8 @@ class Target:
     transport: Transport
     name: str
     """The domain name ``host`` was found under (an SRV target, or TARGET); the address itself
-    for a numeric IP. For logs; a TLS client verifies the URI's domain (:attr:`Locator.domain`)."""
-
-    @property
-    def address(self) -> Address:
-        """Return the transport address to hand to the SIP endpoint."""
-        return Address(self.host, self.port, self.transport)
+    for a numeric IP. For logs and the egress policy; a TLS server proves the URI's domain
+    instead (:attr:`Located.domain`), never this name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,21 @@ class Located:
     """TARGET (rule 1) without brackets: the name a TLS server must prove (RFC 5922 §4)."""
     targets: tuple[Target, ...]
     """One or more, best first; on a 503 or a timeout from one, try the next (RFC 3263 §4.3)."""
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """Return the targets as the SIP endpoint takes them: a TLS one names :attr:`domain`
+        as the server it must reach (its ``server_name``, the SNI and the name its certificate
+        is checked for; RFC 5922 §4), not the SRV target nor the address."""
+        return tuple(
+            Address(
+                target.host,
+                target.port,
+                target.transport,
+                server_name=self.domain if target.transport is Transport.TLS else None,
+            )
+            for target in self.targets
+        )
 
 
 class LocateFailure(StrEnum):

@@ -10,7 +10,8 @@ Theory of operation (the seam is described in ``relay/sip/address.py``):
 2. Routing of a queued ``(bytes, Address)``: UDP leaves from the listening socket; an Address
    with a connection id goes on that connection, and if it is gone the core hears
    ``transport_error`` (it may retry without the id, RFC 3261 §18.2.2); one without an id
-   reuses a live connection to ``(transport, host, port)`` or opens one.
+   reuses a live connection to ``(transport, host, port)`` (and, for TLS, the same server name:
+   ``Address.tls_name``, sent as SNI and checked in the certificate) or opens one.
 3. Accepted connections are capped in all and per source IP (refused ones are aborted before
    any TLS handshake); outgoing ones count toward the total.
 4. A core that raises is a bug, not the network's fault: the input is dropped, logged with its
@@ -18,7 +19,8 @@ Theory of operation (the seam is described in ``relay/sip/address.py``):
 5. Every task (TLS upgrade, outgoing connect, DNS lookup) is owned here and cancelled by
    :meth:`~TransportEndpoint.close`, which also closes every socket before it returns.
 
-Size: at 400 lines; the connection table already lives in stream.py.
+Size: about 400 lines; the connection table lives in stream.py, TLS contexts and failure kinds
+in tls.py.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from relay.sip.address import Address, SipCore, Transport
 from relay.sip.errors import SipParseError
 from relay.sip.syntax.message import Request, Response
 from relay.transport.stream import ConnectionTable, StreamConnection, StreamLimits
-from relay.transport.tls import client_context
+from relay.transport.tls import client_context, connect_failure
 from relay.transport.udp import UdpListener
 
 __all__ = ["TransportConfig", "TransportCounters", "TransportEndpoint"]
@@ -344,16 +346,19 @@ class TransportEndpoint:
             connection.attach(secured)
 
     async def _connect(self, connection: StreamConnection, destination: Address) -> None:
-        context = self._tls_client() if destination.transport is Transport.TLS else None
+        tls = destination.transport is Transport.TLS  # SNI and certificate check: its tls_name
+        context, name = (self._tls_client(), destination.tls_name) if tls else (None, None)
         try:
             async with asyncio.timeout(self._config.limits.connect_timeout_s):
                 await self._loop.create_connection(
-                    lambda: connection, _socket_host(destination), destination.port, ssl=context
-                )
+                    lambda: connection, _socket_host(destination), destination.port,
+                    ssl=context, server_hostname=name,
+                )  # fmt: skip
         except OSError as exc:  # refused, unreachable, TLS verification, TimeoutError
-            logger.info("connection to %s failed: %s", destination, exc)
+            failure = connect_failure(exc)
+            logger.info("connection to %s failed (%s): %s", destination, failure, exc)
             self.forget(connection)
-            self._call_core(lambda now: self._core.transport_error(destination, now))
+            self._call_core(lambda now: self._core.transport_error(destination, now, failure))
         except asyncio.CancelledError:
             self.forget(connection)
             raise

@@ -17,7 +17,10 @@ Theory of operation (RFC 3261 §18.3, RFC 5626 §3.5.1):
 6. An outgoing connection is created before it connects; writes made meanwhile are held and
    sent once it is attached.
 7. :class:`ConnectionTable` finds connections by id or by peer and enforces the caps: a total
-   (accepted and outgoing) and one per source IP (accepted only).
+   (accepted and outgoing) and one per source IP (accepted only). A TLS peer is found by the
+   server name it proved too (``Address.tls_name``): an outgoing connection checked for
+   ``trunk.test`` carries nothing meant for another name at the same address, and an accepted
+   one (whose client proved no name) carries no request that did not arrive on it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ logger = logging.getLogger("sipline.relay.transport")
 
 PONG = b"\r\n"  # RFC 5626 §3.5.1
 _MAX_WRITE_BUFFER_BYTES = 1024 * 1024  # a peer that stops reading is cut off here
+_PeerKey = tuple[Transport, str, int, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +297,7 @@ class ConnectionTable:
         """Create an empty table enforcing ``limits``' connection caps."""
         self._limits = limits
         self._by_id: dict[int, StreamConnection] = {}
-        self._by_peer: dict[tuple[Transport, str, int], StreamConnection] = {}
+        self._by_peer: dict[_PeerKey, StreamConnection] = {}
         self._per_ip: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -309,7 +313,7 @@ class ConnectionTable:
         return self._by_id.get(connection_id)
 
     def to_peer(self, address: Address) -> StreamConnection | None:
-        """Return a live connection to ``address``'s transport, host and port, if any."""
+        """Return a live connection to ``address``'s transport, host, port (and TLS name)."""
         connection = self._by_peer.get(_peer_key(address))
         return None if connection is None or connection.closing else connection
 
@@ -324,7 +328,7 @@ class ConnectionTable:
     def add(self, connection: StreamConnection) -> None:
         """Register a connection (an accepted one counts toward its source's cap)."""
         self._by_id[connection.id] = connection
-        self._by_peer[_peer_key(connection.peer)] = connection
+        self._by_peer[_peer_key(connection.peer, accepted=not connection.outgoing)] = connection
         if not connection.outgoing:
             self._per_ip[connection.peer.host] += 1
 
@@ -332,7 +336,7 @@ class ConnectionTable:
         """Deregister a connection; return False if it was not registered."""
         if self._by_id.pop(connection.id, None) is None:
             return False
-        key = _peer_key(connection.peer)
+        key = _peer_key(connection.peer, accepted=not connection.outgoing)
         if self._by_peer.get(key) is connection:
             del self._by_peer[key]
         if not connection.outgoing:
@@ -342,5 +346,9 @@ class ConnectionTable:
         return True
 
 
-def _peer_key(address: Address) -> tuple[Transport, str, int]:
-    return (address.transport, address.host, address.port)
+def _peer_key(address: Address, *, accepted: bool = False) -> _PeerKey:
+    """Return transport, host, port and, for TLS, the name proved ("" for an accepted stream)."""
+    name = None
+    if address.transport is Transport.TLS:
+        name = "" if accepted else address.tls_name
+    return address.transport, address.host.removeprefix("[").removesuffix("]"), address.port, name

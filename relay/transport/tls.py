@@ -3,6 +3,14 @@
 The server context presents a certificate; the client context verifies the peer's chain and
 name unless told not to (``verify=False``: local self-signed peers only). Both refuse anything
 older than TLS 1.2 (RFC 8996 deprecates 1.0 and 1.1).
+
+Which name the client checks is the caller's to say (``server_hostname``): the transport gives
+the destination's ``tls_name``, the domain of the URI that was located (RFC 5922 §4), and
+OpenSSL matches it against the certificate's subjectAltName: a DNS name against its DNS
+entries, an IP address against its IP entries (the subject's CN only in a certificate without
+subjectAltName; a ``sip:`` URI entry, RFC 5922 §7.1, is not read). The chain must end at the system's trust store, or at a certificate of the relay's CA bundle
+(``SIPLINE_TLS_CA_FILE``), which is trusted as well as the store. :func:`connect_failure` tells
+a certificate that does not verify from any other failure to connect.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["client_context", "ensure_self_signed", "server_context"]
+from relay.sip.address import TransportFailure
+
+__all__ = ["client_context", "connect_failure", "ensure_self_signed", "server_context"]
 
 SELF_SIGNED_VALID_DAYS = 365
 
@@ -40,17 +50,30 @@ def client_context(*, verify: bool = True, cafile: Path | None = None) -> ssl.SS
     """Return a client context for outgoing TLS connections.
 
     Args:
-        verify: check the server's chain and that its certificate names the host we dialled.
-            Turn off only for local peers with self-signed certificates.
-        cafile: trust these PEM certificates instead of the system store (e.g. a local
-            self-signed certificate, which keeps verification on).
+        verify: check the server's chain and that its certificate names the server wanted
+            (the connection's ``server_hostname``). Off only for local self-signed peers.
+        cafile: also trust these PEM certificates, besides the system store (a private
+            trunk's CA, a local self-signed certificate; verification stays on).
+
+    Raises:
+        OSError: ``cafile`` cannot be read; ``ssl.SSLError``: it holds no certificate.
     """
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if cafile is not None:
+        context.load_verify_locations(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def connect_failure(error: OSError) -> TransportFailure:
+    """Return what kind of failure to connect ``error`` is: a certificate that is not trusted,
+    or does not name the server wanted, is ``TLS_UNVERIFIED``; anything else ``UNREACHABLE``."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return TransportFailure.TLS_UNVERIFIED
+    return TransportFailure.UNREACHABLE
 
 
 def ensure_self_signed(

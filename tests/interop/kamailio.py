@@ -1,8 +1,10 @@
 """Kamailio 5.6 as a SIP trunk on 127.0.0.1: Digest authentication, then on to one callee.
 
 `KamailioTrunk` renders ``kamailio/trunk.cfg`` and ``kamailio/tls.cfg`` (their ``@KEY@`` values)
-into its own runtime directory, makes a throwaway self-signed certificate there with ``openssl``
-(P-256, subjectAltName IP:127.0.0.1, two days), checks the config (``kamailio -c``) and runs
+into its own runtime directory, makes a throwaway CA and a server certificate it signs there with
+``openssl`` (P-256, two days; subjectAltName ``IP:127.0.0.1`` unless told other names, e.g.
+``DNS:trunk.test``; the CA's certificate is `certificate`, what a client trusts), checks the
+config (``kamailio -c``) and runs
 Kamailio in the foreground under ``timeout -k 3`` on free ports: UDP and TCP on `sip_port`, TLS
 on `tls_port`. Every new INVITE is challenged for `TRUNK_USER`/`TRUNK_PASSWORD` in realm
 `TRUNK_REALM` (401, or 407 with ``proxy_auth``; MD5, or SHA-256 with ``sha256``; qop=auth); a
@@ -20,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -51,16 +54,32 @@ def _bound(port: int, kind: socket.SocketKind) -> bool:
         return False
 
 
-def self_signed_certificate(cert: Path, key: Path) -> None:
-    """A throwaway certificate for 127.0.0.1, made with openssl (not with sipline's code)."""
-    subprocess.run(
-        [require("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
+def _openssl(*arguments: str) -> None:
+    subprocess.run([require("openssl"), *arguments], check=True, capture_output=True, timeout=30)
+
+
+def signed_certificate(folder: Path, names: Sequence[str]) -> Path:
+    """Make ``ca.crt`` and ``trunk.crt``/``trunk.key`` in ``folder`` with openssl (not with
+    sipline's code): a throwaway CA, and a server certificate it signs whose subjectAltName is
+    ``names`` (openssl's form: ``IP:127.0.0.1``, ``DNS:trunk.test``). Return the CA's path."""
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    request, extensions = folder / "trunk.csr", folder / "trunk.ext"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+             "-subj", "/CN=sipline interop test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(folder / "trunk.key"), "-out", str(request),
+             "-subj", f"/CN={names[0].partition(':')[2]}")  # fmt: skip
+    extensions.write_text(
+        f"subjectAltName={','.join(names)}\nbasicConstraints=critical,CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl("x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(folder / "trunk.crt"), "-days", "2",
+             "-extfile", str(extensions))  # fmt: skip
+    return ca
 
 
 class KamailioTrunk:
@@ -74,6 +93,7 @@ class KamailioTrunk:
         callee_user: str = "bob",
         proxy_auth: bool = False,
         sha256: bool = False,
+        certificate_names: Sequence[str] = ("IP:127.0.0.1",),
         lifetime_s: int = 120,
     ) -> None:
         self.run_dir = workdir
@@ -83,7 +103,9 @@ class KamailioTrunk:
         ]
         self.lifetime_s = lifetime_s
         self.sip_port = self.tls_port = 0
-        self.certificate = workdir / "trunk.crt"
+        self.certificate_names = tuple(certificate_names)
+        self.certificate = workdir / "ca.crt"
+        """The CA that signed the trunk's certificate: what a TLS client trusts."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -124,7 +146,7 @@ class KamailioTrunk:
     def __enter__(self) -> KamailioTrunk:
         kamailio = require("kamailio")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self_signed_certificate(self.certificate, self.run_dir / "trunk.key")
+        signed_certificate(self.run_dir, self.certificate_names)
         with_fresh_ports(lambda: self._start(kamailio))
         return self
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import TypeAlias
 
 from relay.ids import IdSource, new_branch
-from relay.sip.address import Address, Transport
+from relay.sip.address import Address, Transport, TransportFailure
 from relay.sip.errors import LocalProtocolError
 from relay.sip.syntax.headers import Headers, Via
 from relay.sip.syntax.message import Request, Response
@@ -318,8 +318,14 @@ class TransactionLayer:
 
     # --- transport trouble ----------------------------------------------------------------
 
-    def transport_error(self, destination: Address, now: float) -> None:
-        """Handle a failed send to ``destination`` (RFC 3261 §18.2.2, §17.1.4, §17.2.4)."""
+    def transport_error(
+        self,
+        destination: Address,
+        now: float,
+        failure: TransportFailure = TransportFailure.UNREACHABLE,
+    ) -> None:
+        """Handle a failed send to ``destination`` (RFC 3261 §18.2.2, §17.1.4, §17.2.4); a
+        client transaction that fails so keeps ``failure`` for its owner to read."""
         for tx in [t for t in self._server.values() if t.destination == destination]:
             if destination.connection_id is not None:
                 tx.destination = response_destination(
@@ -331,6 +337,7 @@ class TransactionLayer:
             tx.machine.transport_error(now)
             self._drive(tx, now)
         for ctx in [t for t in self._client.values() if t.destination == destination]:
+            ctx.failure = failure
             ctx.machine.transport_error(now)
             self._drive(ctx, now)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from relay.ids import BRANCH_MAGIC_COOKIE
-from relay.sip.address import Address
+from relay.sip.address import Address, TransportFailure
 from relay.sip.syntax.message import Request, Response
 from relay.sip.syntax.via import response_destination
 from relay.sip.transaction.client import InviteClientTransaction, NonInviteClientTransaction
@@ -81,7 +81,7 @@ class ServerTransaction:
 class ClientTransaction:
     """A client transaction, where its request goes, and who owns it."""
 
-    __slots__ = ("key", "request", "destination", "machine", "owner")
+    __slots__ = ("key", "request", "destination", "machine", "owner", "failure")
 
     def __init__(
         self,
@@ -96,6 +96,8 @@ class ClientTransaction:
         self.destination = destination
         self.machine = machine
         self.owner = owner
+        self.failure: TransportFailure | None = None
+        """Why the transport could not send the request, once it could not."""
 
     @property
     def state(self) -> TransactionState:

@@ -15,14 +15,14 @@ Theory of operation
    TU's), confirms its dialog, starts :class:`~relay.sip.usage.reinvite.SessionUpdates` with our
    offer and the 2xx's answer, honours its Session-Expires (``negotiate_as_uac``) and raises
    :class:`CallAnswered`. A 2xx without a usable answer is ACKed and BYEd (MEDIA_FAILED); one
-   without a Contact we can route to too (TRANSACTION_FAILED), through
-   ``unroutable_dialog``.
+   without a Contact we can route to too (TRANSACTION_FAILED), through ``unroutable_dialog``.
 3. A 300-699 (the transaction ACKs it, §17.1.1.3) is classified first (decide, then do):
    401/407 goes to the :class:`~relay.sip.digest.DigestSession`, whose ``Retry`` resends the
    INVITE with a new branch and CSeq + 1 (§22.2) and whose ``GiveUp`` ends the call REJECTED
-   with that status; a 503, Timer B or a transport error move on to the next target with a new
-   branch and CSeq + 1, the same Call-ID and From tag (RFC 3263 §4.3), and when none is left
-   end TRANSACTION_FAILED (408 for a timeout, 503 for a 503 or a transport error, §8.1.3.1).
+   with that status; a 503, Timer B or a transport error (kept in ``transport_failure``: TLS
+   verification, say) move on to the next target with a new branch and CSeq + 1, the same
+   Call-ID and From tag (RFC 3263 §4.3), and when none is left end TRANSACTION_FAILED (408 for
+   a timeout, 503 for a 503 or a transport error, §8.1.3.1).
    Any other final ends the call REJECTED, ``by_remote``. Redirects (3xx) are not followed:
    the trunk is the one place we send calls to. At most :data:`MAX_INVITES` INVITEs are sent.
 4. Hang-up and ring timeout before the answer: before any 1xx we only remember it (§9.1
@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from relay.sip.address import Address
+from relay.sip.address import Address, TransportFailure
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.digest import Credentials, DigestSession, Retry
 from relay.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -148,12 +148,12 @@ class OutgoingCall(InviteSession):
             ) from None
         self._digest = None if credentials is None else DigestSession(credentials, leg.ids)
         self._forks = Forks(leg, bind, self)
-        self._invites = 1
-        self._sent_at = now
+        self._invites, self._sent_at = 1, now
         self._ring_deadline: float | None = now + ring_timeout_s
         self._ending: CallEndReason | None = None  # our hang-up or ring timeout (rule 4)
         self._give_up_at: float | None = None
         self._cancel_sent = False
+        self.transport_failure: TransportFailure | None = None  # the current INVITE's (rule 3)
         self._tx = leg.layer.send_request(invite, self.target, now, owner=self)
 
     # --- what the endpoint feeds in, beyond the session's ---------------------------------
@@ -185,6 +185,7 @@ class OutgoingCall(InviteSession):
                 super().transaction_failed(tx, now)
             return
         if self._state in (P, E):
+            self.transport_failure = self._tx.failure
             timed_out = now >= self._sent_at + self.leg.timers.B
             plan = self._after_failure(TIMEOUT if timed_out else UNAVAILABLE)
             self._handle(I.RESEND if isinstance(plan, _Resend) else I.INVITE_FAILED, now, plan)
@@ -317,7 +318,7 @@ class OutgoingCall(InviteSession):
         self._end(self._ending or CallEndReason.CANCELLED, by_remote=False, status=TIMEOUT)
 
     def _resend(self, now: float, plan: _Resend) -> None:
-        self._index = plan.target_index
+        self._index, self.transport_failure = plan.target_index, None
         self.target = self._targets[plan.target_index]
         layer, retry = self.leg.layer, plan.credentials
         self.request = resubmit(self.request, layer, target=self.target, credentials=retry)

@@ -55,6 +55,7 @@ from tests.support.ports import free_port_range
 LOOPBACK = "127.0.0.1"
 RELAY = Address(LOOPBACK, 5060, Transport.UDP)
 """The relay's SIP address as its endpoint advertises it (nothing listens)."""
+RELAY_TLS = Address(LOOPBACK, 5061, Transport.TLS)
 CALLEE_PORT = 5070
 CALLEE = Address(LOOPBACK, CALLEE_PORT, Transport.UDP)
 """Where the callee's responses come from (the ``to`` of the commands below)."""
@@ -112,8 +113,9 @@ class DialWire:
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
+        local = {Transport.UDP: RELAY, Transport.TLS: RELAY_TLS}
         self.endpoint = SipEndpoint(
-            {Transport.UDP: RELAY}, user_agent="sipline", timers=Timers(), ids=SeededIdSource(1)
+            local, user_agent="sipline", timers=Timers(), ids=SeededIdSource(1)
         )
         ids = SeededIdSource(2)
         locator = SipLocator(

@@ -24,6 +24,7 @@ import pytest
 
 from chalicelib.call_outcome import summarize
 from chalicelib.contracts import CallEvent
+from relay.sip.address import Address, Transport, TransportFailure
 from relay.sip.syntax.message import Request
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.calls.dialing import (
@@ -468,6 +469,29 @@ def test_a_destination_the_egress_policy_refuses_ends_destination_unavailable() 
         assert wire.sent == []
         ended = wire.events[-1]
         assert (ended.sip_status, ended.detail) == (503, "destination_unavailable")
+        assert outcome(wire.events) == ("unjoined", "SIP_TERMINATION_DESTINATION_UNAVAILABLE")
+
+    run(scenario)
+
+
+def test_a_tls_target_whose_certificate_does_not_verify_ends_tls_verification_failed() -> None:
+    """docs/relay.md (How an unanswered outgoing call ends): the transport's TLS verification
+    failure (``TransportFailure.TLS_UNVERIFIED``) ends the call 503 with a detail that says so;
+    the target named its server (the IP literal of ``to``) for the transport to check."""
+
+    async def scenario() -> None:
+        wire = DialWire()
+        wire.dial(dial_command(NOBODY, to="sip:+15551234567@127.0.0.1:5071;transport=tls"))
+        await wire.request("INVITE")
+        [(_, destination)] = wire.sent
+        assert destination == Address("127.0.0.1", 5071, Transport.TLS, server_name="127.0.0.1")
+        now = asyncio.get_running_loop().time()
+        wire.endpoint.transport_error(destination, now, TransportFailure.TLS_UNVERIFIED)
+        wire.drain()
+        await wire.until_done()
+        ended = wire.events[-1]
+        assert (ended.reason, ended.sip_status) == ("rejected", 503)
+        assert ended.detail == "tls_verification_failed"
         assert outcome(wire.events) == ("unjoined", "SIP_TERMINATION_DESTINATION_UNAVAILABLE")
 
     run(scenario)

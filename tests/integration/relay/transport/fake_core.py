@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.sip.address import Address
+from relay.sip.address import Address, TransportFailure
 from relay.sip.errors import SipParseError
 from relay.sip.syntax.message import Request, Response, error_response, make_response
 from relay.sip.syntax.parser import parse_message
@@ -34,6 +34,7 @@ class FakeCore:
     parse_errors: list[tuple[SipParseError, Address]] = field(default_factory=list)
     lost_connections: list[int] = field(default_factory=list)
     transport_errors: list[Address] = field(default_factory=list)
+    transport_failures: list[TransportFailure] = field(default_factory=list)
     timer_at: float | None = None
     timer_fired_at: list[float] = field(default_factory=list)
     outbox: list[tuple[bytes, Address]] = field(default_factory=list)
@@ -67,8 +68,14 @@ class FakeCore:
     def connection_lost(self, connection_id: int, now: float) -> None:
         self.lost_connections.append(connection_id)
 
-    def transport_error(self, destination: Address, now: float) -> None:
+    def transport_error(
+        self,
+        destination: Address,
+        now: float,
+        failure: TransportFailure = TransportFailure.UNREACHABLE,
+    ) -> None:
         self.transport_errors.append(destination)
+        self.transport_failures.append(failure)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         out, self.outbox = self.outbox, []

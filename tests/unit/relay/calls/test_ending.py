@@ -28,7 +28,7 @@ DOCUMENTED_DETAILS = {
     "rtp_ports_exhausted", "max_duration", "agent_unreachable",
     # an outgoing call's (How an unanswered outgoing call ends)
     "credentials_unavailable", "destination_invalid", "destination_not_found",
-    "destination_unavailable", "dial_refused", "cancel_unanswered",
+    "destination_unavailable", "dial_refused", "cancel_unanswered", "tls_verification_failed",
 }  # fmt: skip
 """docs/relay.md: the ``detail`` values of ``agent_left`` and ``leg_ended``."""
 

@@ -8,6 +8,7 @@ import pytest
 
 from relay.config import RelayConfigError, RelaySettings
 from relay.transport.dns import DnsSettings
+from relay.transport.tls import ensure_self_signed
 
 
 def test_an_empty_environment_runs_next_to_make_dev() -> None:
@@ -141,3 +142,15 @@ def test_the_own_command_queue_prefix_defaults_to_sipline_edge_and_is_checked() 
     assert given.edge_queue_prefix == "prod_edge-"
     with pytest.raises(RelayConfigError, match="SIPLINE_EDGE_QUEUE_PREFIX must be 1 to 40"):
         RelaySettings.from_env({"SIPLINE_EDGE_QUEUE_PREFIX": "edge.queue"})
+
+
+def test_a_tls_ca_file_is_loaded_at_start_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    assert RelaySettings.from_env({}).tls_ca_file is None  # the system store alone
+    bundle = tmp_path / "trunks-ca.pem"
+    ensure_self_signed(bundle, tmp_path / "ca.key", ["trunk.test"])
+    assert RelaySettings.from_env({"SIPLINE_TLS_CA_FILE": str(bundle)}).tls_ca_file == bundle
+
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    for path in (tmp_path / "missing.pem", tmp_path / "empty.pem"):
+        with pytest.raises(RelayConfigError, match="SIPLINE_TLS_CA_FILE: cannot load CA"):
+            RelaySettings.from_env({"SIPLINE_TLS_CA_FILE": str(path)})

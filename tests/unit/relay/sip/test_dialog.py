@@ -166,3 +166,40 @@ def test_a_peer_behind_a_nat_gets_our_requests_on_its_udp_flow() -> None:
     assert not uas(private, source=SOURCE).symmetric  # no NAT in the way
     proxied = invite(record_route="<sip:p1.example;lr>")
     assert not uas(proxied, source=nat).symmetric
+
+
+def _uac(record_route: str) -> Dialog:
+    """Our INVITE to trunk.test, sent to 192.0.2.50:5061 over TLS, and its 200 OK."""
+    sent = parse_message(
+        b"INVITE sips:+15551234567@trunk.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKuac\r\n"
+        b"From: <sip:agent@192.0.2.1>;tag=ours\r\nTo: <sips:+15551234567@trunk.test>\r\n"
+        b"Call-ID: call-2\r\nCSeq: 1 INVITE\r\nContact: <sips:agent@192.0.2.1:5061>\r\n\r\n"
+    )
+    assert isinstance(sent, Request)
+    contact = "<sip:+15551234567@192.0.2.60:5061;transport=tls>"
+    ok = make_response(
+        sent, 200, to_tag="theirs", extra_headers=[("Record-Route", record_route), ("Contact", contact)]
+    )
+    flow = Address("192.0.2.50", 5061, Transport.TLS, server_name="trunk.test")
+    return Dialog.as_uac(sent, ok, source=flow)
+
+
+@pytest.mark.parametrize(
+    ("record_route", "destination"),
+    [
+        # the server that proved trunk.test names itself by address: it proves trunk.test again
+        ("<sip:192.0.2.50:5061;transport=tls;lr>",
+         Address("192.0.2.50", 5061, Transport.TLS, server_name="trunk.test")),
+        # any other next hop proves its own URI's host (RFC 5922 §4)
+        ("<sip:192.0.2.50:5062;transport=tls;lr>", Address("192.0.2.50", 5062, Transport.TLS)),
+        ("<sip:edge2.trunk.test;transport=tls;lr>", Address("edge2.trunk.test", 5061, Transport.TLS)),
+        ("<sip:192.0.2.50:5061;transport=tcp;lr>", Address("192.0.2.50", 5061, Transport.TCP)),
+    ],
+)  # fmt: skip
+def test_a_tls_next_hop_at_the_flow_address_keeps_the_name_the_flow_proved(
+    record_route: str, destination: Address
+) -> None:
+    dialog = _uac(record_route)
+    assert dialog.destination() == destination
+    assert dialog.destination().tls_name == (destination.server_name or destination.host)

@@ -30,6 +30,7 @@ from relay.sip.locate import (
     MAX_QUERIES,
     MAX_SRV_HOSTS,
     MAX_TARGETS,
+    Located,
     LocateError,
     LocateFailure,
     Locator,
@@ -507,6 +508,42 @@ def test_what_is_not_a_sip_target_is_refused_as_invalid(text: str) -> None:
     assert caught.value.kind is LocateFailure.INVALID
 
 
-def test_a_target_gives_the_address_the_endpoint_sends_to() -> None:
-    target = Target("2001:db8::1", 5061, TLS, "pbx.test")
-    assert target.address == Address("2001:db8::1", 5061, TLS)
+def located(uri: str, zone: Zone) -> Located:
+    """Locate ``uri`` over ``zone`` as ``SipLocator.locate`` does, without DNS or egress."""
+    locator = Locator(parse_target(uri), ScriptedDraws())
+    while queries := locator.pending():
+        locator.receive([_answer(query, zone) for query in queries])
+    return Located(locator.uri, locator.domain, tuple(locator.targets))
+
+
+def test_a_tls_target_names_the_domain_dialled_not_the_srv_target_it_was_found_under() -> None:
+    # RFC 5922 §4: the identity checked is the domain of the URI (RFC 3263's AUS), not a name
+    # DNS returned: the SRV target edge1.provider.test is only where trunk.test is served.
+    zone: Zone = {
+        ("_sips._tcp.trunk.test", SRV): (SrvRecord(0, 1, 5061, "edge1.provider.test"),),
+        ("edge1.provider.test", A): ("93.184.215.21",),
+    }
+
+    found = located("sips:+15551234567@Trunk.Test", zone)
+
+    assert found.targets == (Target("93.184.215.21", 5061, TLS, "edge1.provider.test"),)
+    assert found.addresses == (
+        Address("93.184.215.21", 5061, TLS, server_name="trunk.test"),
+    )
+    assert found.addresses[0].tls_name == "trunk.test"
+
+
+@pytest.mark.parametrize(
+    ("uri", "address"),
+    [
+        ("sips:a@[2001:db8::1]", Address("2001:db8::1", 5061, TLS, server_name="2001:db8::1")),
+        ("sip:a@93.184.215.14;transport=tls", Address("93.184.215.14", 5061, TLS,
+                                                      server_name="93.184.215.14")),
+        ("sip:a@93.184.215.14;transport=tcp", Address("93.184.215.14", 5060, TCP)),
+        ("sip:a@93.184.215.14", Address("93.184.215.14", 5060, UDP)),
+    ],
+)  # fmt: skip
+def test_an_ip_literal_is_the_name_its_tls_server_proves_and_other_transports_name_none(
+    uri: str, address: Address
+) -> None:
+    assert located(uri, {}).addresses == (address,)

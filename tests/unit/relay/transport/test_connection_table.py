@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from relay.sip.address import Address, Transport
@@ -69,3 +69,28 @@ def test_a_peer_lookup_finds_only_a_live_connection_on_the_same_transport() -> N
     connection.closing = True
     assert table.to_peer(target) is None
     assert table.get(1) is connection
+
+
+def test_a_tls_connection_is_found_only_for_the_server_name_it_was_opened_for() -> None:
+    table = _table()
+    trunk = Address("192.0.2.50", 5061, Transport.TLS, server_name="trunk.test")
+    connection = _Connection(1, replace(trunk, connection_id=1), outgoing=True)
+    table.add(connection)
+
+    assert table.to_peer(trunk) is connection
+    assert table.to_peer(replace(trunk, server_name="TRUNK.test.")) is connection  # same name
+    assert table.to_peer(replace(trunk, server_name="other.test")) is None
+    assert table.to_peer(replace(trunk, server_name=None)) is None  # that one proves 192.0.2.50
+    assert table.to_peer(replace(trunk, transport=Transport.TCP, server_name=None)) is None
+
+
+def test_an_accepted_tls_connection_carries_no_request_that_did_not_arrive_on_it() -> None:
+    table = _table()
+    peer = Address("192.0.2.7", 5061, Transport.TLS, connection_id=1)
+    table.add(_Connection(1, peer))
+
+    assert table.to_peer(replace(peer, connection_id=None)) is None  # its client proved no name
+    assert table.get(1) is not None
+    tcp = Address("192.0.2.7", 5060, Transport.TCP, connection_id=2)
+    table.add(_Connection(2, tcp))
+    assert table.to_peer(replace(tcp, connection_id=None)) is not None  # TCP: as before

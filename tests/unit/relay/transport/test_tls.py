@@ -70,3 +70,12 @@ def test_the_client_context_verifies_chain_and_name_unless_told_not_to(tmp_path:
     assert (strict.verify_mode, strict.check_hostname) == (ssl.CERT_REQUIRED, True)
     assert (lax.verify_mode, lax.check_hostname) == (ssl.CERT_NONE, False)
     assert strict.minimum_version is lax.minimum_version is ssl.TLSVersion.TLSv1_2
+
+
+def test_a_ca_file_is_trusted_as_well_as_the_system_store(tmp_path: Path) -> None:
+    # SIPLINE_TLS_CA_FILE adds a private trunk's CA; public trunks keep the system's CAs.
+    cert, key = tmp_path / "ca.crt", tmp_path / "ca.key"
+    ensure_self_signed(cert, key, ["trunk.test"])
+    system = ssl.create_default_context().cert_store_stats()["x509"]
+
+    assert client_context(cafile=cert).cert_store_stats()["x509"] == system + 1

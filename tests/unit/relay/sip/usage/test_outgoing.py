@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.ids import SeededIdSource
-from relay.sip.address import Address, Transport
+from relay.sip.address import Address, Transport, TransportFailure
 from relay.sip.digest import Credentials
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.errors import LocalProtocolError
@@ -34,6 +34,7 @@ from relay.sip.usage.outgoing import OutgoingCall
 
 T1 = Timers().T1
 ALICE = Address("192.0.2.1", 5060)  # RFC 3261 §24.2: pc33.atlanta.com, received=192.0.2.1
+ALICE_TLS = Address("192.0.2.1", 5061, Transport.TLS)
 PROXY = Address("192.0.2.20", 5060)
 BACKUP = Address("192.0.2.21", 5060)
 BOB = Address("192.0.2.4", 5060)
@@ -63,8 +64,9 @@ class Far:
         ring_timeout_s: float = 120.0,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        self.core = SipEndpoint({Transport.UDP: ALICE}, user_agent="sipline-test",
-                                timers=Timers(), ids=SeededIdSource(9))  # fmt: skip
+        self.core = SipEndpoint({Transport.UDP: ALICE, Transport.TLS: ALICE_TLS},
+                                user_agent="sipline-test", timers=Timers(),
+                                ids=SeededIdSource(9))  # fmt: skip
         self.now = 0.0
         self.sent: list[tuple[Request | Response, Address]] = []
         self.events: list[Event] = []
@@ -407,6 +409,30 @@ def test_timer_b_moves_on_to_the_next_target_then_fails_with_408() -> None:
     far.run(until=2 * 64 * T1)
     assert far.ended() == [CallEnded(far.call, CallEndReason.TRANSACTION_FAILED, False, 408)]
     assert far.core.get_timer() is None
+
+
+@pytest.mark.parametrize(
+    ("last", "kept"),
+    [(TransportFailure.TLS_UNVERIFIED, TransportFailure.TLS_UNVERIFIED),
+     (TransportFailure.UNREACHABLE, TransportFailure.UNREACHABLE)],
+)  # fmt: skip
+def test_a_transport_failure_moves_on_and_the_last_targets_kind_is_kept(
+    last: TransportFailure, kept: TransportFailure
+) -> None:
+    # Two addresses of trunk.test; each must prove trunk.test (Located.addresses).
+    first = Address("192.0.2.50", 5061, Transport.TLS, server_name="trunk.test")
+    second = Address("192.0.2.51", 5061, Transport.TLS, server_name="trunk.test")
+    far = Far(targets=(first, second))
+    assert far.invites()[0][1] == first  # the name travels with the destination
+
+    far.core.transport_error(first, far.now, TransportFailure.TLS_UNVERIFIED)
+    far.pump()
+    assert far.invites()[-1][1] == second and far.call.transport_failure is None
+    far.core.transport_error(second, far.now, last)
+    far.pump()
+
+    assert far.ended() == [CallEnded(far.call, CallEndReason.TRANSACTION_FAILED, False, 503)]
+    assert far.call.transport_failure is kept
 
 
 # --- hang-up and ring timeout (RFC 3261 §9.1) ---------------------------------------------
