@@ -9,6 +9,8 @@
   or, with ``--agent-url URL`` (repeatable), those URLs in turn (round-robin), e.g. the echo
   agents of ``bench/relay_calls.py``.
 - ``POST /webhooks/sip/events``: acknowledges every event of the batch (counted, not stored).
+- ``POST /webhooks/sip/dial``: every dial claim proceeds (no store: the benchmarks never send a
+  dial twice nor hang one up before it is placed), counted.
 - ``GET /webhooks/sip/allowlist``: ``--allow`` (``127.0.0.0/8`` by default) as the relay's IP
   guard snapshot. ``--allow 10.0.0.0/8`` makes the guard refuse 127.0.0.1 with a 403 before
   any webhook: the relay's SIP cost alone.
@@ -111,6 +113,11 @@ def build_app(
         await socket.close()
         return socket
 
+    async def dial_claim(request: web.Request) -> web.Response:
+        await request.read()
+        counts["dial_claims"] += 1
+        return web.json_response({"proceed": True, "reason": None})
+
     async def starts_route(request: web.Request) -> web.Response:
         return web.json_response(starts)
 
@@ -120,6 +127,7 @@ def build_app(
     app = web.Application()
     app.router.add_post("/webhooks/sip/invite", invite)
     app.router.add_post("/webhooks/sip/events", events)
+    app.router.add_post("/webhooks/sip/dial", dial_claim)
     app.router.add_get("/webhooks/sip/allowlist", allowlist_route)
     app.router.add_get("/agent", agent)
     app.router.add_get("/agent-leaves", agent_leaves)
