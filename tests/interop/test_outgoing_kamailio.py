@@ -131,7 +131,10 @@ def test_a_call_through_the_trunk_reaches_the_callee(
         tmp_path, transport=transport, proxy_auth=proxy_auth, sha256=sha256
     )
     assert "trunk: rejected" not in log, log[-3000:]
-    assert call.kinds[:4] == ["invite_sent", "ringing", "answered", "agent_joined"], log[-3000:]
+    # A callee may answer without a 180 (RFC 3261 §13.3.1: provisional responses are optional);
+    # baresip's auto-answer sometimes does, so `ringing` is allowed, not required.
+    kinds = [kind for kind in call.kinds if kind != "ringing"]
+    assert kinds[:3] == ["invite_sent", "answered", "agent_joined"], log[-3000:]
     assert call.outcome == ("agent_hangup", "SIP_TERMINATION_NORMAL")
 
 
