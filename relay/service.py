@@ -362,23 +362,31 @@ class RelayService:
         if command.call_id in self._dialled:
             logger.info("dial of call %s again: placed once already", command.call_id)
             return
-        # Bind the call to this relay before its INVITE (docs/relay.md, Commands): a hang-up that
-        # came first, or another relay that took a duplicate, says drop it. Unreachable: raise, and
-        # the command comes back.
-        assert self._control is not None  # set before the ready event
-        claim = await self._control.claim_dial(
-            DialClaim(call_id=command.call_id, edge_id=self.settings.edge_id)
-        )
         self._dialled[command.call_id] = None
         while len(self._dialled) > DIALLED_REMEMBERED:
             self._dialled.popitem(last=False)
-        if not claim.proceed:
-            logger.info("dial of call %s dropped: %s", command.call_id, claim.reason)
-            return
-        flow = OutgoingCallFlow(command, self.call_deps)
-        task = asyncio.get_running_loop().create_task(flow.run())
+        # Bind the call to this relay before its INVITE (docs/relay.md, Commands) while the flow
+        # prepares: a hang-up that came first, or another relay that took a duplicate, says drop
+        # it. Unreachable: the flow (still waiting, nothing sent) is cancelled and this raises,
+        # so the command comes back.
+        assert self._control is not None  # set before the ready event
+        loop = asyncio.get_running_loop()
+        claimed: asyncio.Future[bool] = loop.create_future()
+        flow = OutgoingCallFlow(command, self.call_deps, claimed=claimed)
+        task = loop.create_task(flow.run())
         self._call_tasks[task] = flow
         task.add_done_callback(self._call_finished)
+        try:
+            claim = await self._control.claim_dial(
+                DialClaim(call_id=command.call_id, edge_id=self.settings.edge_id)
+            )
+        except BaseException:
+            task.cancel()
+            self._dialled.pop(command.call_id, None)  # the retried command must place it
+            raise
+        claimed.set_result(claim.proceed)
+        if not claim.proceed:
+            logger.info("dial of call %s dropped: %s", command.call_id, claim.reason)
 
     async def _hang_up_command(self, command: HangUpCommand) -> None:
         for flow in self._call_tasks.values():

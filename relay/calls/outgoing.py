@@ -8,6 +8,11 @@ control plane created the call before it sent the command, so the call id is kno
 start and every step is recorded (``recorder.py``) on one leg whose role is ``caller``: the
 outgoing call's callee is the call's caller leg (``chalicelib/call_outcome.py``, rule 3).
 
+0. **The claim.** The relay asks the control plane to bind the call to it (``POST
+   /webhooks/sip/dial``, docs/relay.md, Commands) while this flow prepares (step 1), so the
+   claim's round trip hides behind the decryption, the DNS lookup and the port opening. The
+   flow waits for the answer before it sends or records anything: a refused claim (the API hung
+   up first, another relay took a duplicate) ends the flow without a trace.
 1. **Before the INVITE**, nothing is on the wire yet: the trunk credentials are decrypted
    (``credentials.py``), ``to`` is parsed and located (RFC 3263, ``SipLocator``: the targets to
    try, in order, each checked against the egress policy), an RTP port pair is opened and our
@@ -125,12 +130,20 @@ class _EndedEarly(Exception):
         self.reason, self.detail, self.sip_status = reason, detail, sip_status
 
 
+class _NotOurs(Exception):
+    """The claim was refused (step 0): the flow ends without a trace."""
+
+
 class OutgoingCallFlow:
     """Carries one outgoing call through its life (see the module docstring)."""
 
-    def __init__(self, command: DialCommand, deps: CallDeps) -> None:
+    def __init__(
+        self, command: DialCommand, deps: CallDeps, *, claimed: asyncio.Future[bool] | None = None
+    ) -> None:
         self.command = command
         self.deps = deps
+        self.claimed = claimed
+        """Whether this relay may place the call (step 0); ``None``: it may."""
         self.signals = CallSignals()
         self.events = LegEvents(
             deps.record, leg_id=deps.ids.token(8), role=LegRole.CALLER, call_id=command.call_id
@@ -182,6 +195,8 @@ class OutgoingCallFlow:
             await self._run()
         except Exception:
             logger.exception("outgoing call %s failed", self.call_id)
+            if self.events.count == 0 and not await self._may_place():
+                return  # not ours: another relay (or the API) ends it
             if self.events.count == 0:  # no leg yet: start one so that the call can end
                 self.events.record(CallEventType.INVITE_SENT)
             self.events.record(
@@ -193,13 +208,21 @@ class OutgoingCallFlow:
                 except Exception:
                     logger.exception("could not hang up call %s", self.call_id)
 
+    async def _may_place(self) -> bool:
+        """Wait for the claim (step 0); ``False``: the call is not ours to place or record."""
+        return True if self.claimed is None else await self.claimed
+
     async def _run(self) -> None:
         dial = self.deps.dial
         if dial is None:
             raise RuntimeError("this relay was given no means to place calls")
         try:
             await self._place(dial)
+        except _NotOurs:
+            logger.info("outgoing call %s: not placed here (claim refused)", self.call_id)
         except _EndedEarly as early:
+            if not await self._may_place():
+                return
             logger.info("outgoing call %s ended before its INVITE: %s", self.call_id, early)
             now = utc_now()  # one instant: the leg that never started bills nothing
             self.events.record(CallEventType.INVITE_SENT, at=now)
@@ -233,6 +256,8 @@ class OutgoingCallFlow:
         except RtpPortsExhausted:
             logger.error("outgoing call %s: no RTP port pair free", self.call_id)
             raise _EndedEarly(LegEndReason.ERROR, EndDetail.RTP_PORTS_EXHAUSTED, 503) from None
+        if not await self._may_place():
+            raise _NotOurs
         if self.signals.hang_up_requested.is_set():
             raise _EndedEarly(LegEndReason.LOCAL_HANGUP, EndDetail.API_HANG_UP)
         session.info_dtmf = self._send_dtmf_info

@@ -28,7 +28,7 @@ from chalicelib.contracts import (
     UnregisterCommand,
 )
 from relay.config import RelaySettings
-from relay.control.webhooks import INVITE_PATH
+from relay.control.webhooks import INVITE_PATH, ControlPlaneUnavailable
 from scripts.localstack import Credentials, LocalStack, free_port
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.calls.dialing import UdpCallee, dial_command
@@ -529,14 +529,47 @@ def test_a_dial_whose_claim_is_refused_places_no_call(tmp_path: Path) -> None:
                 control.claims.append(DialClaim(call_id=taken.call_id, edge_id="another-relay"))
                 await relay.service._dial_command(taken)
                 claims = len(control.claims)
-                tasks = len(relay.service._call_tasks)  # no call task: nothing can send later
+                await until(lambda: not relay.service._call_tasks)  # the flows gave up
                 invites = callee.distinct("INVITE")
         finally:
             await control.stop()
         assert claims == 3
-        assert tasks == 0
         assert invites == []
         assert _types(control) == []
+
+    run(scenario)
+
+
+def test_a_dial_whose_claim_gets_no_answer_is_retried_and_places_one_call(tmp_path: Path) -> None:
+    """docs/relay.md, Commands: a control plane that cannot answer the claim (503) makes the dial
+    handler fail, so SQS gives the command back; nothing was sent meanwhile, and the retried
+    command places the call once."""
+
+    async def scenario() -> None:
+        control = ControlPlane()
+        outage = {"on": True}
+        control.script = lambda path: (
+            Reply(503) if path == "/webhooks/sip/dial" and outage["on"] else None
+        )
+        await control.start()
+        try:
+            async with UdpCallee() as callee, running(settings_for(control.url, tmp_path)) as relay:
+                command = dial_command(NOBODY, to=callee.uri())
+                with pytest.raises(ControlPlaneUnavailable):
+                    await relay.service._dial_command(command)
+                await until(lambda: not relay.service._call_tasks)  # the waiting flow is gone
+                before = callee.distinct("INVITE")
+                outage["on"] = False
+                await relay.service._dial_command(command)  # SQS's redelivery
+                invite = await callee.request("INVITE")
+                callee.send(callee.texts.response(invite, 486, "Busy Here"))
+                await callee.request("ACK")
+                await until(lambda: _types(control) == ["invite_sent", "leg_ended"])
+                invites = callee.distinct("INVITE")
+        finally:
+            await control.stop()
+        assert before == []
+        assert len(invites) == 1
 
     run(scenario)
 
