@@ -1,61 +1,56 @@
 """Two relays at once under one control plane: each hang-up reaches the relay holding the call.
 
 The control plane is the local stack's (moto server and ``chalice local``, started as ``make dev``
-starts them, ``tests/support/localstack.py``); the two relays are ``RelayService`` instances in
-this event loop (``tests/integration/relay/harness.py``), each with its own edge id, RTP range
-and own command queue, both on the shared queue. Phones call each relay; ``DELETE
-/api/calls/{callId}`` must reach the relay holding that call, which sends the BYE
-(docs/relay.md, "Commands: how one reaches the relay holding the call"; docs/api.md).
-
-Calls are placed by two placers returning the same :class:`Placed` items: :func:`incoming_calls`
-(phones call each relay) and :func:`outgoing_calls` (``POST /api/agents/{agentId}/calls``: the
-``dial`` goes to the shared queue, whichever relay receives it claims the call and dials an
-answering callee on 127.0.0.1, ``tests/integration/relay/calls/udp_callee.py``; docs/relay.md,
-"An outgoing call, step by step"). Which relay placed an outgoing call is read at the callee:
-where its INVITE came from. The expected outcomes are docs/api.md's (Calls; ``endReason``,
-``terminationReason``) and docs/billing.md's (Calls no relay will end).
-
-The relays poll with 1 s long polls, and each test waits, after stopping its relays, until
-their last polls have returned: a poll still open on the shared queue when the next test posts a
-``dial`` would take it and hide it for its 30 s visibility timeout (docs/relay.md, Commands).
+starts them); the two relays and the calls placed on them come from ``relay_pair.py``: phones
+calling each relay, and outgoing calls whose ``dial`` whichever relay receives from the shared
+queue claims and places. ``DELETE /api/calls/{callId}`` must reach the relay holding that call,
+which sends the BYE (docs/relay.md, "Commands: how one reaches the relay holding the call", "An
+outgoing call, step by step"; docs/api.md). The expected outcomes are docs/api.md's (Calls;
+``endReason``, ``terminationReason``) and docs/billing.md's (Calls no relay will end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from scripts.localstack import LocalStack
 from tests.integration.relay.bridge.harness import Agent, agent_server
 from tests.integration.relay.calls.udp_callee import UdpCallee
-from tests.integration.relay.harness import Phone, Relay, run, running, settings_for, until
+from tests.integration.relay.harness import run, until
+from tests.integration.relay.relay_pair import (
+    CALLER,
+    WAIT_S,
+    api_async,
+    dials_taken,
+    ended,
+    handled_here,
+    hang_up_all,
+    held,
+    incoming_calls,
+    listed_once,
+    other,
+    outgoing_calls,
+    route,
+    two_relays,
+)
 from tests.support.localstack import local_stack
 
 INCOMING = 100
-"""Incoming calls in the load phase, half on each relay: 100 hang-ups, each for a call of its own."""
+"""Incoming calls in the load phase, half on each relay: 100 hang-ups, one per call."""
 DIALS = 100
 """Outgoing calls in the load phase: 200 commands (a ``dial`` and a hang-up each)."""
 WAVES = 10
 """The load phase's waves: 10 incoming and 10 outgoing calls up at once, then all hung up."""
-CALLER = "+15557654321"
-POLL_S = 1
-"""The relays' long polls (``wait_time_s``): the longest a stopped relay's last poll stays open."""
 LOAD_S = 600.0
 """Bound on the whole load phase (a failure, never a pass)."""
-WAIT_S = 30.0
-"""Bound on one wave's step (answers, BYEs, ends), loaded machine included."""
-RTP = {"a": (26000, 26099), "b": (26100, 26199)}
 
 
 @pytest.fixture(scope="module")
@@ -72,198 +67,8 @@ def aws_env(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.client("sqs")
 
 
-def _api(stack: LocalStack, method: str, path: str, body: Any = None) -> requests.Response:
-    headers = {"X-API-Key": stack.credentials.api_key}
-    return requests.request(method, stack.api_url + path, json=body, headers=headers, timeout=30)
-
-
-async def _api_async(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
-    return await asyncio.to_thread(_api, stack, method, path, body)
-
-
-def _route(stack: LocalStack, agent_url: str, prefix: str) -> str:
-    """An agent at ``agent_url`` for To users ``<prefix><n>``; 127.0.0.1 allowed in."""
-    template = {"mediaEndpoint": {"url": agent_url, "framing": "twilio"}}
-    created = _api(stack, "POST", "/api/agents", {"name": prefix, "callTemplate": template})
-    assert created.status_code == 201, created.text
-    agent_id = str(created.json()["agentId"])
-    rules = [{"agentId": agent_id, "toUserPattern": f"^{prefix}[0-9]+$"}]
-    patched = _api(
-        stack, "PATCH", "/api/sip", {"allowedAgents": rules, "allowedCidrRanges": ["127.0.0.1/32"]}
-    )
-    assert patched.status_code == 200, patched.text
-    return agent_id
-
-
-@asynccontextmanager
-async def two_relays(
-    stack: LocalStack, tmp_path: Path, tag: str
-) -> AsyncIterator[dict[str, Relay]]:
-    """Relays ``a`` and ``b``: edge ids of this test's own, one shared queue, their own queues."""
-    async with AsyncExitStack() as stack_of_relays:
-        relays: dict[str, Relay] = {}
-        for name, (low, high) in RTP.items():
-            settings = settings_for(
-                stack.api_url,
-                tmp_path / f"spool-{name}",
-                webhook_secret=stack.credentials.webhook_secret,
-                command_queue_url=stack.queue_url,
-                command_dead_letter_queue_url=stack.dead_letter_queue_url,
-                edge_id=f"{tag}-{name}",
-                rtp_port_min=low,
-                rtp_port_max=high,
-            )
-            relay = running(settings, consumer_options={"wait_time_s": POLL_S})
-            relays[name] = await stack_of_relays.enter_async_context(relay)
-            assert relays[name].service.edge_queue is not None
-            assert relays[name].service.edge_queue.url is not None  # made before it is ready
-        yield relays
-    await until(lambda: not _polling(), POLL_S + WAIT_S)  # see the module docstring
-
-
-def _polling() -> bool:
-    """A command consumer's long poll is still open (its thread, ``relay/control/commands.py``)."""
-    return any(t.name.startswith("sqs-poll") and t.is_alive() for t in threading.enumerate())
-
-
-@dataclass
-class Placed:
-    """A call up on one relay: the control plane's call id, and the BYEs its far end got."""
-
-    relay: str
-    call_id: str
-    byes: Callable[[], int]
-
-
-async def incoming_calls(
-    stack: LocalStack, relays: dict[str, Relay], phones: AsyncExitStack, users: dict[str, str]
-) -> list[Placed]:
-    """Each ``users[user] = relay`` phone calls that relay as ``user``; return them once answered
-    and the control plane lists them (by the To user, the call's ``callee``)."""
-    placed: dict[str, tuple[str, Phone]] = {}
-    for user, relay in users.items():  # one INVITE at a time: moto server's DynamoDB
-        phone = await phones.enter_async_context(Phone(relays[relay].port))  # transactions are
-        phone.invite(user)  # not safe across its threads (a 500 on concurrent create_call)
-        answer = await asyncio.wait_for(phone.answered(), WAIT_S)
-        assert answer.status == 200, (user, answer.status)
-        placed[user] = (relay, phone)
-    ids: dict[str, str] = {}
-    async with asyncio.timeout(WAIT_S):
-        while len(ids) < len(placed):
-            listed = await _api_async(stack, "GET", "/api/calls?pageSize=100")
-            assert listed.status_code == 200, listed.text
-            for call in listed.json()["results"]:
-                if call["callee"] in placed and call["ended"] is None:
-                    ids[call["callee"]] = call["callId"]
-    return [
-        Placed(relay, ids[user], partial(byes, phone)) for user, (relay, phone) in placed.items()
-    ]
-
-
-async def outgoing_calls(
-    stack: LocalStack,
-    relays: dict[str, Relay],
-    callee: UdpCallee,
-    agent_id: str,
-    users: list[str],
-) -> list[Placed]:
-    """``POST /api/agents/{agent_id}/calls`` to ``callee`` as each of ``users`` (one at a time:
-    moto server's transactions); return them once each was answered and ACKed and the control
-    plane says the agent ``joined``, each on the relay whose SIP port sent its INVITE."""
-    ids: dict[str, str] = {}
-    for user in users:
-        outgoing = {"to": callee.uri(user), "from": CALLER}
-        body = {"medium": {"sip": {"outgoing": outgoing}}}
-        created = await _api_async(stack, "POST", f"/api/agents/{agent_id}/calls", body)
-        assert created.status_code == 201, created.text
-        ids[user] = str(created.json()["callId"])
-    await until(lambda: all(callee.distinct("ACK", user) for user in users), WAIT_S)
-    await joined(stack, set(ids.values()))
-    by_port = {relay.port: name for name, relay in relays.items()}
-    placed = []
-    for user in users:
-        invites = {source for r, source in callee.dialog(user) if r.method == "INVITE"}
-        assert len(invites) == 1 and next(iter(invites))[1] in by_port, (user, invites, by_port)
-        relay = by_port[next(iter(invites))[1]]
-        placed.append(Placed(relay, ids[user], partial(callee_byes, callee, user)))
-    return placed
-
-
-async def listed_once(stack: LocalStack, call_ids: set[str], field: str) -> list[dict[str, Any]]:
-    """Wait until the newest 100 calls the control plane lists include each of ``call_ids`` with
-    ``field`` set (``joined``, ``ended``); return them."""
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            listed = await _api_async(stack, "GET", "/api/calls?pageSize=100")
-            assert listed.status_code == 200, listed.text
-            done = {c["callId"]: c for c in listed.json()["results"] if c[field] is not None}
-            if call_ids <= done.keys():
-                return [done[call_id] for call_id in call_ids]
-            await asyncio.sleep(0.2)
-
-
-async def joined(stack: LocalStack, call_ids: set[str]) -> None:
-    """Wait until the control plane says the agent ``joined`` each of ``call_ids``."""
-    await listed_once(stack, call_ids, "joined")
-
-
-async def hang_up_all(stack: LocalStack, calls: list[Placed]) -> None:
-    """``DELETE`` each call through the API (concurrently); each answers 204."""
-    replies = await asyncio.gather(
-        *(_api_async(stack, "DELETE", f"/api/calls/{c.call_id}") for c in calls)
-    )
-    assert [r.status_code for r in replies] == [204] * len(calls), [r.text for r in replies]
-
-
-async def ended(stack: LocalStack, call_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            reply = await _api_async(stack, "GET", f"/api/calls/{call_id}")
-            assert reply.status_code == 200, reply.text
-            if reply.json().get("ended") is not None:
-                return dict(reply.json())
-            await asyncio.sleep(0.2)
-
-
-def byes(phone: Phone) -> int:
-    return sum(r.method == "BYE" for r in phone.requests)
-
-
-def callee_byes(callee: UdpCallee, user: str) -> int:
-    """BYEs of the call to ``user`` (each transaction once)."""
-    return len(callee.distinct("BYE", user))
-
-
-def handled_here(relay: Relay) -> int:
-    """Commands this relay acted on from its own queue."""
-    consumer = relay.service.edge_commands
-    return 0 if consumer is None else consumer.stats.handled
-
-
-def held(sqs: Any, url: str) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return sum(
-        int(attributes[name])
-        for name in (
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        )
-    )
-
-
 def _tag(request: pytest.FixtureRequest) -> str:
     return "t" + hashlib.sha256(request.node.name.encode()).hexdigest()[:8]
-
-
-def dials_taken(relay: Relay) -> int:
-    """``dial`` commands this relay took from the shared queue (the only commands sent there)."""
-    consumer = relay.service.commands
-    return 0 if consumer is None else consumer.stats.handled
-
-
-def other(name: str) -> str:
-    return "b" if name == "a" else "a"
 
 
 @pytest.mark.e2e
@@ -273,7 +78,7 @@ def test_each_hang_up_reaches_the_relay_holding_the_call_which_sends_the_bye(
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url, AsyncExitStack() as phones:
-            await asyncio.to_thread(_route, stack, url, "one_")
+            await asyncio.to_thread(route, stack, url, "one_")
             async with two_relays(stack, tmp_path, _tag(request)) as relays:
                 calls = await incoming_calls(stack, relays, phones, {"one_1": "a", "one_2": "b"})
                 await hang_up_all(stack, calls)
@@ -303,7 +108,7 @@ def test_a_call_dialled_through_one_relay_is_hung_up_through_the_api_by_that_rel
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url, UdpCallee(answering=True) as callee:
-            agent_id = await asyncio.to_thread(_route, stack, url, "dial_")
+            agent_id = await asyncio.to_thread(route, stack, url, "dial_")
             async with two_relays(stack, tmp_path, _tag(request)) as relays:
                 [call] = await outgoing_calls(stack, relays, callee, agent_id, ["dial_1"])
                 await hang_up_all(stack, [call])
@@ -347,15 +152,15 @@ def test_a_hang_up_before_any_relay_took_the_dial_rings_nobody(
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url, UdpCallee(answering=True) as callee:
-            agent_id = await asyncio.to_thread(_route, stack, url, "race_")
+            agent_id = await asyncio.to_thread(route, stack, url, "race_")
             outgoing = {"to": callee.uri("race_1"), "from": CALLER}
             body = {"medium": {"sip": {"outgoing": outgoing}}}
-            created = await _api_async(stack, "POST", f"/api/agents/{agent_id}/calls", body)
+            created = await api_async(stack, "POST", f"/api/agents/{agent_id}/calls", body)
             assert created.status_code == 201, created.text
             call_id = created.json()["callId"]
-            hung_up = await _api_async(stack, "DELETE", f"/api/calls/{call_id}")
+            hung_up = await api_async(stack, "DELETE", f"/api/calls/{call_id}")
             assert hung_up.status_code == 204, hung_up.text
-            outcome = (await _api_async(stack, "GET", f"/api/calls/{call_id}")).json()
+            outcome = (await api_async(stack, "GET", f"/api/calls/{call_id}")).json()
             assert held(aws_env, stack.queue_url) == 1  # the dial waits for a relay
             async with two_relays(stack, tmp_path, _tag(request)) as relays:
                 await until(lambda: sum(map(dials_taken, relays.values())) == 1, WAIT_S)
@@ -367,7 +172,7 @@ def test_a_hang_up_before_any_relay_took_the_dial_rings_nobody(
         assert outcome["endReason"] == "unjoined"
         assert outcome["sipDetails"]["terminationReason"] == "SIP_TERMINATION_ERROR"
         assert held(aws_env, stack.queue_url) == held(aws_env, stack.dead_letter_queue_url) == 0
-        again = await _api_async(stack, "DELETE", f"/api/calls/{call_id}")
+        again = await api_async(stack, "DELETE", f"/api/calls/{call_id}")
         assert again.status_code == 409  # ended once
 
     run(scenario, timeout_s=180)
@@ -388,7 +193,7 @@ def test_three_hundred_commands_over_two_relays_none_lost_none_twice(
     async def scenario() -> None:
         agent = Agent()
         async with agent_server(agent) as url, UdpCallee(answering=True) as callee:
-            agent_id = await asyncio.to_thread(_route, stack, url, "load_")
+            agent_id = await asyncio.to_thread(route, stack, url, "load_")
             async with two_relays(stack, tmp_path, _tag(request)) as relays:
                 ports = {name: relay.port for name, relay in relays.items()}
                 per_wave = INCOMING // WAVES
