@@ -115,13 +115,18 @@ def _probe_port() -> int:
 async def start(
     settings: RelaySettings,
     serve: Callable[[RelayService, asyncio.Event], Awaitable[None]] | None = None,
+    *,
+    consumer_options: dict[str, Any] | None = None,
 ) -> Relay:
     """Start a relay on a port it could bind; return once it is ready.
 
-    ``serve(service, stop)`` runs it (default: ``service.run(stop)``).
+    ``serve(service, stop)`` runs it (default: ``service.run(stop)``); ``consumer_options`` are
+    its command consumers' (``RelayService``).
     """
     for _ in range(BIND_ATTEMPTS):
-        service = RelayService(replace(settings, sip_port=_probe_port()))
+        service = RelayService(
+            replace(settings, sip_port=_probe_port()), consumer_options=consumer_options
+        )
         stop = asyncio.Event()
         runner = serve(service, stop) if serve is not None else service.run(stop)
         task: asyncio.Task[None] = asyncio.ensure_future(runner)
@@ -140,9 +145,11 @@ async def start(
 
 
 @asynccontextmanager
-async def running(settings: RelaySettings) -> AsyncIterator[Relay]:
+async def running(
+    settings: RelaySettings, *, consumer_options: dict[str, Any] | None = None
+) -> AsyncIterator[Relay]:
     """Run a relay for the block; stop it (the SIGTERM path) when the block ends."""
-    relay = await start(settings)
+    relay = await start(settings, consumer_options=consumer_options)
     try:
         yield relay
     finally:

@@ -31,7 +31,8 @@ from relay.config import RelaySettings
 from relay.control.webhooks import INVITE_PATH, ControlPlaneUnavailable
 from scripts.localstack import Credentials, LocalStack, free_port
 from tests.integration.relay.bridge.harness import Agent, agent_server
-from tests.integration.relay.calls.dialing import UdpCallee, dial_command
+from tests.integration.relay.calls.dialing import dial_command
+from tests.integration.relay.calls.udp_callee import UdpCallee
 from tests.integration.relay.control.fake_control_plane import FakeControlPlane, Reply
 from tests.integration.relay.harness import (
     WAIT_S,
