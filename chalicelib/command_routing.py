@@ -39,8 +39,19 @@ from chalicelib.commands import (
     SqsCommandSender,
     announced_queue_ok,
 )
-from chalicelib.contracts import CallEvent, Command, DialClaim, DialClaimResult, HangUpCommand
+from chalicelib.contracts import (
+    CallEvent,
+    CallEventBatch,
+    CallEventType,
+    Command,
+    DialClaim,
+    DialClaimResult,
+    HangUpCommand,
+    LegEndReason,
+    LegRole,
+)
 from chalicelib.errors import CommandNotSent, NotFound
+from chalicelib.events import apply_batch
 from chalicelib.liveness import CloseRule, Closing, RelayView, closing_for, holder
 from chalicelib.observability import logger
 from chalicelib.services import Services, retry_on_conflict
@@ -118,13 +129,36 @@ def deliver_hang_up(services: Services, call: Call, reason: str = "api") -> None
     call = _cancel_if_unclaimed(services, call, relays)
     if call.ended is not None:
         return
-    command = HangUpCommand(call_id=call.call_id, edge_id=call.edge_id, reason=reason)
     if call.hangup_requested is not None:  # rule 4: no relay will ever place it
-        closing: Closing | None = reaper.verdict_now(services, call, relays, hang_up=True)
-    else:
-        closing = deliver(services, call, command, relays)
+        _end_unplaced(services, call)
+        return
+    command = HangUpCommand(call_id=call.call_id, edge_id=call.edge_id, reason=reason)
+    closing = deliver(services, call, command, relays)
     if closing is not None:
         reaper.close_call(services, call.call_id, closing)
+
+
+def _end_unplaced(services: Services, call: Call) -> None:
+    """Rule 4: end an outgoing call hung up before any relay claimed its ``dial``.
+
+    It ends as a relay records a hang-up that comes before its INVITE (docs/relay.md, the
+    outgoing call's table: ``local_hangup``, detail ``api_hang_up``): ``invite_sent`` and
+    ``leg_ended`` at one instant, so the call reads ``unjoined``, ``SIP_TERMINATION_CANCELED``
+    and bills nothing, whichever side of the claim the hang-up fell on. The event ids are the
+    call's own: a retried ``DELETE`` writes nothing twice.
+    """
+    at = call.hangup_requested or services.clock()
+    leg = {"callId": call.call_id, "legId": "unplaced", "legRole": LegRole.CALLER,
+           "occurredAt": at.isoformat()}  # fmt: skip
+    events = [
+        CallEvent.model_validate(leg | {"eventId": f"{call.call_id}:unplaced:1",
+                                        "type": CallEventType.INVITE_SENT}),
+        CallEvent.model_validate(leg | {"eventId": f"{call.call_id}:unplaced:2",
+                                        "type": CallEventType.LEG_ENDED,
+                                        "reason": LegEndReason.LOCAL_HANGUP,
+                                        "detail": "api_hang_up"}),
+    ]  # fmt: skip
+    apply_batch(services, CallEventBatch(events=events), from_edge=False)
 
 
 def _cancel_if_unclaimed(services: Services, call: Call, relays: RelayView) -> Call:

@@ -125,8 +125,9 @@ def test_a_duplicate_dial_claims_once_a_second_relay_is_told_taken(api: Api, que
 def test_a_hang_up_before_any_relay_took_the_dial_cancels_it(
     api: Api, aws: Aws, queue: Queue
 ) -> None:
-    """No relay holds the call: it is closed at once (``unjoined``, docs/billing.md), and the
-    relay that takes the ``dial`` later is told not to place it."""
+    """No relay holds the call: it ends at once as a hang-up before the INVITE (docs/relay.md,
+    Commands: ``unjoined``, ``SIP_TERMINATION_CANCELED``, nothing billed), and the relay that
+    takes the ``dial`` later is told not to place it."""
     url = relay_queue(aws, "edge-a")
     beat(api, "edge-a", [], url)
     call_id = dialled(api, queue)
@@ -137,6 +138,8 @@ def test_a_hang_up_before_any_relay_took_the_dial_cancels_it(
     assert refused == {"proceed": False, "reason": "hung_up"}
     call = api.get(f"/api/calls/{call_id}").body
     assert (call["endReason"], call["billingStatus"]) == ("unjoined", "BILLING_STATUS_BILLED")
+    assert call["sipDetails"]["terminationReason"] == "SIP_TERMINATION_CANCELED"
+    assert call["sipDetails"]["billedDuration"] == "0s"
     assert drain(aws, url) == [] and queue.drain() == []
     assert api.delete(f"/api/calls/{call_id}").status == 409  # a second hang-up: nothing twice
 

@@ -144,10 +144,9 @@ def test_a_hang_up_before_any_relay_took_the_dial_rings_nobody(
     """docs/relay.md (Commands, edge cases: "A hang-up before any relay took the ``dial``"):
     ``DELETE`` right after the ``POST``, while no relay runs to claim it, closes the call at
     once; the relays started afterwards receive the ``dial``, their claim is refused, and the
-    callee never gets an INVITE. The call ends as docs/billing.md (Calls no relay will end) and
-    docs/api.md (``endReason``, ``terminationReason``) say for a call the control plane closed
-    with no event from a relay: ``unjoined``, ``SIP_TERMINATION_ERROR`` (the caller leg's end was
-    never reported)."""
+    callee never gets an INVITE. The call ends as docs/relay.md (Commands) says for a hang-up
+    before any claim, like one before the INVITE: ``unjoined``, ``SIP_TERMINATION_CANCELED``
+    (docs/api.md: "a hang-up before the answer without a failure status")."""
 
     async def scenario() -> None:
         agent = Agent()
@@ -170,7 +169,7 @@ def test_a_hang_up_before_any_relay_took_the_dial_rings_nobody(
         assert hang_ups == [0, 0]
         assert outcome["ended"] is not None  # 204: closed at once
         assert outcome["endReason"] == "unjoined"
-        assert outcome["sipDetails"]["terminationReason"] == "SIP_TERMINATION_ERROR"
+        assert outcome["sipDetails"]["terminationReason"] == "SIP_TERMINATION_CANCELED"
         assert held(aws_env, stack.queue_url) == held(aws_env, stack.dead_letter_queue_url) == 0
         again = await api_async(stack, "DELETE", f"/api/calls/{call_id}")
         assert again.status_code == 409  # ended once
