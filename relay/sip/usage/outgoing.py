@@ -38,6 +38,9 @@ Theory of operation
    that ACKed a 2xx lingers 64*T1 after it ends to ACK late retransmissions.
 6. The transitions are a table over ``call_state.py``, starting from the established-session
    rows of :class:`~relay.sip.usage.invite_session.InviteSession`.
+
+Size: about 400 lines, a sixth of them this docstring; the INVITE's requests and the fork table
+already live apart (``invite_request.py``, ``forks.py``).
 """
 
 from __future__ import annotations
