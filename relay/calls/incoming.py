@@ -207,7 +207,7 @@ class IncomingCallFlow:
         if connected.result():
             self.events.record(CallEventType.AGENT_JOINED)
             return True
-        self._reject(RejectPlan(AGENT_UNAVAILABLE, "Agent Unavailable"))
+        self._reject(RejectPlan(AGENT_UNAVAILABLE, "Temporarily Unavailable"))
         self.events.record(
             CallEventType.LEG_ENDED,
             reason=LegEndReason.ERROR,

@@ -189,7 +189,7 @@ def test_an_agent_that_cannot_be_reached_gets_the_caller_480() -> None:
         await wire.until_done()
         statuses = [m.status for m in wire.sent if isinstance(m, Response)]
         assert statuses == [100, 180, 480]
-        assert final.status == 480
+        assert (final.status, final.reason) == (480, "Temporarily Unavailable")  # docs/agents.md
         assert wire.kinds() == ["invite_received", "ringing", "leg_ended"]
         ended = wire.events[-1]
         assert (ended.reason, ended.sip_status, ended.detail) == ("error", 480, "agent_unreachable")
