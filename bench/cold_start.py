@@ -325,6 +325,8 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
     prelude: str = ""
     after_import: str = ""
+    cwd: Path = ROOT
+    """Where ``import app`` finds the app: the repository, or an unpacked deployment package."""
 
 
 VARIANTS = {
@@ -348,7 +350,7 @@ def run_child(env: dict[str, str], scratch: Path, scenario: Scenario) -> Run:
     spawned = time.perf_counter()
     done = subprocess.run(
         command,
-        cwd=ROOT,
+        cwd=scenario.cwd,
         env={**env, **scenario.env},
         capture_output=True,
         text=True,
@@ -491,6 +493,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__)
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--budget-s", type=float, default=60.0, help="per set of runs")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        help="also time this deployment.zip (scripts/package_lambda.py), with and without its .pyc",
+    )
     options = parser.parse_args(argv)
     print(banner("cold start: fresh process -> import app -> first INVITE decision"))
     with tempfile.TemporaryDirectory(prefix="sipline-bench-") as tmp, moto_server() as endpoint:
@@ -498,17 +505,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         env = child_environment(endpoint, scratch)
         seed(env)
         run_child(env, scratch, Scenario())  # warm-up: .pyc files written, page cache warm
+        if options.package:
+            _report_package(env, scratch, options.package, options.runs, options.budget_s)
+            return
         _report(env, scratch, options.runs, options.budget_s)
 
 
 def run_interleaved(
-    env: dict[str, str], scratch: Path, count: int, budget_s: float
+    env: dict[str, str],
+    scratch: Path,
+    count: int,
+    budget_s: float,
+    variants: dict[str, Scenario] | None = None,
 ) -> dict[str, list[Run]]:
     """Run every variant ``count`` times, round-robin, so that a machine's drift hits them alike."""
-    found: dict[str, list[Run]] = {title: [] for title in VARIANTS}
+    variants = VARIANTS if variants is None else variants
+    found: dict[str, list[Run]] = {title: [] for title in variants}
     deadline = time.perf_counter() + budget_s
     for _ in range(count):
-        for title, scenario in VARIANTS.items():
+        for title, scenario in variants.items():
             found[title].append(run_child(env, scratch, scenario))
         if time.perf_counter() > deadline:
             break
@@ -547,6 +562,38 @@ def _report(env: dict[str, str], scratch: Path, runs: int, budget_s: float) -> N
                 f"  {title}: median {ms:.1f} ms ({baseline - ms:.1f} less),"
                 f" min {minima[title]:.1f} ms ({fastest - minima[title]:.1f} less)"
             )
+
+
+def package_variants(zip_path: Path, scratch: Path) -> dict[str, Scenario]:
+    """Unpack ``zip_path`` twice, as shipped and without its ``.pyc``; a scenario for each.
+
+    The child runs in the unpacked folder, which comes first on its path (as ``/var/task`` does on
+    Lambda) and writes no bytecode (``/var/task`` is read-only). What the package does not hold
+    (boto3, which the Lambda runtime provides) comes from the venv, with its ``.pyc``.
+    """
+    import zipfile
+
+    variants: dict[str, Scenario] = {}
+    for title, keep_pyc in (("package as shipped (.pyc)", True), ("package without .pyc", False)):
+        task = scratch / ("task-pyc" if keep_pyc else "task-no-pyc")
+        with zipfile.ZipFile(zip_path) as package:
+            names = [n for n in package.namelist() if keep_pyc or not n.endswith(".pyc")]
+            package.extractall(task, members=names)
+        env = {"PYTHONPATH": str(task), "PYTHONDONTWRITEBYTECODE": "1"}
+        variants[title] = Scenario(env=env, cwd=task)
+    return variants
+
+
+def _report_package(
+    env: dict[str, str], scratch: Path, zip_path: Path, runs: int, budget_s: float
+) -> None:
+    variants = package_variants(zip_path, scratch)
+    found = run_interleaved(env, scratch, runs, budget_s, variants)
+    for title, runs_of in found.items():
+        print(f"{title} (moto on 127.0.0.1):")
+        print("\n".join(phase_lines(runs_of)) + "\n")
+    shipped, bare = (_median([r.to_decision_ms for r in f]) for f in found.values())
+    print(f"the package's .pyc save {bare - shipped:.1f} ms of spawn -> decision (median)")
 
 
 if __name__ == "__main__":
