@@ -20,6 +20,9 @@ the recipe measured here does it (docs/deployment.md, "The relay image"):
    no overlay is available; a ``containers.conf`` with no default ulimits because podman's are
    refused here.
 
+After a build, the layers of earlier builds that no tag reaches are removed (``prune``): vfs keeps
+a full copy of the image per layer. The base and the current build's cache stay.
+
 Every command is bounded by a timeout; a missing tool fails the test (``require``), never skips it.
 """
 
@@ -36,6 +39,8 @@ from tests.interop.stack import require
 
 BASE_IMAGE = "localhost/sipline-base:bookworm"
 IMAGE = "localhost/sipline-relay:test"
+IMAGE_LABEL = "org.opencontainers.image.title=sipline-relay"
+"""Every layer of the relay's builds carries it (relay/Dockerfile): what ``prune`` may remove."""
 CONTAINER_UID = 10001
 """The relay's user in the image (relay/Dockerfile)."""
 SPOOL_IN_IMAGE = "/var/lib/sipline/spool"
