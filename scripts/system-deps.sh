@@ -4,9 +4,11 @@
 # Installs what is missing (root), or says what to install.
 # wireshark-common is dumpcap, the capture the load benchmarks time SIP with (bench/sip_load.py,
 # bench/outgoing.py, whose small run is an interop test); `system-deps.sh bench` asks for nothing more.
+# podman, buildah, runc and debootstrap build and run the relay image without a Docker engine
+# (tests/interop/relay_image.py; docs/deployment.md, "The relay image").
 set -euo pipefail
 PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng
-  dnsmasq-base kamailio kamailio-tls-modules openssl wireshark-common)
+  dnsmasq-base kamailio kamailio-tls-modules openssl wireshark-common podman buildah runc debootstrap)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
