@@ -1,9 +1,11 @@
 """Every relative link in the README and docs/ leads somewhere: the file exists, and an anchor names
-one of its headings (GitHub's slugs: lower case, punctuation dropped, spaces to hyphens)."""
+one of its headings (GitHub's slugs: lower case, punctuation dropped, spaces to hyphens). Every
+source path a page names exists, and every shell block a reader pastes at least parses."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,22 @@ def test_every_source_path_a_page_names_exists(page: Path) -> None:
         if "*" not in path and path not in NOT_BUILT_YET and not (ROOT / path).exists()
     ]
     assert not missing, missing
+
+
+SHELL_BLOCK = re.compile(r"^( *)```(?:bash|sh)\n(.*?)^ *```", re.S | re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_shell_block_parses(page: Path) -> None:
+    """A ```bash block is meant to be pasted into a shell (docs/deploy.md is a page of them): bash
+    itself must be able to parse it (`bash -n`, nothing is run). A placeholder such as `<callId>`,
+    which bash reads as a redirection, is written as a variable instead."""
+    broken = []
+    for indent, block in SHELL_BLOCK.findall(page.read_text()):
+        text = "\n".join(line.removeprefix(indent) for line in block.splitlines())
+        result = subprocess.run(
+            ["bash", "-n"], input=text, capture_output=True, text=True, timeout=10, check=False
+        )
+        if result.returncode != 0:
+            broken.append(f"{text.splitlines()[0]!r}...: {result.stderr.strip()}")
+    assert not broken, broken
