@@ -42,7 +42,7 @@ from moto.server import ThreadedMotoServer
 from chalicelib.api_keys import entry
 from chalicelib.crypto import generate_fernet_key
 from chalicelib.store.schema import create_table
-from scripts.lambda_task import environment, runtime_dir, unpack
+from scripts.lambda_task import environment, runtime_dir, unpack, zip_python
 from scripts.package_lambda import find_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,6 +187,7 @@ def test_every_app_module_has_python312_unchecked_hash_bytecode_that_the_import_
     artifact: Path, tmp_path: Path, python312: str, runtime: Path
 ) -> None:
     magic = _run([python312, "-c", "import importlib.util as u; print(u.MAGIC_NUMBER.hex())"], ROOT)
+    assert zip_python(artifact / "deployment.zip") == PYTHON  # what the benchmark picks it by
     unpack(artifact / "deployment.zip", tmp_path)
     app_sources = [tmp_path / "app.py", *sorted((tmp_path / "chalicelib").rglob("*.py"))]
     assert len(app_sources) > 20
