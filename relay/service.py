@@ -238,11 +238,11 @@ class RelayService:
             reporter = self._reporter(outbox)
             if reporter is not None:
                 background.append(loop.create_task(reporter.run()))
-            self.ready.set()
             try:
-                if s.health_port is not None:
+                if s.health_port is not None:  # open from ready on, never before
                     self.health = HealthPort(s.sip_host, s.health_port)
                     await self.health.open()
+                self.ready.set()
                 await stop.wait()
             finally:
                 await self._shut_down(background, outbox, cut)
