@@ -30,6 +30,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -223,6 +224,7 @@ class RelayService:
                 lambda: self.held_call_ids() | outbox.undelivered_call_ids(),
                 interval_s=s.heartbeat_s,
                 queue_url=lambda: self.edge_queue.url if self.edge_queue else None,
+                ended_at=lambda: self.ended_calls(outbox),
             )
             self._beats = beats
             background.append(loop.create_task(beats.run()))
@@ -304,6 +306,12 @@ class RelayService:
         """Whether ``SIPLINE_MAX_CALLS`` calls run now (0: no cap)."""
         cap = self.settings.max_calls
         return cap > 0 and len(self._call_tasks) >= cap
+
+    def ended_calls(self, outbox: EventOutbox) -> dict[str, datetime]:
+        """The calls that ended here with events still undelivered, and each one's last event
+        time (the heartbeat's ``endedAt``, ``relay/control/heartbeat.py``)."""
+        held = self.held_call_ids()
+        return {c: at for c, at in outbox.undelivered_until().items() if c not in held}
 
     def held_call_ids(self) -> set[str]:
         """Return the calls whose task is running: they may still record events."""
