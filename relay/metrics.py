@@ -3,9 +3,12 @@
 CloudWatch's embedded metric format (EMF) is a JSON log line that carries its own metric
 definitions (``_aws.CloudWatchMetrics[0]``: ``Namespace``, ``Dimensions``, ``Metrics``); on ECS
 the task's log driver ships stdout to CloudWatch Logs, which extracts the metrics: no agent, no
-API call, no permission beyond the logs. The line is written by Powertools' ``Metrics`` (the
+API call, no permission beyond the logs. The line is written by Powertools' EMF provider (the
 control plane's library for the same job, ``chalicelib/observability.py``), imported only when
-the setting is on, so ``python -m relay`` starts as fast as before without it.
+the setting is on, so ``python -m relay`` starts as fast as before without it. The provider is
+used directly, with metric and dimension sets of its own: Powertools' ``Metrics`` class shares
+one set between all its instances in a process, so another ``Metrics`` (the control plane's,
+in a process that has both) could add to or change the relay's line.
 
 Names are a contract with the CDK app's alarms and autoscaling (docs/relay.md, Metrics):
 namespace :data:`NAMESPACE`, dimensions ``service`` = :data:`SERVICE` and ``stage`` =
@@ -79,11 +82,13 @@ class EmfReporter:
     def __init__(
         self, sample: Callable[[], Sample], stage: str, *, interval_s: float = INTERVAL_S
     ) -> None:
-        from aws_lambda_powertools import Metrics  # lazy: ~35 ms of imports, only when on
+        from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+            AmazonCloudWatchEMFProvider,  # lazy: ~35 ms of imports, only when on
+        )
 
         self._sample = sample
         self._interval_s = interval_s
-        self._metrics: Any = Metrics(namespace=NAMESPACE, service=SERVICE)
+        self._metrics: Any = AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=SERVICE)
         self._stage = stage
         self._last = Sample(0, 0, 0, 0)
 
