@@ -29,6 +29,7 @@ import signal
 import sys
 
 from relay.config import RelayConfigError, RelaySettings
+from relay.drain import StopSignals
 from relay.service import RelayService
 
 YOUNG_GC_INTERVAL_S = 0.05
@@ -50,13 +51,14 @@ def _collect_young(loop: asyncio.AbstractEventLoop, count: int = 0) -> None:
 
 
 async def serve(service: RelayService) -> None:
-    """Run ``service`` until SIGTERM or SIGINT, then shut it down gracefully (docs/relay.md)."""
-    stop = asyncio.Event()
+    """Run ``service`` until SIGTERM or SIGINT, then shut it down gracefully (docs/relay.md);
+    a second signal cuts the drain short (``relay/drain.py``)."""
+    signals = StopSignals()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.received)
     try:
-        await service.run(stop)
+        await service.run(signals.stop, signals.cut)
     finally:
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)

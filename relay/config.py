@@ -43,6 +43,15 @@ SIPLINE_DNS_TIMEOUT_S           bound on one DNS query                 2.0
 SIPLINE_DNS_DEADLINE_S          bound on locating one SIP target       5.0
 SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at most 600)
                                 long, then is cancelled
+SIPLINE_DRAIN_S                 after SIGTERM, calls may go on this    0: hang up at once
+                                long (``relay/drain.py``)              (at most 3600)
+SIPLINE_HEALTH_PORT             TCP port open while the relay takes    unset: none
+                                calls (``relay/health_port.py``)
+SIPLINE_MAX_CALLS               calls at once; beyond, 503 / dial      0: no cap
+                                passed on
+SIPLINE_METRICS                 ``emf``: a CloudWatch EMF line a       unset: none
+                                minute on stdout (``relay/metrics.py``)
+SIPLINE_STAGE                   the metrics' ``stage`` dimension       local
 =============================== ====================================== ===========================
 """
 
@@ -60,6 +69,9 @@ from relay.transport.dns import DnsSettings, parse_nameservers
 
 MAX_RING_S = 600.0
 """``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
+MAX_DRAIN_S = 3600.0
+"""``SIPLINE_DRAIN_S`` at most: an hour; ECS stops a task 120 s after SIGTERM at most anyway."""
+METRICS_CHOICES = ("emf",)
 
 
 class RelayConfigError(ValueError):
@@ -100,6 +112,11 @@ class RelaySettings:
     heartbeat_s: float = 15.0
     dns: DnsSettings = field(default_factory=DnsSettings)
     ring_timeout_s: float = 60.0
+    drain_s: float = 0.0
+    health_port: int | None = None
+    max_calls: int = 0
+    metrics: str | None = None
+    stage: str = "local"
 
     @property
     def advertised_address(self) -> str:
@@ -155,6 +172,11 @@ class RelaySettings:
             heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
             dns=reader.dns(),
             ring_timeout_s=reader.positive("SIPLINE_RING_TIMEOUT_S", 60.0, at_most=MAX_RING_S),
+            drain_s=reader.at_least_zero("SIPLINE_DRAIN_S", at_most=MAX_DRAIN_S),
+            health_port=reader.health_port(),
+            max_calls=int(reader.at_least_zero("SIPLINE_MAX_CALLS", whole=True)),
+            metrics=reader.choice("SIPLINE_METRICS", METRICS_CHOICES),
+            stage=reader.text("SIPLINE_STAGE", cls.stage),
         )
 
 
@@ -215,6 +237,41 @@ class _Reader:
         if not raw.isdigit() or int(raw) < 1:
             raise RelayConfigError(f"{name} must be a whole number from 1 (got {raw!r})")
         return int(raw)
+
+    def at_least_zero(self, name: str, *, at_most: float = 1e9, whole: bool = False) -> float:
+        """A number from 0 (0: the feature is off), at most ``at_most``."""
+        raw = self.optional(name)
+        if raw is None:
+            return 0.0
+        kind = "a whole number" if whole else "a number"
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            raise RelayConfigError(f"{name} must be {kind} from 0 (got {raw!r})") from None
+        if not 0 <= value <= at_most:
+            raise RelayConfigError(f"{name} must be from 0 to {at_most:g} (got {raw!r})")
+        return float(value)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        raw = self.optional(name)
+        if raw is not None and raw not in choices:
+            raise RelayConfigError(
+                f"{name} must be unset or one of {', '.join(choices)} (got {raw!r})"
+            )
+        return raw
+
+    def health_port(self) -> int | None:
+        """``SIPLINE_HEALTH_PORT``: not the SIP TCP or TLS port (both listen on TCP)."""
+        raw = self.optional("SIPLINE_HEALTH_PORT")
+        if raw is None:
+            return None
+        port = _port("SIPLINE_HEALTH_PORT", raw)
+        taken = {self.port("SIPLINE_SIP_PORT", 5060), self.port("SIPLINE_TLS_PORT", 5061)}
+        if port in taken:
+            raise RelayConfigError(
+                f"SIPLINE_HEALTH_PORT must differ from the SIP and TLS ports (got {raw!r})"
+            )
+        return port
 
     def egress(self, name: str) -> EgressPolicy:
         try:
