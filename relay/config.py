@@ -21,6 +21,7 @@ SIPLINE_SIP_HOST                SIP listen address (UDP, TCP, TLS)     127.0.0.1
 SIPLINE_SIP_PORT                SIP UDP and TCP port                   5060
 SIPLINE_TLS_PORT                SIP TLS port                           5061
 SIPLINE_PUBLIC_ADDRESS          address advertised in Via/Contact/SDP  the listen address
+                                (``ecs``: relay/ecs_identity.py)
 SIPLINE_RTP_PORTS               RTP port range, ``low-high``           20000-20999
 SIPLINE_TLS_CERT / _KEY         PEM certificate and key for TLS        unset: no TLS listener
 SIPLINE_TLS_CERT_PEM / _KEY_PEM the same as PEM text (from a secret),  unset
@@ -37,6 +38,7 @@ SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_INVITE_RATE_PER_S       INVITEs per second per source          5
 SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+                                (``ecs``: the ECS task id)
 SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
                                 public (chalicelib/egress.py)
 SIPLINE_HEARTBEAT_S             heartbeat period                       15
