@@ -152,7 +152,7 @@ def fetch_task_metadata(
 ) -> bytes:
     """GET ``url`` (no proxy), bounded as the module docstring says; return the body.
 
-    A refused connection, a timeout or a status other than 200 is tried again, up to
+    A refused connection, a timeout or an error status (4xx, 5xx) is tried again, up to
     ``attempts`` in all; an answer over ``max_bytes`` is not.
 
     Raises:
