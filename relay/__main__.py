@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
+from relay import ecs_identity
 from relay.config import RelayConfigError, RelaySettings
 from relay.drain import StopSignals
 from relay.service import RelayService
@@ -77,7 +79,8 @@ def main() -> int:
     )
     try:
         settings = RelaySettings.from_env()
-    except RelayConfigError as error:
+        settings = ecs_identity.resolve(settings, os.environ)  # SIPLINE_PUBLIC_ADDRESS=ecs
+    except RelayConfigError as error:  # an EcsIdentityError too: the relay must not start
         print(f"relay: {error}", file=sys.stderr)
         return 2
     gc.collect()

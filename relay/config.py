@@ -21,8 +21,11 @@ SIPLINE_SIP_HOST                SIP listen address (UDP, TCP, TLS)     127.0.0.1
 SIPLINE_SIP_PORT                SIP UDP and TCP port                   5060
 SIPLINE_TLS_PORT                SIP TLS port                           5061
 SIPLINE_PUBLIC_ADDRESS          address advertised in Via/Contact/SDP  the listen address
+                                (``ecs``: relay/ecs_identity.py)
 SIPLINE_RTP_PORTS               RTP port range, ``low-high``           20000-20999
 SIPLINE_TLS_CERT / _KEY         PEM certificate and key for TLS        unset: no TLS listener
+SIPLINE_TLS_CERT_PEM / _KEY_PEM the same as PEM text (from a secret),  unset
+                                written to ``<spool>/tls/`` (0600)
 SIPLINE_TLS_CA_FILE             PEM CA certificates trusted for        unset: the system store
                                 outgoing TLS, besides the system store only
 SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            2.0
@@ -35,6 +38,7 @@ SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_INVITE_RATE_PER_S       INVITEs per second per source          5
 SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+                                (``ecs``: the ECS task id)
 SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
                                 public (chalicelib/egress.py)
 SIPLINE_HEARTBEAT_S             heartbeat period                       15
@@ -66,7 +70,11 @@ from pathlib import Path
 from chalicelib.commands import DEFAULT_EDGE_QUEUE_PREFIX, valid_prefix
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 from relay.transport.dns import DnsSettings, parse_nameservers
+from relay.transport.tls import write_pem_pair
 
+TLS_FILES_DIRECTORY = "tls"
+"""Where in the spool directory the PEM text of ``SIPLINE_TLS_CERT_PEM`` / ``_KEY_PEM`` is
+written (private to the relay's user)."""
 MAX_RING_S = 600.0
 """``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
 MAX_DRAIN_S = 3600.0
@@ -83,11 +91,11 @@ class RelaySettings:
     """Everything the relay is configured with (see the module docstring for the variables)."""
 
     control_url: str = "http://127.0.0.1:8000"
-    webhook_secret: str = ""
+    webhook_secret: str = field(default="", repr=False)  # a secret: never in a repr or log
     command_queue_url: str | None = None
     command_dead_letter_queue_url: str | None = None
     edge_queue_prefix: str = DEFAULT_EDGE_QUEUE_PREFIX
-    password_key: str | None = None
+    password_key: str | None = field(default=None, repr=False)  # a secret, as above
     kms_key_id: str | None = None
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
@@ -138,9 +146,8 @@ class RelaySettings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         rtp_low, rtp_high = reader.port_range("SIPLINE_RTP_PORTS", (20000, 20999))
-        cert, key = reader.path("SIPLINE_TLS_CERT"), reader.path("SIPLINE_TLS_KEY")
-        if (cert is None) != (key is None):
-            raise RelayConfigError("SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together")
+        spool_dir = reader.path("SIPLINE_SPOOL_DIR") or cls.spool_dir
+        cert, key = reader.tls_files(spool_dir / TLS_FILES_DIRECTORY)
         return cls(
             control_url=reader.text("SIPLINE_CONTROL_URL", cls.control_url).rstrip("/"),
             webhook_secret=reader.text("SIPLINE_WEBHOOK_SECRET", ""),
@@ -161,7 +168,7 @@ class RelaySettings:
             decision_timeout_s=reader.positive("SIPLINE_DECISION_TIMEOUT_S", 4.0),
             events_timeout_s=reader.positive("SIPLINE_EVENTS_TIMEOUT_S", 10.0),
             retry_after_s=int(reader.positive("SIPLINE_RETRY_AFTER_S", 5)),
-            spool_dir=reader.path("SIPLINE_SPOOL_DIR") or cls.spool_dir,
+            spool_dir=spool_dir,
             spool_max_bytes=int(reader.positive("SIPLINE_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
             allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
             allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
@@ -204,6 +211,35 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         value = self.optional(name)
         return Path(value) if value else None
+
+    def tls_files(self, pem_directory: Path) -> tuple[Path | None, Path | None]:
+        """``SIPLINE_TLS_CERT``/``_KEY`` (files), or ``_CERT_PEM``/``_KEY_PEM`` (text), not both.
+
+        The text is written to files in ``pem_directory`` and loaded (``write_pem_pair``); it
+        never reaches a message.
+        """
+        cert, key = self.path("SIPLINE_TLS_CERT"), self.path("SIPLINE_TLS_KEY")
+        cert_pem, key_pem = (
+            self.optional("SIPLINE_TLS_CERT_PEM"),
+            self.optional("SIPLINE_TLS_KEY_PEM"),
+        )
+        if (cert or key) and (cert_pem or key_pem):
+            raise RelayConfigError(
+                "SIPLINE_TLS_CERT/_KEY and SIPLINE_TLS_CERT_PEM/_KEY_PEM both give the TLS "
+                "certificate: set one pair, not both"
+            )
+        if cert_pem is None and key_pem is None:
+            if (cert is None) != (key is None):
+                raise RelayConfigError("SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together")
+            return cert, key
+        if cert_pem is None or key_pem is None:
+            raise RelayConfigError(
+                "SIPLINE_TLS_CERT_PEM and SIPLINE_TLS_KEY_PEM must be set together"
+            )
+        try:
+            return write_pem_pair(pem_directory, cert_pem, key_pem)
+        except (OSError, ValueError) as error:
+            raise RelayConfigError(f"SIPLINE_TLS_CERT_PEM/_KEY_PEM: {error}") from None
 
     def ca_file(self, name: str) -> Path | None:
         """A PEM bundle, loaded once here so that a bad one stops the relay at start."""
