@@ -33,6 +33,7 @@ from chalicelib import (
     reaper,
     registrations,
     sip_config,
+    snapstart,
 )
 from chalicelib.api_keys import authenticate
 from chalicelib.call_models import AgentCallCreate, CallCreate
@@ -491,5 +492,6 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+snapstart.register()  # with SnapStart on, reseed what a snapshot would share (chalicelib/snapstart.py)
 gc.freeze()  # the import-time objects never need collecting: keep them out of every later GC
 gc.enable()

@@ -15,6 +15,8 @@ spawn + interpreter + ``site``; the rest is measured inside the child. The child
 time the first client, the services and each DynamoDB round trip; "decision" is what is left of
 the request. A separate set of runs with ``-X importtime`` gives which packages the time goes to,
 and runs without ``.pyc`` files show what an unzipped Lambda package without bytecode pays.
+``--package ZIP`` (repeatable) times deployment packages instead, each run by an interpreter of
+the Python version it was built for and laid out as Lambda lays it out (``scripts/lambda_task.py``).
 
 What-if variants run code before and after ``import app`` to show what a change would save
 without making it (no X-Ray SDK while tracing is disabled; the garbage collector paused during
@@ -153,6 +155,7 @@ def child_environment(endpoint: str, scratch: Path) -> dict[str, str]:
         "SIPLINE_PASSWORD_KEY": PASSWORD_KEY,
         "SIPLINE_API_KEYS": API_KEYS,
         "SIPLINE_ALLOWED_PRIVATE_TARGETS": "127.0.0.0/8",  # the seeded agent is on 127.0.0.1
+        "SIPLINE_MAX_CONCURRENT_CALLS": "10000",  # every run adds two calls that never end
         "POWERTOOLS_TRACE_DISABLED": "1",
     }
 
@@ -327,6 +330,8 @@ class Scenario:
     after_import: str = ""
     cwd: Path = ROOT
     """Where ``import app`` finds the app: the repository, or an unpacked deployment package."""
+    interpreter: str = sys.executable
+    """The Python that runs the child: the venv's, or one of a package's runtime version."""
 
 
 VARIANTS = {
@@ -346,7 +351,8 @@ def run_child(env: dict[str, str], scratch: Path, scenario: Scenario) -> Run:
     }
     event_file.write_text(json.dumps(given))
     result_file.unlink(missing_ok=True)
-    command = [sys.executable, *scenario.flags, "-c", CHILD, str(event_file), str(result_file)]
+    command = [scenario.interpreter, *scenario.flags, "-c", CHILD, str(event_file)]
+    command.append(str(result_file))
     spawned = time.perf_counter()
     done = subprocess.run(
         command,
@@ -496,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--package",
         type=Path,
-        help="also time this deployment.zip (scripts/package_lambda.py), with and without its .pyc",
+        action="append",
+        help="time this deployment.zip (scripts/package_lambda.py) instead, with and without its"
+        " .pyc, run by a Python of its version; repeat to compare packages in one run",
     )
     options = parser.parse_args(argv)
     print(banner("cold start: fresh process -> import app -> first INVITE decision"))
@@ -567,33 +575,43 @@ def _report(env: dict[str, str], scratch: Path, runs: int, budget_s: float) -> N
 def package_variants(zip_path: Path, scratch: Path) -> dict[str, Scenario]:
     """Unpack ``zip_path`` twice, as shipped and without its ``.pyc``; a scenario for each.
 
-    The child runs in the unpacked folder, which comes first on its path (as ``/var/task`` does on
-    Lambda) and writes no bytecode (``/var/task`` is read-only). What the package does not hold
-    (boto3, which the Lambda runtime provides) comes from the venv, with its ``.pyc``.
+    The child is an interpreter of the Python version the package was built for
+    (``scripts.package_lambda.find_python``). It runs in the unpacked folder, which comes first on
+    its path (as ``/var/task`` does on Lambda) and writes no bytecode (``/var/task`` is
+    read-only). What the package does not hold (boto3, which the Lambda runtime provides) comes
+    after it, compiled by that interpreter (``scripts/lambda_task.py``).
     """
-    import zipfile
+    from scripts.lambda_task import environment, runtime_dir, unpack, zip_python
+    from scripts.package_lambda import find_python
 
+    python = zip_python(zip_path)
+    interpreter = find_python(python)
+    folder = scratch / f"python{python}"
+    runtime = runtime_dir(folder / "runtime", interpreter)
     variants: dict[str, Scenario] = {}
-    for title, keep_pyc in (("package as shipped (.pyc)", True), ("package without .pyc", False)):
-        task = scratch / ("task-pyc" if keep_pyc else "task-no-pyc")
-        with zipfile.ZipFile(zip_path) as package:
-            names = [n for n in package.namelist() if keep_pyc or not n.endswith(".pyc")]
-            package.extractall(task, members=names)
-        env = {"PYTHONPATH": str(task), "PYTHONDONTWRITEBYTECODE": "1"}
-        variants[title] = Scenario(env=env, cwd=task)
+    for keep_pyc in (True, False):
+        task = unpack(zip_path, folder / ("task-pyc" if keep_pyc else "task-no-pyc"), keep_pyc)
+        title = f"python{python} package {'as shipped (.pyc)' if keep_pyc else 'without .pyc'}"
+        variants[title] = Scenario(
+            env=environment(task, runtime), cwd=task, interpreter=interpreter
+        )
     return variants
 
 
 def _report_package(
-    env: dict[str, str], scratch: Path, zip_path: Path, runs: int, budget_s: float
+    env: dict[str, str], scratch: Path, zip_paths: list[Path], runs: int, budget_s: float
 ) -> None:
-    variants = package_variants(zip_path, scratch)
+    variants = {t: v for z in zip_paths for t, v in package_variants(z, scratch).items()}
     found = run_interleaved(env, scratch, runs, budget_s, variants)
     for title, runs_of in found.items():
         print(f"{title} (moto on 127.0.0.1):")
         print("\n".join(phase_lines(runs_of)) + "\n")
-    shipped, bare = (_median([r.to_decision_ms for r in f]) for f in found.values())
-    print(f"the package's .pyc save {bare - shipped:.1f} ms of spawn -> decision (median)")
+    medians = {title: _median([r.to_decision_ms for r in f]) for title, f in found.items()}
+    for title, shipped in medians.items():
+        if title.endswith(" as shipped (.pyc)"):
+            package = title.removesuffix(" as shipped (.pyc)")
+            bare = medians[f"{package} without .pyc"]
+            print(f"{package}: the .pyc save {bare - shipped:.1f} ms of spawn -> decision (median)")
 
 
 if __name__ == "__main__":

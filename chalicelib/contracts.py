@@ -27,10 +27,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 MAX_HEARTBEAT_CALLS = 5000
 """Call ids one heartbeat may list (about 190 kB of JSON; a DynamoDB item holds 400 kB)."""
+MAX_HEARTBEAT_ENDED = 1000
+"""Entries of a heartbeat's ``endedAt`` (about 70 kB more; the item stays under 400 kB)."""
 MAX_QUEUE_URL = 1024
 """Length of a queue URL a relay may announce (an SQS URL is under 200 characters)."""
 
@@ -298,12 +300,39 @@ class EdgeHeartbeat(Contract):
         " (``docs/relay.md``, Commands); unset while it has none.",
     )
 
+    ended_at: dict[Annotated[str, Field(max_length=128)], datetime] | None = Field(
+        default=None,
+        alias="endedAt",
+        max_length=MAX_HEARTBEAT_ENDED,
+        description="Of the listed calls, those that ended at the relay and are listed only for"
+        " their undelivered events: the instant of each one's latest event, the last evidence it"
+        " was up (docs/billing.md, Calls no relay will end).",
+    )
+
     @field_validator("sent_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone (RFC 3339 with Z or an offset)")
         return value
+
+    @field_validator("ended_at")
+    @classmethod
+    def _aware_ends(cls, value: dict[str, datetime] | None) -> dict[str, datetime] | None:
+        if value and any(instant.tzinfo is None for instant in value.values()):
+            raise ValueError("must carry a timezone (RFC 3339 with Z or an offset)")
+        return value
+
+    @model_validator(mode="after")
+    def _ended_are_listed(self) -> EdgeHeartbeat:
+        if self.ended_at and not self.ended_at.keys() <= set(self.call_ids):
+            raise ValueError("endedAt may name only calls listed in callIds")
+        return self
+
+    def evidence(self, call_id: str) -> datetime:
+        """The last instant this heartbeat says ``call_id`` was up: its end if it ended, else
+        when the heartbeat was sent (never later than that)."""
+        return min(self.sent_at, (self.ended_at or {}).get(call_id, self.sent_at))
 
 
 class EdgeHeartbeatResult(Contract):

@@ -24,7 +24,9 @@ first rule that applies closes the call:
 
 The close instant (:attr:`Closing.at`) is the last evidence that the call was up: the latest of
 its creation, its latest event and the latest heartbeat listing it (never past the ceiling), so
-a reaped call bills no time there is no evidence for.
+a reaped call bills no time there is no evidence for. A heartbeat that lists a call only for its
+undelivered events gives the call's end (``endedAt``) as its evidence, not its own time: a call
+that ended, and whose end the control plane never received, is not billed past its end.
 """
 
 from __future__ import annotations
@@ -181,5 +183,5 @@ def _closing(
 ) -> Closing:
     """Close at the last evidence the call was up, never past its ceiling."""
     evidence = [call.created, *(e.occurred_at for e in ordered_events(events()))]
-    evidence += [stored.heartbeat.sent_at for stored in listing]
+    evidence += [stored.heartbeat.evidence(call.call_id) for stored in listing]
     return Closing(rule, min(max(evidence), ceiling), detail)

@@ -25,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 
+from relay import ecs_identity
 from relay.config import RelayConfigError, RelaySettings
+from relay.drain import StopSignals
 from relay.service import RelayService
 
 YOUNG_GC_INTERVAL_S = 0.05
@@ -50,13 +53,14 @@ def _collect_young(loop: asyncio.AbstractEventLoop, count: int = 0) -> None:
 
 
 async def serve(service: RelayService) -> None:
-    """Run ``service`` until SIGTERM or SIGINT, then shut it down gracefully (docs/relay.md)."""
-    stop = asyncio.Event()
+    """Run ``service`` until SIGTERM or SIGINT, then shut it down gracefully (docs/relay.md);
+    a second signal cuts the drain short (``relay/drain.py``)."""
+    signals = StopSignals()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.received)
     try:
-        await service.run(stop)
+        await service.run(signals.stop, signals.cut)
     finally:
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
@@ -75,7 +79,8 @@ def main() -> int:
     )
     try:
         settings = RelaySettings.from_env()
-    except RelayConfigError as error:
+        settings = ecs_identity.resolve(settings, os.environ)  # SIPLINE_PUBLIC_ADDRESS=ecs
+    except RelayConfigError as error:  # an EcsIdentityError too: the relay must not start
         print(f"relay: {error}", file=sys.stderr)
         return 2
     gc.collect()

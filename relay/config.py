@@ -21,8 +21,11 @@ SIPLINE_SIP_HOST                SIP listen address (UDP, TCP, TLS)     127.0.0.1
 SIPLINE_SIP_PORT                SIP UDP and TCP port                   5060
 SIPLINE_TLS_PORT                SIP TLS port                           5061
 SIPLINE_PUBLIC_ADDRESS          address advertised in Via/Contact/SDP  the listen address
+                                (``ecs``: relay/ecs_identity.py)
 SIPLINE_RTP_PORTS               RTP port range, ``low-high``           20000-20999
 SIPLINE_TLS_CERT / _KEY         PEM certificate and key for TLS        unset: no TLS listener
+SIPLINE_TLS_CERT_PEM / _KEY_PEM the same as PEM text (from a secret),  unset
+                                written to ``<spool>/tls/`` (0600)
 SIPLINE_TLS_CA_FILE             PEM CA certificates trusted for        unset: the system store
                                 outgoing TLS, besides the system store only
 SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            2.0
@@ -35,6 +38,7 @@ SIPLINE_ALLOWLIST_MAX_AGE_S     age after which the guard fails open   120
 SIPLINE_INVITE_RATE_PER_S       INVITEs per second per source          5
 SIPLINE_INVITE_BURST            INVITEs at once per source             20
 SIPLINE_EDGE_ID                 this edge task's id (in webhooks)      local-edge
+                                (``ecs``: the ECS task id)
 SIPLINE_ALLOWED_PRIVATE_TARGETS CIDRs agents may be in although not    "" (public addresses only)
                                 public (chalicelib/egress.py)
 SIPLINE_HEARTBEAT_S             heartbeat period                       15
@@ -43,6 +47,15 @@ SIPLINE_DNS_TIMEOUT_S           bound on one DNS query                 2.0
 SIPLINE_DNS_DEADLINE_S          bound on locating one SIP target       5.0
 SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at most 600)
                                 long, then is cancelled
+SIPLINE_DRAIN_S                 after SIGTERM, calls may go on this    0: hang up at once
+                                long (``relay/drain.py``)              (at most 3600)
+SIPLINE_HEALTH_PORT             TCP port open while the relay takes    unset: none
+                                calls (``relay/health_port.py``)
+SIPLINE_MAX_CALLS               calls at once; beyond, 503 / dial      0: no cap
+                                passed on
+SIPLINE_METRICS                 ``emf``: a CloudWatch EMF line a       unset: none
+                                minute on stdout (``relay/metrics.py``)
+SIPLINE_STAGE                   the metrics' ``stage`` dimension       local
 =============================== ====================================== ===========================
 """
 
@@ -57,9 +70,16 @@ from pathlib import Path
 from chalicelib.commands import DEFAULT_EDGE_QUEUE_PREFIX, valid_prefix
 from chalicelib.egress import ALLOWANCE_VARIABLE, EgressPolicy
 from relay.transport.dns import DnsSettings, parse_nameservers
+from relay.transport.tls import write_pem_pair
 
+TLS_FILES_DIRECTORY = "tls"
+"""Where in the spool directory the PEM text of ``SIPLINE_TLS_CERT_PEM`` / ``_KEY_PEM`` is
+written (private to the relay's user)."""
 MAX_RING_S = 600.0
 """``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
+MAX_DRAIN_S = 3600.0
+"""``SIPLINE_DRAIN_S`` at most: an hour; ECS stops a task 120 s after SIGTERM at most anyway."""
+METRICS_CHOICES = ("emf",)
 
 
 class RelayConfigError(ValueError):
@@ -71,11 +91,11 @@ class RelaySettings:
     """Everything the relay is configured with (see the module docstring for the variables)."""
 
     control_url: str = "http://127.0.0.1:8000"
-    webhook_secret: str = ""
+    webhook_secret: str = field(default="", repr=False)  # a secret: never in a repr or log
     command_queue_url: str | None = None
     command_dead_letter_queue_url: str | None = None
     edge_queue_prefix: str = DEFAULT_EDGE_QUEUE_PREFIX
-    password_key: str | None = None
+    password_key: str | None = field(default=None, repr=False)  # a secret, as above
     kms_key_id: str | None = None
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
@@ -100,6 +120,11 @@ class RelaySettings:
     heartbeat_s: float = 15.0
     dns: DnsSettings = field(default_factory=DnsSettings)
     ring_timeout_s: float = 60.0
+    drain_s: float = 0.0
+    health_port: int | None = None
+    max_calls: int = 0
+    metrics: str | None = None
+    stage: str = "local"
 
     @property
     def advertised_address(self) -> str:
@@ -121,9 +146,8 @@ class RelaySettings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         rtp_low, rtp_high = reader.port_range("SIPLINE_RTP_PORTS", (20000, 20999))
-        cert, key = reader.path("SIPLINE_TLS_CERT"), reader.path("SIPLINE_TLS_KEY")
-        if (cert is None) != (key is None):
-            raise RelayConfigError("SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together")
+        spool_dir = reader.path("SIPLINE_SPOOL_DIR") or cls.spool_dir
+        cert, key = reader.tls_files(spool_dir / TLS_FILES_DIRECTORY)
         return cls(
             control_url=reader.text("SIPLINE_CONTROL_URL", cls.control_url).rstrip("/"),
             webhook_secret=reader.text("SIPLINE_WEBHOOK_SECRET", ""),
@@ -144,7 +168,7 @@ class RelaySettings:
             decision_timeout_s=reader.positive("SIPLINE_DECISION_TIMEOUT_S", 4.0),
             events_timeout_s=reader.positive("SIPLINE_EVENTS_TIMEOUT_S", 10.0),
             retry_after_s=int(reader.positive("SIPLINE_RETRY_AFTER_S", 5)),
-            spool_dir=reader.path("SIPLINE_SPOOL_DIR") or cls.spool_dir,
+            spool_dir=spool_dir,
             spool_max_bytes=int(reader.positive("SIPLINE_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
             allowlist_refresh_s=reader.positive("SIPLINE_ALLOWLIST_REFRESH_S", 15.0),
             allowlist_max_age_s=reader.positive("SIPLINE_ALLOWLIST_MAX_AGE_S", 120.0),
@@ -155,6 +179,11 @@ class RelaySettings:
             heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
             dns=reader.dns(),
             ring_timeout_s=reader.positive("SIPLINE_RING_TIMEOUT_S", 60.0, at_most=MAX_RING_S),
+            drain_s=reader.at_least_zero("SIPLINE_DRAIN_S", at_most=MAX_DRAIN_S),
+            health_port=reader.health_port(),
+            max_calls=int(reader.at_least_zero("SIPLINE_MAX_CALLS", whole=True)),
+            metrics=reader.choice("SIPLINE_METRICS", METRICS_CHOICES),
+            stage=reader.text("SIPLINE_STAGE", cls.stage),
         )
 
 
@@ -182,6 +211,35 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         value = self.optional(name)
         return Path(value) if value else None
+
+    def tls_files(self, pem_directory: Path) -> tuple[Path | None, Path | None]:
+        """``SIPLINE_TLS_CERT``/``_KEY`` (files), or ``_CERT_PEM``/``_KEY_PEM`` (text), not both.
+
+        The text is written to files in ``pem_directory`` and loaded (``write_pem_pair``); it
+        never reaches a message.
+        """
+        cert, key = self.path("SIPLINE_TLS_CERT"), self.path("SIPLINE_TLS_KEY")
+        cert_pem, key_pem = (
+            self.optional("SIPLINE_TLS_CERT_PEM"),
+            self.optional("SIPLINE_TLS_KEY_PEM"),
+        )
+        if (cert or key) and (cert_pem or key_pem):
+            raise RelayConfigError(
+                "SIPLINE_TLS_CERT/_KEY and SIPLINE_TLS_CERT_PEM/_KEY_PEM both give the TLS "
+                "certificate: set one pair, not both"
+            )
+        if cert_pem is None and key_pem is None:
+            if (cert is None) != (key is None):
+                raise RelayConfigError("SIPLINE_TLS_CERT and SIPLINE_TLS_KEY must be set together")
+            return cert, key
+        if cert_pem is None or key_pem is None:
+            raise RelayConfigError(
+                "SIPLINE_TLS_CERT_PEM and SIPLINE_TLS_KEY_PEM must be set together"
+            )
+        try:
+            return write_pem_pair(pem_directory, cert_pem, key_pem)
+        except (OSError, ValueError) as error:
+            raise RelayConfigError(f"SIPLINE_TLS_CERT_PEM/_KEY_PEM: {error}") from None
 
     def ca_file(self, name: str) -> Path | None:
         """A PEM bundle, loaded once here so that a bad one stops the relay at start."""
@@ -215,6 +273,41 @@ class _Reader:
         if not raw.isdigit() or int(raw) < 1:
             raise RelayConfigError(f"{name} must be a whole number from 1 (got {raw!r})")
         return int(raw)
+
+    def at_least_zero(self, name: str, *, at_most: float = 1e9, whole: bool = False) -> float:
+        """A number from 0 (0: the feature is off), at most ``at_most``."""
+        raw = self.optional(name)
+        if raw is None:
+            return 0.0
+        kind = "a whole number" if whole else "a number"
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            raise RelayConfigError(f"{name} must be {kind} from 0 (got {raw!r})") from None
+        if not 0 <= value <= at_most:
+            raise RelayConfigError(f"{name} must be from 0 to {at_most:g} (got {raw!r})")
+        return float(value)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        raw = self.optional(name)
+        if raw is not None and raw not in choices:
+            raise RelayConfigError(
+                f"{name} must be unset or one of {', '.join(choices)} (got {raw!r})"
+            )
+        return raw
+
+    def health_port(self) -> int | None:
+        """``SIPLINE_HEALTH_PORT``: not the SIP TCP or TLS port (both listen on TCP)."""
+        raw = self.optional("SIPLINE_HEALTH_PORT")
+        if raw is None:
+            return None
+        port = _port("SIPLINE_HEALTH_PORT", raw)
+        taken = {self.port("SIPLINE_SIP_PORT", 5060), self.port("SIPLINE_TLS_PORT", 5061)}
+        if port in taken:
+            raise RelayConfigError(
+                f"SIPLINE_HEALTH_PORT must differ from the SIP and TLS ports (got {raw!r})"
+            )
+        return port
 
     def egress(self, name: str) -> EgressPolicy:
         try:

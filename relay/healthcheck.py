@@ -6,8 +6,13 @@ read by ``relay/config.py`` as the relay reads them; a wildcard listen address i
 loopback) and waits at most ``PROBE_TIMEOUT_S`` for the answer. The relay answers OPTIONS
 with 200 (RFC 3261 §11.2) from the same event loop that handles INVITEs, so a 200 means the
 process is up, its SIP listener is bound and its loop is not stuck. Exit status 0 is healthy;
-1 is not (no answer, or an answer that is not 200, e.g. a 503 while draining); 2 is a
-configuration the relay itself would refuse (docs/deployment.md, "The relay image").
+1 is not (no answer, or an answer that is not 200); 2 is a configuration the relay itself would
+refuse (docs/deployment.md, "The relay image").
+
+A draining relay (``relay/drain.py``) still answers OPTIONS 200, so this check keeps passing
+during a drain: the container is healthy and must not be replaced while its calls finish; a
+load balancer learns that new calls should go elsewhere from the health port
+(``relay/health_port.py``), which closes at the first SIGTERM (docs/relay.md, Shutting down).
 
 It matches the answer to its request by Call-ID, so a late answer to an earlier probe is not
 taken for this one. It reads at most one datagram of ``MAX_DATAGRAM`` bytes per wait.

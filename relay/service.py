@@ -12,9 +12,16 @@ INVITE (``IncomingCallFlow``); an outgoing call's with its ``dial`` command
 (``DialDeps.hold``).
 
 Shutdown (SIGTERM, Ctrl-C): stop taking calls (an INVITE gets 503 with Retry-After, as before
-the relay is ready) and commands, hang up every call, give the call tasks a few seconds to record
-their last events, drain the outbox (what is not delivered stays spooled for the next start),
-delete its own command queue, close the transports.
+the relay is ready; a ``dial`` is passed on) and close the health port, let the calls go on for
+up to ``SIPLINE_DRAIN_S`` (``relay/drain.py``), then hang up the rest, give the call tasks a few
+seconds to record their last events, drain the outbox (what is not delivered stays spooled for
+the next start), delete its own command queue, close the transports. ``SIPLINE_MAX_CALLS`` caps
+the calls running at once the same way (503, or the ``dial`` passed on).
+
+Size: about 460 lines: the process's wiring (transports, control plane, outbox, heartbeat,
+commands, drain, health port, metrics) and the endpoint's event routing share the per-process
+state above; each piece's logic lives in its own module (``relay/control/``, ``relay/drain.py``,
+``relay/health_port.py``, ``relay/metrics.py``), and what is left here is how they meet.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from contextlib import suppress
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -39,7 +47,10 @@ from relay.control.edge_queue import EdgeQueue
 from relay.control.heartbeat import HeartbeatSender
 from relay.control.outbox import EventOutbox
 from relay.control.webhooks import AllowlistCache, AllowlistRefresher, ControlPlaneClient
+from relay.drain import wait_for_calls
+from relay.health_port import HealthPort
 from relay.ids import SecureIdSource
+from relay.metrics import EmfReporter, FailedLegs, Sample
 from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
@@ -73,6 +84,13 @@ ENDED_REMEMBERED = 4096
 """Calls that ended here whose id a late or duplicate ``hangup`` is acknowledged for."""
 DIALLED_REMEMBERED = 4096
 """Calls dialled here whose id a duplicate ``dial`` (SQS delivers at least once) is known by."""
+NOT_READY = "relay_not_ready"
+"""The rule of an INVITE refused because the relay is starting or stopping (503)."""
+AT_CAPACITY = "relay_at_capacity"
+"""The rule of an INVITE refused at ``SIPLINE_MAX_CALLS`` (503)."""
+BUSY_RETRY_AFTER = (("Retry-After", "1"),)
+"""A starting, draining or full relay's 503: the carrier tries another relay at once (behind a
+load balancer, a longer Retry-After would keep it away from every relay's shared address)."""
 
 
 def command_consumer(
@@ -128,6 +146,10 @@ class RelayService:
         self._control: ControlPlaneClient | None = None
         """The control-plane client, while :meth:`run` runs (a ``dial`` is claimed through it)."""
         self._guard_refresh_at = float("-inf")
+        self.failed_legs = FailedLegs()
+        """Legs ended with ``reason: error`` but not by the shutdown (``relay/metrics.py``)."""
+        self.health: HealthPort | None = None
+        """The health port (``SIPLINE_HEALTH_PORT``), open while the relay is ready."""
 
     def _local_addresses(self) -> dict[Transport, Address]:
         s, host = self.settings, self.settings.advertised_address
@@ -151,8 +173,8 @@ class RelayService:
             tls_client=client_context(cafile=s.tls_ca_file),
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then shut down gracefully."""
+    async def run(self, stop: asyncio.Event, cut: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully (``cut`` ends the drain)."""
         s = self.settings
         loop = asyncio.get_running_loop()
         self.core = SipEndpoint(
@@ -179,7 +201,7 @@ class RelayService:
             self._control = control
             self.call_deps = CallDeps(
                 decide=control.decide,
-                record=outbox.record,
+                record=self.failed_legs.counting(outbox.record),
                 transmit=self.transport.transmit,
                 now=loop.time,
                 ports=ports,
@@ -202,6 +224,7 @@ class RelayService:
                 lambda: self.held_call_ids() | outbox.undelivered_call_ids(),
                 interval_s=s.heartbeat_s,
                 queue_url=lambda: self.edge_queue.url if self.edge_queue else None,
+                ended_at=lambda: self.ended_calls(outbox),
             )
             self._beats = beats
             background.append(loop.create_task(beats.run()))
@@ -214,18 +237,42 @@ class RelayService:
                 s.rtp_port_max,
                 s.control_url,
             )
-            self.ready.set()
+            reporter = self._reporter(outbox)
+            if reporter is not None:
+                background.append(loop.create_task(reporter.run()))
             try:
+                if s.health_port is not None:  # open from ready on, never before
+                    self.health = HealthPort(s.sip_host, s.health_port)
+                    await self.health.open()
+                self.ready.set()
                 await stop.wait()
             finally:
-                await self._shut_down(background, outbox)
+                await self._shut_down(background, outbox, cut)
+                if reporter is not None:
+                    reporter.emit()  # the last minute's counts
 
-    async def _shut_down(self, background: list[asyncio.Task[Any]], outbox: EventOutbox) -> None:
+    async def _shut_down(
+        self,
+        background: list[asyncio.Task[Any]],
+        outbox: EventOutbox,
+        cut: asyncio.Event | None = None,
+    ) -> None:
         self.ready.clear()  # new INVITEs get 503 Retry-After: 1, not a call dropped at exit
+        if self.health is not None:
+            await self.health.close()  # the load balancer moves new flows away
+        if self._call_tasks and self.settings.drain_s > 0:
+            logger.info(
+                "draining: %d calls may go on for %g s",
+                len(self._call_tasks),
+                self.settings.drain_s,
+            )
+            left = await wait_for_calls(lambda: self._call_tasks.keys(), self.settings.drain_s, cut)
+            logger.info("drain over: %d calls to end", left)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         for flow in list(self._call_tasks.values()):  # outgoing ones before their INVITE too
+            flow.signals.shutting_down = True  # recorded relay_shutdown, BYE with a Reason
             flow.signals.hang_up_requested.set()
         if self._call_tasks:
             await asyncio.wait(self._call_tasks, timeout=SHUTDOWN_GRACE_S)
@@ -238,6 +285,33 @@ class RelayService:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.edge_queue.delete(), SHUTDOWN_GRACE_S)
         await self.transport.close()
+
+    def _reporter(self, outbox: EventOutbox) -> EmfReporter | None:
+        """The EMF reporter when ``SIPLINE_METRICS=emf``, else ``None``."""
+        if self.settings.metrics != "emf":
+            return None
+
+        def sample() -> Sample:
+            refused = self.invites_refused
+            return Sample(
+                active_calls=len(self._call_tasks),
+                spool_backlog=outbox.undelivered,
+                calls_failed_total=self.failed_legs.total,
+                invites_refused_total=refused.get(NOT_READY, 0) + refused.get(AT_CAPACITY, 0),
+            )
+
+        return EmfReporter(sample, self.settings.stage)
+
+    def at_capacity(self) -> bool:
+        """Whether ``SIPLINE_MAX_CALLS`` calls run now (0: no cap)."""
+        cap = self.settings.max_calls
+        return cap > 0 and len(self._call_tasks) >= cap
+
+    def ended_calls(self, outbox: EventOutbox) -> dict[str, datetime]:
+        """The calls that ended here with events still undelivered, and each one's last event
+        time (the heartbeat's ``endedAt``, ``relay/control/heartbeat.py``)."""
+        held = self.held_call_ids()
+        return {c: at for c, at in outbox.undelivered_until().items() if c not in held}
 
     def held_call_ids(self) -> set[str]:
         """Return the calls whose task is running: they may still record events."""
@@ -283,8 +357,10 @@ class RelayService:
 
     def _incoming(self, event: IncomingCallReceived) -> None:
         call, now = event.call, asyncio.get_running_loop().time()
-        if self.call_deps is None or not self.ready.is_set():
-            call.reject(503, now=now, headers=(("Retry-After", "1"),))
+        if self.call_deps is None or not self.ready.is_set() or self.at_capacity():
+            rule = AT_CAPACITY if self.ready.is_set() else NOT_READY
+            self.invites_refused[rule] = self.invites_refused.get(rule, 0) + 1
+            call.reject(503, now=now, headers=BUSY_RETRY_AFTER)
             return
         flow = IncomingCallFlow(call, event.request, self.call_deps)
         self.flows[call] = flow
@@ -362,6 +438,8 @@ class RelayService:
         if command.call_id in self._dialled:
             logger.info("dial of call %s again: placed once already", command.call_id)
             return
+        if self.at_capacity():  # passed on to another relay, never lost
+            raise CommandNotHere(f"this relay runs its {self.settings.max_calls} calls already")
         self._dialled[command.call_id] = None
         while len(self._dialled) > DIALLED_REMEMBERED:
             self._dialled.popitem(last=False)

@@ -284,10 +284,14 @@ class LocalStack:
             "SIPLINE_ALLOWED_PRIVATE_TARGETS": LOCAL_PRIVATE_TARGETS,
         }
 
-    def start_relay(self) -> None:
-        """Start the SIP edge (``python -m relay``) and wait until it answers OPTIONS."""
+    def start_relay(self, overrides: dict[str, str] | None = None) -> None:
+        """Start the SIP edge (``python -m relay``) and wait until it answers OPTIONS.
+
+        ``overrides`` change its environment (``relay_environment``) for this start.
+        """
         require_free(self.sip_port, "SIP edge", "SIPLINE_SIP_PORT")
-        relay = self._spawn("relay", [sys.executable, "-m", "relay"], self.relay_environment())
+        environment = {**self.relay_environment(), **(overrides or {})}
+        relay = self._spawn("relay", [sys.executable, "-m", "relay"], environment)
         wait_sip(self.sip_port, 30, relay)
 
     def start_reaper(self, every_s: float = REAPER_EVERY_S) -> None:

@@ -66,6 +66,9 @@ class CallSignals:
     """The SIP side ended the call (BYE, CANCEL, a timeout): there is nothing left to hang up."""
     hang_up_requested: asyncio.Event = field(default_factory=asyncio.Event)
     """The API (a ``hangup`` command) or the relay's shutdown wants the call ended."""
+    shutting_down: bool = False
+    """Set with :attr:`hang_up_requested` when the relay's shutdown ends the call
+    (``relay/drain.py``): recorded ``relay_shutdown``, the BYE says why (RFC 3326)."""
 
 
 class CallFlow(Protocol):

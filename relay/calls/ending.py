@@ -9,13 +9,20 @@ Once answered, a call runs until the first of five things happens (:func:`until_
    ``CallSignals.ended``; the SIP leg is already over, there is nothing to hang up;
 2. the agent leaves (its WebSocket closes or breaks): the bridge task returns;
 3. the media ends (no RTP from the far end for 30 s while not on hold);
-4. the API hangs up (a ``hangup`` command, or the relay shutting down);
+4. the API hangs up (a ``hangup`` command), or the relay shuts down (``relay/drain.py``);
 5. ``maxDuration`` runs out, counted from the answer (the billed time).
 
 :func:`record_the_end` then records it (docs/relay.md, How a call ends): ``agent_left`` with
 the :data:`AgentEnd` as ``detail`` (``reason: error`` unless the end is a normal one), then, for
 2 to 5, hangs the SIP leg up and records ``leg_ended`` ``local_hangup`` (``timeout`` for 3 and
 5); for 1, ``leg_ended`` from the SIP side's own reason (:func:`sip_leg_end`).
+
+A call the relay's shutdown ends (``CallSignals.shutting_down``) is recorded ``relay_shutdown``:
+``agent_left`` without ``reason: error`` (the agent's connection did not fail), then
+``leg_ended`` ``error`` (the call failed for a reason of sipline's own: the control plane reads
+``system_error``, as for a call whose relay died), and its BYE carries
+:data:`SHUTDOWN_REASON` (RFC 3326). Before that, shutdown was recorded as ``api_hang_up``, which
+told the customer the API had hung up when nobody had.
 
 The ``detail`` strings are contract: they reach the control plane in events and stand in the
 docs, so :class:`EndDetail` keeps them as they always were. The agent's own reasons
@@ -35,6 +42,7 @@ from chalicelib.contracts import CallEventType, LegEndReason
 from relay.bridge.agent_ws import AgentLeft, AgentLeftReason
 from relay.calls.deps import CallSignals
 from relay.calls.recorder import LegEvents
+from relay.sip.reason import reason_header
 from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.invite_session import CallEnded
 from relay.transport.rtp_session import RtpSession
@@ -46,7 +54,9 @@ class EndDetail(StrEnum):
     CALLER_HUNG_UP = "caller_hung_up"
     """The SIP side ended the call while it ran (``agent_left``)."""
     API_HANG_UP = "api_hang_up"
-    """``DELETE /api/calls/{id}``, the agent's Twilio-style hang-up, or the relay's shutdown."""
+    """``DELETE /api/calls/{id}``, or the agent's Twilio-style hang-up."""
+    RELAY_SHUTDOWN = "relay_shutdown"
+    """The relay shut down (SIGTERM) while the call ran: after the drain deadline, or at once."""
     MEDIA_TIMEOUT = "media_timeout"
     """No RTP from the far end for 30 s while not on hold."""
     MAX_DURATION = "max_duration"
@@ -82,11 +92,13 @@ AgentEnd = EndDetail | AgentLeftReason
 
 NORMAL_ENDS: frozenset[AgentEnd] = frozenset(
     {AgentLeftReason.AGENT_CLOSED, EndDetail.API_HANG_UP, EndDetail.MEDIA_TIMEOUT,
-     EndDetail.MAX_DURATION}
+     EndDetail.MAX_DURATION, EndDetail.RELAY_SHUTDOWN}
 )  # fmt: skip
 """Ends recorded without ``reason: error`` (the caller leaving is recorded apart)."""
 TIMED_OUT: frozenset[AgentEnd] = frozenset({EndDetail.MEDIA_TIMEOUT, EndDetail.MAX_DURATION})
 """Ends whose ``leg_ended`` says ``timeout`` rather than ``local_hangup``."""
+SHUTDOWN_REASON = reason_header(503, "relay shutting down")
+"""The Reason (RFC 3326) of a BYE the relay's shutdown sends."""
 NO_BOUND_S = 365 * 24 * 3600.0
 """A call without ``maxDuration`` waits this long: for ever, as far as a call is concerned."""
 
@@ -117,7 +129,19 @@ def agent_left_reason(detail: AgentEnd) -> LegEndReason | None:
 
 def local_leg_end(detail: AgentEnd) -> LegEndReason:
     """The ``reason`` of ``leg_ended`` when we hung up for ``detail``."""
+    if detail is EndDetail.RELAY_SHUTDOWN:
+        return LegEndReason.ERROR
     return LegEndReason.TIMEOUT if detail in TIMED_OUT else LegEndReason.LOCAL_HANGUP
+
+
+def hang_up_detail(signals: CallSignals) -> EndDetail:
+    """Why ``hang_up_requested`` was set: the relay's shutdown, or the API."""
+    return EndDetail.RELAY_SHUTDOWN if signals.shutting_down else EndDetail.API_HANG_UP
+
+
+def bye_headers(signals: CallSignals) -> tuple[tuple[str, str], ...]:
+    """The extra headers of our BYE: the shutdown's Reason, or none."""
+    return (SHUTDOWN_REASON,) if signals.shutting_down else ()
 
 
 def sip_leg_end(ended: CallEndReason, *, by_remote: bool) -> LegEndReason:
@@ -148,7 +172,7 @@ async def until_the_end(
     if media_ended in done:
         return Ending(EndDetail.MEDIA_TIMEOUT)
     if hang_up in done:
-        return Ending(EndDetail.API_HANG_UP)
+        return Ending(hang_up_detail(signals))
     if out_of_time in done:
         return Ending(EndDetail.MAX_DURATION)
     outcome = agent.result()

@@ -46,7 +46,13 @@ from relay.bridge.agent_ws import AgentBridge
 from relay.calls.agent import agent_bridge, start_media, uri_user
 from relay.calls.deps import CallDeps, CallSignals
 from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
-from relay.calls.ending import EndDetail, record_sip_end, record_the_end, until_the_end
+from relay.calls.ending import (
+    EndDetail,
+    bye_headers,
+    record_sip_end,
+    record_the_end,
+    until_the_end,
+)
 from relay.calls.recorder import LegEvents
 from relay.calls.webhook import invite_webhook
 from relay.control.webhooks import ControlPlaneUnavailable
@@ -97,7 +103,7 @@ class IncomingCallFlow:
         self.deps.transmit()
 
     def _hang_up(self) -> None:
-        self.call.hang_up(now=self.deps.now())
+        self.call.hang_up(now=self.deps.now(), headers=bye_headers(self.signals))
         self.deps.transmit()
 
     # --- the flow -------------------------------------------------------------------------

@@ -56,6 +56,7 @@ refused by the egress policy
 the password does not decrypt            error        -              ``credentials_unavailable``
 no RTP port pair free                    error        503            ``rtp_ports_exhausted``
 the API hung up before the INVITE        local_hangup -              ``api_hang_up``
+the relay shut down before the INVITE    error        -              ``relay_shutdown``
 ``from`` not carriable; TLS without a    error        -              ``dial_refused``
 TLS listener
 ======================================== ============ ============== ==========================
@@ -81,6 +82,9 @@ from relay.calls.deps import CallDeps, CallSignals, DialDeps
 from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
 from relay.calls.ending import (
     EndDetail,
+    bye_headers,
+    hang_up_detail,
+    local_leg_end,
     record_sip_end,
     record_the_end,
     sip_leg_end,
@@ -184,7 +188,7 @@ class OutgoingCallFlow:
     def _hang_up(self) -> None:
         """CANCEL while ringing, BYE once answered (the usage knows which)."""
         if self.call is not None:
-            self.call.hang_up(now=self.deps.now())
+            self.call.hang_up(now=self.deps.now(), headers=bye_headers(self.signals))
             self.deps.transmit()
 
     # --- the flow -------------------------------------------------------------------------
@@ -259,7 +263,8 @@ class OutgoingCallFlow:
         if not await self._may_place():
             raise _NotOurs
         if self.signals.hang_up_requested.is_set():
-            raise _EndedEarly(LegEndReason.LOCAL_HANGUP, EndDetail.API_HANG_UP)
+            detail = hang_up_detail(self.signals)
+            raise _EndedEarly(local_leg_end(detail), detail)
         session.info_dtmf = self._send_dtmf_info
         plan = plan_outgoing_offer(
             command.codec_preference,
@@ -369,11 +374,8 @@ class OutgoingCallFlow:
         bridge.stop()
         self._hang_up()
         if self.signals.hang_up_requested.is_set():
-            self.events.record(
-                CallEventType.LEG_ENDED,
-                reason=LegEndReason.LOCAL_HANGUP,
-                detail=EndDetail.API_HANG_UP,
-            )
+            detail = hang_up_detail(self.signals)
+            self.events.record(CallEventType.LEG_ENDED, reason=local_leg_end(detail), detail=detail)
         else:
             logger.warning("outgoing call %s: the agent could not be reached", self.call_id)
             self.events.record(

@@ -8,6 +8,14 @@ events not yet acknowledged by the control plane (the outbox's backlog). Past
 :data:`~chalicelib.contracts.MAX_HEARTBEAT_CALLS` ids the list is cut and marked incomplete, and
 the control plane then closes none of this relay's calls for not being listed.
 
+A listed call that has **ended** here (its task is over; only its undelivered events keep it
+listed) is also named in ``endedAt`` with the instant of its latest event. Should the relay die
+before those events are delivered, the control plane closes the call at that instant, its end,
+rather than at this heartbeat: listing a call for its events must not bill it past its end
+(docs/billing.md, Calls no relay will end). At most
+:data:`~chalicelib.contracts.MAX_HEARTBEAT_ENDED` are named (the earliest ids); the others are
+closed at the heartbeat, as before ``endedAt`` existed.
+
 A failed heartbeat is logged and the next one comes ``interval_s`` later; the control plane
 declares a relay dead only after several are missed (``docs/relay.md``).
 
@@ -20,13 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import datetime
 from typing import Protocol
 
 from chalicelib.clock import utc_now
-from chalicelib.contracts import MAX_HEARTBEAT_CALLS, EdgeHeartbeat, EdgeHeartbeatResult
+from chalicelib.contracts import (
+    MAX_HEARTBEAT_CALLS,
+    MAX_HEARTBEAT_ENDED,
+    EdgeHeartbeat,
+    EdgeHeartbeatResult,
+)
 from relay.control.webhooks import ControlPlaneUnavailable
 
 logger = logging.getLogger(__name__)
@@ -39,16 +52,26 @@ class HeartbeatSink(Protocol):
 
 
 def heartbeat(
-    edge_id: str, call_ids: set[str], sent_at: datetime, command_queue_url: str | None = None
+    edge_id: str,
+    call_ids: set[str],
+    sent_at: datetime,
+    command_queue_url: str | None = None,
+    ended_at: Mapping[str, datetime] | None = None,
 ) -> EdgeHeartbeat:
-    """Build one heartbeat; more calls than fit are cut (lowest ids kept) and marked incomplete."""
-    listed = sorted(call_ids)
+    """Build one heartbeat; more calls than fit are cut (lowest ids kept) and marked incomplete.
+
+    ``ended_at`` names the calls of ``call_ids`` that ended here, with their last event's instant.
+    """
+    listed = sorted(call_ids)[:MAX_HEARTBEAT_CALLS]
+    ends = ended_at or {}
+    ended = [call_id for call_id in listed if call_id in ends][:MAX_HEARTBEAT_ENDED]
     return EdgeHeartbeat(
         edge_id=edge_id,
         sent_at=sent_at,
-        call_ids=listed[:MAX_HEARTBEAT_CALLS],
-        complete=len(listed) <= MAX_HEARTBEAT_CALLS,
+        call_ids=listed,
+        complete=len(call_ids) <= MAX_HEARTBEAT_CALLS,
         command_queue_url=command_queue_url,
+        ended_at={call_id: ends[call_id] for call_id in ended} or None,  # none: no key sent
     )
 
 
@@ -64,6 +87,7 @@ class HeartbeatSender:
         interval_s: float = 15.0,
         clock: Callable[[], datetime] = utc_now,
         queue_url: Callable[[], str | None] = lambda: None,
+        ended_at: Callable[[], Mapping[str, datetime]] = dict,
     ) -> None:
         self._sink = sink
         self._edge_id = edge_id
@@ -71,6 +95,7 @@ class HeartbeatSender:
         self._interval_s = interval_s
         self._clock = clock
         self._queue_url = queue_url
+        self._ended_at = ended_at
         self._woken = asyncio.Event()
         self.sent = 0
         self.failures = 0
@@ -78,7 +103,9 @@ class HeartbeatSender:
     async def beat(self) -> bool:
         """Send one heartbeat; return whether the control plane acknowledged it."""
         try:
-            beat = heartbeat(self._edge_id, self._calls(), self._clock(), self._queue_url())
+            beat = heartbeat(
+                self._edge_id, self._calls(), self._clock(), self._queue_url(), self._ended_at()
+            )
             await self._sink.post_heartbeat(beat)
         except ControlPlaneUnavailable as error:
             self.failures += 1

@@ -48,6 +48,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
@@ -196,6 +197,16 @@ class EventOutbox:
         queue = self._queue
         items = (*queue.pending, *queue.in_flight, *queue.parked)
         return {item.event.call_id for item in items if item.event.call_id}
+
+    def undelivered_until(self) -> dict[str, datetime]:
+        """Return, for each call with events not acknowledged yet, its latest such event's time."""
+        queue = self._queue
+        latest: dict[str, datetime] = {}
+        for item in (*queue.pending, *queue.in_flight, *queue.parked):
+            call_id, at = item.event.call_id, item.event.occurred_at
+            if call_id and (call_id not in latest or at > latest[call_id]):
+                latest[call_id] = at
+        return latest
 
     def open(self) -> None:
         """Adopt the spool left by an earlier process and queue its events (idempotent)."""

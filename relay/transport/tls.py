@@ -29,9 +29,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from relay.sip.address import TransportFailure
 
-__all__ = ["client_context", "connect_failure", "ensure_self_signed", "server_context"]
+__all__ = [
+    "client_context",
+    "connect_failure",
+    "ensure_self_signed",
+    "server_context",
+    "write_pem_pair",
+]
 
 SELF_SIGNED_VALID_DAYS = 365
+PEM_MAX_BYTES = 65536
+"""Bound on a certificate chain or a key given as text: Secrets Manager's own limit on a secret
+value (the relay's PEM variables come from one, docs/relay.md)."""
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
@@ -149,3 +158,35 @@ def _write(path: Path, data: bytes, *, mode: int) -> None:
     os.fchmod(descriptor, mode)  # the mode above applies only to a file it creates
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
+
+
+def write_pem_pair(directory: Path, cert_pem: str, key_pem: str) -> tuple[Path, Path]:
+    """Write a certificate chain and its key, given as PEM text, to files; return their paths.
+
+    ``directory`` is made private (0700; an existing one is set so) and the two files are
+    written anew, 0600, never through a link: ``relay.pem`` and ``relay.key``. They are loaded
+    once here, so that a bad pair stops the relay at start. No message quotes the text.
+
+    Raises:
+        ValueError: a text is over ``PEM_MAX_BYTES``, is not PEM, or the pair does not load.
+    """
+    for what, text in (("certificate", cert_pem), ("key", key_pem)):
+        if len(text.encode()) > PEM_MAX_BYTES:
+            raise ValueError(f"the {what} is over {PEM_MAX_BYTES} bytes")
+        if "-----BEGIN " not in text:
+            raise ValueError(f"the {what} is not PEM text (no -----BEGIN line)")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.is_symlink() or not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory")
+    directory.chmod(0o700)
+    cert_path, key_path = directory / "relay.pem", directory / "relay.key"
+    for path, text in ((key_path, key_pem), (cert_path, cert_pem)):
+        path.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(path, flags, 0o600), "w") as file:
+            file.write(text.strip() + "\n")
+    try:
+        server_context(cert_path, key_path)
+    except OSError as error:  # ssl.SSLError is an OSError; its text names no key material
+        raise ValueError(f"they do not load as a certificate chain and its key: {error}") from None
+    return cert_path, key_path

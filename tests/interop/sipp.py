@@ -104,8 +104,14 @@ def run_sipp_uac(
     transport: str = "udp",
     timeout_s: int = 20,
     extra: tuple[str, ...] = (),
+    local_ip: str = "127.0.0.1",
+    prefix: tuple[str, ...] = (),
 ) -> SippRun:
-    """Place one call with SIPp to ``service`` at ``target`` (``host:port``), any peer."""
+    """Place one call with SIPp to ``service`` at ``target`` (``host:port``), any peer.
+
+    SIPp binds ``local_ip`` (signalling and media); ``prefix`` goes before its command
+    (``ip netns exec <namespace>``: a peer in a network namespace of the test's).
+    """
     sipp = require("sipp")
     assert (builtin is None) != (scenario_file is None), "one of builtin or scenario_file"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -114,11 +120,11 @@ def run_sipp_uac(
     def attempt() -> SippRun:
         for stale in (messages, errors):
             stale.unlink(missing_ok=True)
-        command = ["timeout", "-k", "3", str(timeout_s + 5), sipp, target]
+        command = [*prefix, "timeout", "-k", "3", str(timeout_s + 5), sipp, target]
         command += ["-sn", builtin] if builtin else ["-sf", str(scenario_file)]
         command += [
-            "-i", "127.0.0.1", "-p", str(free_sip_port()), "-t", TRANSPORTS[transport],
-            "-mi", "127.0.0.1", "-mp", str(free_port_range(4)[0]),
+            "-i", local_ip, "-p", str(free_sip_port()), "-t", TRANSPORTS[transport],
+            "-mi", local_ip, "-mp", str(free_port_range(4)[0]),
             "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
             "-trace_msg", "-message_file", str(messages), "-trace_err", "-error_file", str(errors),
         ]  # fmt: skip

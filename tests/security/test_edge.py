@@ -411,3 +411,18 @@ def test_control_plane_instances_racing_for_the_last_slots_never_pass_the_limit(
         condition, values = update["ConditionExpression"], update["ExpressionAttributeValues"]
         bound = [name for name, value in values.items() if f"<= {name}" in condition]
         assert [values[name] for name in bound] == [{"N": str(LIMIT - 1)}], update
+
+
+def test_the_relays_settings_never_show_its_secrets_in_a_repr() -> None:
+    """A settings object reaches log lines and tracebacks whole: its repr carries no secret."""
+    from relay.config import RelaySettings
+
+    env = {
+        "SIPLINE_WEBHOOK_SECRET": "whsec-do-not-print-0123456789abcdef",
+        "SIPLINE_PASSWORD_KEY": "fernet-do-not-print-0123456789abcdef",
+    }
+    settings = RelaySettings.from_env(env)
+    assert settings.webhook_secret == env["SIPLINE_WEBHOOK_SECRET"]
+    shown = repr(settings) + str(settings)
+    for value in env.values():
+        assert value not in shown

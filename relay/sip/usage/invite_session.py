@@ -33,7 +33,7 @@ concern (``call``), so the application acts on the object it was given.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
@@ -163,6 +163,7 @@ class InviteSession:
         self._state = CallState.PROCEEDING
         self._updates: SessionUpdates | None = None
         self._linger_until: float | None = None
+        self._bye_headers: tuple[tuple[str, str], ...] = ()
         self.finished = False
         """Set once the call is terminated and has lingered: the endpoint then forgets it."""
 
@@ -188,8 +189,12 @@ class InviteSession:
         """The offer/answer state once the call is answered."""
         return None if self._updates is None else self._updates.media
 
-    def hang_up(self, *, now: float) -> None:
-        """End the call: BYE once established; what a subclass's table says before."""
+    def hang_up(self, *, now: float, headers: Sequence[tuple[str, str]] = ()) -> None:
+        """End the call: BYE once established; what a subclass's table says before.
+
+        ``headers`` go on our BYE, also one deferred until the ACK (e.g. a Reason, RFC 3326).
+        """
+        self._bye_headers = tuple(headers)
         self._handle(CallInput.HANG_UP, now, None)
 
     def send_info(self, content_type: str, body: bytes, now: float) -> bool:
@@ -350,7 +355,7 @@ class InviteSession:
     def _send_bye(self, now: float, _: object) -> None:
         # An unroutable remote target: the call ends on our side all the same.
         with contextlib.suppress(RemoteProtocolError):
-            self.leg.send("BYE", now, owner=self)
+            self.leg.send("BYE", now, owner=self, headers=self._bye_headers)
 
     def _hang_up(self, now: float, arg: object) -> None:
         self._send_bye(now, arg)

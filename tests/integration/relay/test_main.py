@@ -42,7 +42,7 @@ def test_sigterm_hangs_up_and_leaves_undelivered_events_in_the_spool_for_the_nex
     tmp_path: Path,
 ) -> None:
     """docs/relay.md, Shutting down: on SIGTERM the relay hangs up every call (``stop`` to the
-    agent, BYE to the caller, recorded as ``api_hang_up``), tries for 5 s to deliver, and leaves
+    agent, BYE to the caller, recorded as ``relay_shutdown``), tries for 5 s to deliver, and leaves
     what is undelivered in the spool; the spool section: a relay started later on the same
     directory delivers it, and an idle relay that has caught up has an empty spool."""
     spool = tmp_path / "spool"
@@ -86,8 +86,8 @@ def test_sigterm_hangs_up_and_leaves_undelivered_events_in_the_spool_for_the_nex
             ("ringing", None, None),
             ("agent_joined", None, None),
             ("answered", None, None),
-            ("agent_left", None, "api_hang_up"),
-            ("leg_ended", "local_hangup", "api_hang_up"),
+            ("agent_left", None, "relay_shutdown"),
+            ("leg_ended", "error", "relay_shutdown"),
         ]
         assert {e.call_id for e in left} == {CALL_ID}
         assert list(control.applied) == [e.event_id for e in left]

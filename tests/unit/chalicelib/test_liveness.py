@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from chalicelib.call_models import Call
 from chalicelib.contracts import CallEvent, CallEventType, EdgeHeartbeat, MediaEndpoint
 from chalicelib.liveness import CloseRule, RelayView, verdict
@@ -127,3 +130,44 @@ def test_an_ended_call_is_never_closed_again() -> None:
     call = _call(ended=_at(5))
 
     assert verdict(call, lambda: [], _relays(("edge-b", 9999, [], True)), _at(9999)) is None
+
+
+def test_a_silent_relays_ended_call_closes_at_its_end_not_at_the_heartbeat() -> None:
+    """docs/billing.md, Calls no relay will end: a call its relay lists only for undelivered
+    events (``endedAt``) is closed at its end, not at the later heartbeat that listed it."""
+    beat = EdgeHeartbeat(
+        edge_id="edge-a", sent_at=_at(45), call_ids=["call-1"], ended_at={"call-1": _at(20)}
+    )
+    relays = RelayView.of(
+        {
+            "edge-a": StoredHeartbeat(beat, _at(45)),
+            "edge-b": StoredHeartbeat(EdgeHeartbeat(edge_id="edge-b", sent_at=_at(200)), _at(200)),
+        }
+    )
+
+    closing = verdict(_call(), lambda: _joined(1), relays, _at(166))
+
+    assert closing is not None and (closing.rule, closing.at) == (CloseRule.RELAY_SILENT, _at(20))
+
+
+def test_an_end_after_the_heartbeat_counts_as_the_heartbeat() -> None:
+    """A relay's ``endedAt`` never moves the evidence past the heartbeat that carries it."""
+    beat = EdgeHeartbeat(
+        edge_id="edge-a", sent_at=_at(45), call_ids=["call-1"], ended_at={"call-1": _at(99)}
+    )
+
+    assert beat.evidence("call-1") == _at(45)
+
+
+@pytest.mark.parametrize(
+    ("ended_at", "message"),
+    [
+        ({"call-2": "2026-11-25T12:00:20Z"}, "endedAt may name only calls listed in callIds"),
+        ({"call-1": "2026-11-25T12:00:20"}, "must carry a timezone"),
+        ({"call-1": "yesterday"}, "datetime"),
+    ],
+)
+def test_a_malformed_endedat_is_refused(ended_at: dict[str, str], message: str) -> None:
+    body = {"edgeId": "edge-a", "sentAt": "2026-11-25T12:00:45Z", "callIds": ["call-1"]}
+    with pytest.raises(ValidationError, match=message):
+        EdgeHeartbeat.model_validate(body | {"endedAt": ended_at})

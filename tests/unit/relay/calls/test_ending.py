@@ -25,7 +25,7 @@ from relay.sip.usage.call_state import CallEndReason
 DOCUMENTED_DETAILS = {
     "caller_hung_up", "agent_closed", "api_hang_up", "media_timeout", "connection_lost",
     "keepalive_timeout", "message_too_big", "protocol_error", "ended", "internal_error",
-    "rtp_ports_exhausted", "max_duration", "agent_unreachable",
+    "rtp_ports_exhausted", "max_duration", "agent_unreachable", "relay_shutdown",
     # an outgoing call's (How an unanswered outgoing call ends)
     "credentials_unavailable", "destination_invalid", "destination_not_found",
     "destination_unavailable", "dial_refused", "cancel_unanswered", "tls_verification_failed",
@@ -57,6 +57,8 @@ def test_every_end_detail_is_a_documented_string() -> None:
         (EndDetail.MAX_DURATION, None, "timeout"),
         # Call events: "ended (the bridge failed)", reason error
         (EndDetail.BRIDGE_ENDED, "error", "local_hangup"),
+        # "the relay shuts down (...) | agent_left, leg_ended error (detail relay_shutdown)"
+        (EndDetail.RELAY_SHUTDOWN, None, "error"),
     ],
 )
 def test_an_end_on_our_side_maps_as_documented(
