@@ -50,7 +50,6 @@ import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from .relay_task import (
@@ -60,6 +59,7 @@ from .relay_task import (
     STOP_MARGIN_S,
     STOP_TIMEOUT_S,
     TLS_PORT,
+    relay_log_group,
     relay_metric,
     task_definition,
 )
@@ -121,8 +121,6 @@ class Edge(Construct):
             config=config,
             state=state,
             control_plane=control_plane,
-            retention=self._retention(),
-            removal=self._removal(),
         )
         self.service = ecs.FargateService(
             self,
@@ -159,12 +157,7 @@ class Edge(Construct):
                 )
             ],
         )
-        flow_logs = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=self._retention(),
-            removal_policy=self._removal(),
-        )
+        flow_logs = relay_log_group(self, "FlowLogs", self.config)
         vpc.add_flow_log(
             "RejectedTraffic",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
@@ -280,13 +273,6 @@ class Edge(Construct):
         )
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _retention(self) -> logs.RetentionDays:
-        return (
-            logs.RetentionDays.THREE_MONTHS
-            if self.config.removal_retain
-            else logs.RetentionDays.ONE_MONTH
-        )
 
     def _removal(self) -> cdk.RemovalPolicy:
         return cdk.RemovalPolicy.RETAIN if self.config.removal_retain else cdk.RemovalPolicy.DESTROY

@@ -76,14 +76,26 @@ def relay_metric(stage: str, name: str, statistic: str, period_s: int = 60) -> c
     )
 
 
+def relay_log_group(scope: Construct, construct_id: str, config: StageConfig) -> logs.LogGroup:
+    """A log group kept ``config.log_retention_days`` (0: forever), deleted with the stack."""
+    group = logs.LogGroup(
+        scope,
+        construct_id,
+        retention=logs.RetentionDays.INFINITE,
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+    )
+    cfn = group.node.default_child
+    assert isinstance(cfn, logs.CfnLogGroup)
+    cfn.retention_in_days = config.log_retention_days or None
+    return group
+
+
 def task_definition(
     scope: Construct,
     *,
     config: StageConfig,
     state: State,
     control_plane: ControlPlane,
-    retention: logs.RetentionDays,
-    removal: cdk.RemovalPolicy,
 ) -> ecs.FargateTaskDefinition:
     """The relay's task definition, in ``scope`` (see the module docstring)."""
     tls = config.tls_secret_arn is not None
@@ -100,7 +112,7 @@ def task_definition(
         volumes=[ecs.Volume(name="spool")],
     )
     _grant_task_role(task.task_role, state)
-    log_group = logs.LogGroup(scope, "Logs", retention=retention, removal_policy=removal)
+    log_group = relay_log_group(scope, "Logs", config)
     low, high = config.rtp_port_range
     environment = {
         "SIPLINE_SIP_HOST": "0.0.0.0",

@@ -47,6 +47,7 @@ class Config:
     carrier_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
     alarm_email: str | None = None
     sip_domain: str | None = None
+    log_retention_days: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     def name(self, suffix: str) -> str:

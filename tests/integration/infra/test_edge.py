@@ -236,7 +236,7 @@ def test_task_runs_read_only_with_a_spool_volume_and_the_image_user(dev: StandIn
     assert definition["LogConfiguration"]["LogDriver"] == "awslogs"
     group = definition["LogConfiguration"]["Options"]["awslogs-group"]["Ref"]
     logs = template(dev).find_resources("AWS::Logs::LogGroup")
-    assert logs[group]["Properties"]["RetentionInDays"] > 0
+    assert logs[group]["Properties"]["RetentionInDays"] == 30  # StageConfig's default
 
 
 def test_environment_is_the_contracts_and_holds_no_secret(dev: StandInStack) -> None:
