@@ -63,6 +63,7 @@ from .relay_task import (
     relay_metric,
     task_definition,
 )
+from .suppress import checkov_skip
 
 if TYPE_CHECKING:
     from .config import StageConfig
@@ -108,13 +109,14 @@ class Edge(Construct):
             ),
         )
         if config.stage != "prod":
-            cdk.Validations.of(self.cluster).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions-ECS4",
-                    reason="Container Insights is on in prod; a dev stage saves its per-task "
-                    "metrics, and the relays' own EMF metrics and the service's CPU are there",
-                )
+            no_insights = (
+                "Container Insights is on in prod; a dev stage saves its per-task metrics, and "
+                "the relays' own EMF metrics and the service's CPU are there"
             )
+            cdk.Validations.of(self.cluster).acknowledge(
+                cdk.Acknowledgment(id="AwsSolutions-ECS4", reason=no_insights)
+            )
+            checkov_skip(self.cluster, "CKV_AWS_65", no_insights)
         self.security_group = self._security_group(tls)
         task = task_definition(
             self,
@@ -208,14 +210,15 @@ class Edge(Construct):
                 for subnet, address in zip(subnets, addresses, strict=True)
             ],
         )
-        cdk.Validations.of(balancer).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions-ELB2",
-                reason="NLB access logs record TLS listeners only, and this balancer has none "
-                "(TLS is passed through to the relay); the VPC flow logs record rejected "
-                "traffic and the relays log every call",
-            )
+        no_access_logs = (
+            "NLB access logs record TLS listeners only, and this balancer has none (TLS is "
+            "passed through to the relay); the VPC flow logs record rejected traffic and the "
+            "relays log every call"
         )
+        cdk.Validations.of(balancer).acknowledge(
+            cdk.Acknowledgment(id="AwsSolutions-ELB2", reason=no_access_logs)
+        )
+        checkov_skip(balancer, "CKV_AWS_91", no_access_logs)
         return addresses, balancer
 
     def _listeners(self, tls: bool) -> list[elbv2.NetworkTargetGroup]:

@@ -34,6 +34,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from .suppress import checkov_skip
+
 if TYPE_CHECKING:
     from .config import StageConfig
     from .control_plane import ControlPlane
@@ -87,6 +89,12 @@ def relay_log_group(scope: Construct, construct_id: str, config: StageConfig) ->
     cfn = group.node.default_child
     assert isinstance(cfn, logs.CfnLogGroup)
     cfn.retention_in_days = config.log_retention_days or None
+    checkov_skip(
+        group,
+        "CKV_AWS_158",
+        "CloudWatch Logs encrypts every log group at rest; who reads it is IAM's logs:Get*, "
+        "which a customer key would not change within the account",
+    )
     return group
 
 
