@@ -411,3 +411,19 @@ def test_cdk_nag_found_nothing(dev: StandInStack, prod: StandInStack) -> None:
         _, outdir = synthesized(config, Path())
         report = json.loads((outdir / "validation-report.json").read_text())
         assert report["pluginReports"] == []
+
+
+def test_edge_exposes_what_the_stack_and_operations_use(dev: StandInStack) -> None:
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+
+    edge = dev.edge
+    assert isinstance(edge.vpc, ec2.Vpc)
+    assert isinstance(edge.cluster, ecs.Cluster)
+    assert isinstance(edge.service, ecs.FargateService)
+    assert isinstance(edge.load_balancer, elbv2.NetworkLoadBalancer)
+    assert len(edge.addresses) == 2
+    assert all(isinstance(address, ec2.CfnEIP) for address in edge.addresses)
+    balancer = logical_id(dev, edge.load_balancer)
+    assert dev.resolve(edge.sip_host) == {"Fn::GetAtt": [balancer, "DNSName"]}
