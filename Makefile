@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-tools/checkov
 
 .PHONY: dev test lint typecheck bench bench-load clean
 
@@ -13,10 +14,16 @@ $(STAMP): requirements.txt requirements-relay.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# checkov in a venv of its own (requirements-tools.txt says why); the infra tests run it.
+$(CHECKOV_VENV)/.installed: requirements-tools.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $@
+
 dev: $(STAMP)
 	$(PY) -m scripts.dev
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -43,4 +50,4 @@ bench-load: $(STAMP)
 	$(PY) -m bench.outgoing
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .dev
+	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .dev

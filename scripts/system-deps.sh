@@ -6,9 +6,12 @@
 # bench/outgoing.py, whose small run is an interop test); `system-deps.sh bench` asks for nothing more.
 # podman, buildah, runc and debootstrap build and run the relay image without a Docker engine
 # (tests/interop/relay_image.py; docs/deployment.md, "The relay image").
+# nodejs runs the CDK library (jsii) for the CDK app and tests/integration/infra (node 20 is what
+# these machines have; any 18+ works); util-linux gives `unshare`, which runs those synths offline.
 set -euo pipefail
 PACKAGES=(libopus0 libvo-amrwbenc0 libopencore-amrwb0 sip-tester baresip-core linphone-cli sox espeak-ng
-  dnsmasq-base kamailio kamailio-tls-modules openssl wireshark-common podman buildah runc debootstrap)
+  dnsmasq-base kamailio kamailio-tls-modules openssl wireshark-common podman buildah runc debootstrap
+  nodejs util-linux)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
