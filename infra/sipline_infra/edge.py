@@ -52,23 +52,23 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from constructs import Construct
 
-from .relay_task import (
+from sipline_infra.checks import skip_checkov
+from sipline_infra.log_groups import retained_log_group
+from sipline_infra.relay_task import (
     CONTAINER,
     HEALTH_PORT,
     SIP_PORT,
     STOP_MARGIN_S,
     STOP_TIMEOUT_S,
     TLS_PORT,
-    relay_log_group,
     relay_metric,
     task_definition,
 )
-from .suppress import checkov_skip
 
 if TYPE_CHECKING:
-    from .config import StageConfig
-    from .control_plane import ControlPlane
-    from .state import State
+    from sipline_infra.config import StageConfig
+    from sipline_infra.control_plane import ControlPlane
+    from sipline_infra.state import State
 
 CPU_BACKSTOP_PERCENT = 60
 HEALTH_INTERVAL_S = 10
@@ -116,7 +116,7 @@ class Edge(Construct):
             cdk.Validations.of(self.cluster).acknowledge(
                 cdk.Acknowledgment(id="AwsSolutions-ECS4", reason=no_insights)
             )
-            checkov_skip(self.cluster, "CKV_AWS_65", no_insights)
+            skip_checkov(self.cluster, "CKV_AWS_65", no_insights)
         self.security_group = self._security_group(tls)
         task = task_definition(
             self,
@@ -159,7 +159,7 @@ class Edge(Construct):
                 )
             ],
         )
-        flow_logs = relay_log_group(self, "FlowLogs", self.config)
+        flow_logs = retained_log_group(self, "FlowLogs", self.config.log_retention_days, None)
         vpc.add_flow_log(
             "RejectedTraffic",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
@@ -218,7 +218,7 @@ class Edge(Construct):
         cdk.Validations.of(balancer).acknowledge(
             cdk.Acknowledgment(id="AwsSolutions-ELB2", reason=no_access_logs)
         )
-        checkov_skip(balancer, "CKV_AWS_91", no_access_logs)
+        skip_checkov(balancer, "CKV_AWS_91", no_access_logs)
         return addresses, balancer
 
     def _listeners(self, tls: bool) -> list[elbv2.NetworkTargetGroup]:

@@ -31,7 +31,7 @@ default, docs/relay.md), so a p99 above 1 s is half-way to dropped calls.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigateway
@@ -43,13 +43,13 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from .relay_task import relay_metric
+from sipline_infra.relay_task import relay_metric
 
 if TYPE_CHECKING:
-    from .config import StageConfig
-    from .control_plane import ControlPlane
-    from .edge import Edge
-    from .state import State
+    from sipline_infra.config import StageConfig
+    from sipline_infra.control_plane import ControlPlane
+    from sipline_infra.edge import Edge
+    from sipline_infra.state import State
 
 INVITE_RESOURCE = "/webhooks/sip/invite"
 INVITE_METHOD = "POST"
@@ -81,7 +81,7 @@ class Operations(Construct):
         cdk.Tags.of(stack).add("project", "sipline")
         cdk.Tags.of(stack).add("stage", config.stage)
         self.topic = self._topic(config)
-        api: Any = control_plane.api
+        api = control_plane.api
         _enable_method_metrics(api)
         stage_name = api.deployment_stage.stage_name
         api_dimensions = {"ApiName": api.rest_api_name, "Stage": stage_name}
@@ -267,7 +267,7 @@ class Operations(Construct):
         return dashboard
 
 
-def _enable_method_metrics(api: Any) -> None:
+def _enable_method_metrics(api: apigateway.RestApiBase) -> None:
     """Turn on CloudWatch metrics for the INVITE webhook's method only (see the module docstring).
 
     Appends to the stage's method settings, keeping whatever the control plane set there.

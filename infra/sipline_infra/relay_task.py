@@ -30,16 +30,15 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .suppress import checkov_skip
+from sipline_infra.log_groups import retained_log_group
 
 if TYPE_CHECKING:
-    from .config import StageConfig
-    from .control_plane import ControlPlane
-    from .state import State
+    from sipline_infra.config import StageConfig
+    from sipline_infra.control_plane import ControlPlane
+    from sipline_infra.state import State
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 """The image's build context: the repository root (``.dockerignore`` keeps only what it needs)."""
@@ -78,26 +77,6 @@ def relay_metric(stage: str, name: str, statistic: str, period_s: int = 60) -> c
     )
 
 
-def relay_log_group(scope: Construct, construct_id: str, config: StageConfig) -> logs.LogGroup:
-    """A log group kept ``config.log_retention_days`` (0: forever), deleted with the stack."""
-    group = logs.LogGroup(
-        scope,
-        construct_id,
-        retention=logs.RetentionDays.INFINITE,
-        removal_policy=cdk.RemovalPolicy.DESTROY,
-    )
-    cfn = group.node.default_child
-    assert isinstance(cfn, logs.CfnLogGroup)
-    cfn.retention_in_days = config.log_retention_days or None
-    checkov_skip(
-        group,
-        "CKV_AWS_158",
-        "CloudWatch Logs encrypts every log group at rest; who reads it is IAM's logs:Get*, "
-        "which a customer key would not change within the account",
-    )
-    return group
-
-
 def task_definition(
     scope: Construct,
     *,
@@ -120,7 +99,7 @@ def task_definition(
         volumes=[ecs.Volume(name="spool")],
     )
     _grant_task_role(task.task_role, state)
-    log_group = relay_log_group(scope, "Logs", config)
+    log_group = retained_log_group(scope, "Logs", config.log_retention_days, None)
     low, high = config.rtp_port_range
     environment = {
         "SIPLINE_SIP_HOST": "0.0.0.0",
