@@ -1,17 +1,18 @@
-"""The ``prod``-like stage of the CDK app, synthesized in this process, and template look-ups.
+"""The ``prod``-like stage of the CDK app, synthesized offline, and template look-ups.
 
 conftest.py's session synth is the default ``dev`` stage (no TLS, SIP from anywhere, no alarm
-email). The edge and the alarms change with the stage's settings, so :func:`prod` synthesizes
-``infra/app.py``'s app a second time, in this process (jsii already runs here for
-``Template``), with every setting the edge reads turned on: a TLS secret, carriers' ranges, an
-alarm email, retained data. cdk-nag runs as in the real synth: a finding fails it.
+email). The edge and the alarms change with the stage's settings, so :func:`prod` runs
+``infra/app.py`` a second time, as conftest.py does (in a network namespace with no interface,
+from the same offline Lambda package), with every setting the edge reads turned on: a TLS
+secret, carriers' ranges, an alarm email, retained data. cdk-nag runs in it: a finding fails it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +26,35 @@ PROD_CONTEXT = {
     "alarm_email": ALARM_EMAIL,
 }
 ROOT = Path(__file__).resolve().parents[3]
+SYNTH_TIMEOUT_S = 300
 
 _PROD: dict[str, Any] = {}
 
 
-def prod(package_dir: Path, outdir: Path) -> tuple[Any, dict[str, Any]]:
-    """(the SiplineStack object, its template) of the prod-like stage, synthesized once."""
+def prod(package_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The template of the prod-like stage (``Sipline-prod``), synthesized once per session."""
     if not _PROD:
-        os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        import aws_cdk as cdk
-
-        spec = importlib.util.spec_from_file_location("sipline_cdk_app", ROOT / "infra" / "app.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        context = {**PROD_CONTEXT, "package_dir": str(package_dir)}
-        app, stack = module.build(cdk.App(context=context, outdir=str(outdir)))
-        app.synth()  # raises on an unacknowledged cdk-nag finding
-        template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
-        _PROD.update(stack=stack, template=template, outdir=outdir)
-    return _PROD["stack"], _PROD["template"]
+        env = {
+            **os.environ,
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "CDK_OUTDIR": str(out_dir),
+            "CDK_CONTEXT_JSON": json.dumps({**PROD_CONTEXT, "package_dir": str(package_dir)}),
+        }
+        done = subprocess.run(
+            ["unshare", "-n", sys.executable, "app.py"],
+            cwd=ROOT / "infra",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SYNTH_TIMEOUT_S,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"prod synth failed:\n{output[-8000:]}"
+        _PROD["template"] = json.loads((out_dir / "Sipline-prod.template.json").read_text())
+    template: dict[str, Any] = _PROD["template"]
+    return template
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ def dev(template_json: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def production(lambda_package_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return prod(lambda_package_dir, tmp_path_factory.getbasetemp() / "cdk.out-prod")[1]
+    return prod(lambda_package_dir, tmp_path_factory.getbasetemp() / "cdk.out-prod")
 
 
 def alarms(template: dict[str, Any]) -> list[dict[str, Any]]:
