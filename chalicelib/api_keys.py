@@ -6,7 +6,10 @@ Theory of operation:
    ``<keyId>:<accountId>:<credential>``. The credential is ``sha256:<64 hex digits>``, the hash of
    the key (what a deployment should store), or the key itself, which is hashed as it is read.
    Either way :class:`ApiKey` keeps only the hash: the settings, a traceback or a memory dump
-   never show a key.
+   never show a key. The same entries may be given as JSON, one object
+   ``{"keyId": ..., "accountId": ..., "key": <credential>}`` or a list of them: that is the form
+   Secrets Manager generates the first key in (the CDK app's ``api_keys_secret``), and a value
+   starting with ``{`` or ``[`` is read as JSON. Every rule below applies to both forms.
 2. **Strength.** A key given in plain text must be at least :data:`MIN_KEY_LENGTH` characters
    and carry at least :data:`MIN_KEY_BITS` bits by the estimate ``length × log2(distinct
    characters)`` (which stops ``aaaa…`` and ``abab…``, not a clever pattern: generate keys with
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import re
 import secrets
@@ -37,6 +41,8 @@ MIN_KEY_LENGTH = 32
 MIN_KEY_BITS = 128
 HASH_PREFIX = "sha256:"
 ENTRY_FORMAT = "<keyId>:<accountId>:<key or sha256:<64 hex digits>>"
+JSON_FIELDS = ("keyId", "accountId", "key")
+JSON_FORMAT = '{"keyId": ..., "accountId": ..., "key": <key or sha256:<64 hex digits>>}'
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -91,7 +97,22 @@ def _parse_entry(position: int, item: str) -> ApiKey:
     parts = item.split(":", 2)
     if len(parts) != 3 or not all(parts):
         raise ApiKeyError(f"{where}: expected {ENTRY_FORMAT} (docs/deployment.md)")
-    key_id, account_id, credential = parts
+    return _parse_parts(where, *parts)
+
+
+def _parse_object(position: int, item: object) -> ApiKey:
+    where = f"SIPLINE_API_KEYS entry {position}"
+    if not isinstance(item, dict) or set(item) != set(JSON_FIELDS):
+        raise ApiKeyError(f"{where}: expected an object {JSON_FORMAT} (docs/deployment.md)")
+    key_id, account_id, credential = (item[name] for name in JSON_FIELDS)
+    if not all(isinstance(v, str) and v for v in (key_id, account_id, credential)):
+        raise ApiKeyError(f"{where}: keyId, accountId and key must be non-empty strings")
+    if any(c in account_id for c in ":,"):
+        raise ApiKeyError(f"{where}: the account id must not contain ':' or ','")
+    return _parse_parts(where, key_id, account_id, credential)
+
+
+def _parse_parts(where: str, key_id: str, account_id: str, credential: str) -> ApiKey:
     if not _KEY_ID.fullmatch(key_id):
         raise ApiKeyError(f"{where}: the key id must be 1-32 letters, digits, '_' or '-'")
     where += f" (key id {key_id!r})"
@@ -107,11 +128,25 @@ def _parse_entry(position: int, item: str) -> ApiKey:
 
 def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     """Parse ``SIPLINE_API_KEYS`` (rules 1, 2); raise ApiKeyError on anything wrong."""
-    items = [part.strip() for part in text.split(",")]
-    keys = tuple(_parse_entry(n, item) for n, item in enumerate(items, start=1) if item)
+    if text.lstrip().startswith(("{", "[")):
+        keys = tuple(_parse_object(n, item) for n, item in enumerate(_json_items(text), start=1))
+    else:
+        items = [part.strip() for part in text.split(",")]
+        keys = tuple(_parse_entry(n, item) for n, item in enumerate(items, start=1) if item)
     _unique((k.key_id for k in keys), "key id")
     _unique((k.sha256 for k in keys), "key")
     return keys
+
+
+def _json_items(text: str) -> list[object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:  # its message quotes no input, only a position
+        raise ApiKeyError(
+            f"SIPLINE_API_KEYS is not valid JSON ({error.msg} at line {error.lineno}"
+            f" column {error.colno})"
+        ) from None
+    return value if isinstance(value, list) else [value]
 
 
 def _unique(values: Iterable[str], what: str) -> None:

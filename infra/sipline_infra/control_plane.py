@@ -80,6 +80,14 @@ FUNCTION_CHECKOV_SKIPS = {
     "CKV_AWS_173": "The environment holds names and ARNs only (secrets by *_ARN, read from Secrets"
     " Manager); Lambda encrypts it at rest with its service key.",
 }
+LIST_QUEUES_REASON = (
+    "sqs:ListQueues has no resource type in IAM (it takes only *); it returns queue URLs under the"
+    " requested prefix and reads no message."
+)
+XRAY_REASON = (
+    "With -c tracing=true, xray:PutTraceSegments and PutTelemetryRecords have no resource type"
+    " (*); they only write this function's traces."
+)
 ENCRYPTION_CONTEXT = {"kms:EncryptionContext:purpose": "sipline-secret"}
 """``chalicelib/crypto.py``'s ``KmsCipher`` sends this context on every Encrypt and Decrypt."""
 
@@ -124,6 +132,14 @@ class ControlPlane(Construct):
         )
         self._grant_api(state)
         self._grant_reaper(state)
+        unscoped = {"api": [], "reaper": [LIST_QUEUES_REASON]}
+        for suffix, reasons in unscoped.items():
+            if config.tracing:  # CDK grants X-Ray's two actions on *
+                reasons.append(XRAY_REASON)
+            if reasons:
+                acknowledge(
+                    self._roles[suffix], "AwsSolutions-IAM5[Resource::*]", " ".join(reasons)
+                )
 
         target: lambda_.IFunction = self.api_function
         if config.snap_start:
@@ -280,12 +296,6 @@ class ControlPlane(Construct):
             f"AwsSolutions-IAM5[Resource::{_edge_pattern_finding(state)}]",
             "The reaper deletes abandoned relay queues, created at run time by each relay under"
             " this stage's prefix (docs/relay.md): names unknown at deploy time.",
-        )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "sqs:ListQueues has no resource type in IAM (it takes only *); it returns queue URLs"
-            " under the requested prefix and reads no message.",
         )
 
 

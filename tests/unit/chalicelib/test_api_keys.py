@@ -88,3 +88,61 @@ def test_new_keys_are_strong_and_distinct() -> None:
 
     assert len(made) == 50
     assert all(weakness(key) is None and key.startswith("sk_") for key in made)
+
+
+# --- The JSON form: what Secrets Manager generates for the CDK app's first key -----------------
+
+
+def test_a_json_object_is_one_entry() -> None:
+    # The shape of the CDK app's generated secret (docs/deployment.md, "API keys").
+    secret = f'{{"keyId": "admin", "accountId": "default", "key": "{KEY}"}}'
+    assert parse_api_keys(secret) == (ApiKey("admin", "default", KEY_SHA256),)
+    assert parse_api_keys(f"  {secret}\n") == parse_api_keys(f"admin:default:{KEY}")
+
+
+def test_a_json_list_gives_several_entries_plain_or_hashed() -> None:
+    text = (
+        f'[{{"keyId": "admin", "accountId": "default", "key": "{KEY}"}},'
+        f' {{"keyId": "ci", "accountId": "acme", "key": "sha256:{hash_key(OTHER)}"}}]'
+    )
+    assert parse_api_keys(text) == (
+        ApiKey("admin", "default", KEY_SHA256),
+        ApiKey("ci", "acme", hash_key(OTHER)),
+    )
+    assert parse_api_keys("[]") == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"keyId": "admin", "accountId": "default", "key": "' + "a" * 64 + '"}', "too regular"),
+        ('{"keyId": "admin", "accountId": "default", "key": "sk_short"}', "at least 32"),
+        (f'{{"keyId": "ad min", "accountId": "default", "key": "{KEY}"}}', "key id must be"),
+        (f'{{"keyId": "admin", "accountId": "a:b", "key": "{KEY}"}}', "must not contain"),
+        (f'{{"keyId": "admin", "accountId": "", "key": "{KEY}"}}', "non-empty strings"),
+        (f'{{"keyId": "admin", "accountId": 7, "key": "{KEY}"}}', "non-empty strings"),
+        (f'{{"keyId": "admin", "key": "{KEY}"}}', "expected an object"),
+        (
+            f'{{"keyId": "admin", "accountId": "x", "key": "{KEY}", "extra": 1}}',
+            "expected an object",
+        ),
+        (f'["admin:default:{KEY}"]', "expected an object"),
+        ('{"keyId": "admin", "accountId": "default", "key": "sha256:abc"}', "64 lower-case hex"),
+        (
+            f'[{{"keyId": "a", "accountId": "x", "key": "{KEY}"}},'
+            f' {{"keyId": "a", "accountId": "y", "key": "{OTHER}"}}]',
+            "key id repeats 'a'",
+        ),
+        (
+            f'[{{"keyId": "a", "accountId": "x", "key": "{KEY}"}},'
+            f' {{"keyId": "b", "accountId": "y", "key": "{KEY}"}}]',
+            "key repeats an earlier",
+        ),
+        (f'{{"keyId": "admin", "accountId": "default", "key": "{KEY}"', "not valid JSON"),
+    ],
+)
+def test_a_bad_json_entry_stops_the_start_without_showing_a_key(text: str, message: str) -> None:
+    with pytest.raises(ApiKeyError, match=message) as raised:
+        parse_api_keys(text)
+    assert KEY not in str(raised.value) and OTHER not in str(raised.value)
+    assert "a" * 32 not in str(raised.value)

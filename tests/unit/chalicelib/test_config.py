@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from chalicelib.config import ConfigError, SecretUnreadable, load_settings
@@ -153,6 +155,19 @@ def test_a_secret_given_by_arn_is_read_from_secrets_manager() -> None:
     settings = load_settings({"SIPLINE_WEBHOOK_SECRET_ARN": ARN}, read_secret=secrets)
 
     assert settings.webhook_secrets == ["whsec_from_aws"] and secrets.read == [ARN]
+
+
+def test_the_cdk_apps_generated_first_key_secret_configures_one_key() -> None:
+    # Secrets Manager generates it as JSON (docs/deployment.md, "API keys").
+    key = "Q7rT2vX9kL4mN8pB3cD6fG1hJ5sW0zYaE2uI7oP4qR9tV3xK6nM1bC8dF5gH0jL2"
+    secrets = Secrets({ARN: f'{{"keyId":"admin","accountId":"default","key":"{key}"}}'})
+
+    settings = load_settings({"SIPLINE_API_KEYS_ARN": ARN}, read_secret=secrets)
+
+    ((found,),) = [settings.api_keys]
+    assert (found.key_id, found.account_id) == ("admin", "default")
+    assert found.sha256 == hashlib.sha256(key.encode()).hexdigest()
+    assert settings.accounts == ["default"] and key not in repr(settings)
 
 
 def test_a_secret_given_directly_wins_and_secrets_manager_is_not_asked() -> None:
