@@ -77,6 +77,9 @@ class StageConfig:
     """API Gateway stage throttling, requests per second (steady), over all clients."""
     api_throttle_burst: int = 400
     log_retention_days: int = 30
+    max_concurrent_calls: int = 50
+    """Calls one account may have up at once (``SIPLINE_MAX_CONCURRENT_CALLS``, docs/api.md): beyond
+    it an incoming INVITE gets 503 and an outgoing call 429. The control plane's own default."""
     """The functions' and the API's access logs (CloudWatch retention; 0 = keep forever)."""
 
     def name(self, suffix: str) -> str:
@@ -123,6 +126,7 @@ class StageConfig:
             api_throttle_rate=_value(get, "api_throttle_rate", _count, 200),
             api_throttle_burst=_value(get, "api_throttle_burst", _count, 400),
             log_retention_days=_value(get, "log_retention_days", _retention, 30),
+            max_concurrent_calls=_value(get, "max_concurrent_calls", _count, 50),
         )
 
 

@@ -115,6 +115,7 @@ class ControlPlane(Construct):
             "SIPLINE_KMS_KEY_ID": state.password_key.key_arn,
             "SIPLINE_WEBHOOK_SECRET_ARN": state.webhook_secret.secret_arn,
             "SIPLINE_API_KEYS_ARN": state.api_keys_secret.secret_arn,
+            "SIPLINE_MAX_CONCURRENT_CALLS": str(config.max_concurrent_calls),
             "POWERTOOLS_SERVICE_NAME": "sipline-control-plane",
             "POWERTOOLS_METRICS_NAMESPACE": "sipline",
             "POWERTOOLS_LOG_LEVEL": "INFO",

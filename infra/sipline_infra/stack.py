@@ -15,7 +15,9 @@ from constructs import Construct
 
 from sipline_infra.config import StageConfig
 from sipline_infra.control_plane import ControlPlane
+from sipline_infra.edge import Edge
 from sipline_infra.lambda_package import LambdaPackage
+from sipline_infra.operations import Operations
 from sipline_infra.state import State
 
 
@@ -41,8 +43,29 @@ class SiplineStack(cdk.Stack):
         self.control_plane = ControlPlane(
             self, "ControlPlane", config=config, state=self.state, package=package
         )
+        self.edge = Edge(
+            self, "Edge", config=config, state=self.state, control_plane=self.control_plane
+        )
+        self.control_plane.use_sip_domain(self.edge.sip_host)
+        self.operations = Operations(
+            self,
+            "Operations",
+            config=config,
+            state=self.state,
+            control_plane=self.control_plane,
+            edge=self.edge,
+        )
         cdk.CfnOutput(
             self, "ApiUrl", value=self.control_plane.api_url, description="SIPLINE_CONTROL_URL"
+        )
+        cdk.CfnOutput(
+            self, "SipHost", value=self.edge.sip_host, description="where carriers send SIP"
+        )
+        cdk.CfnOutput(
+            self,
+            "SipAddresses",
+            value=cdk.Fn.join(",", [address.ref for address in self.edge.addresses]),
+            description="the SIP host's Elastic IPs, one per zone (carriers' allowlists)",
         )
         cdk.CfnOutput(
             self,

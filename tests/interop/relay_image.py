@@ -15,7 +15,9 @@ the recipe measured here does it (docs/deployment.md, "The relay image"):
    ``BUILD_TIMEOUT_S``).
 3. **The container** runs with ``podman run --network host`` (the relay binds the host's
    127.0.0.1, where the test's control plane and agent listen), ``--read-only`` (podman mounts a
-   tmpfs on /tmp, /run and /var/tmp), and the spool on a directory of the test's own. ``runc``
+   tmpfs on /tmp, /run and /var/tmp), and no volume of the test's: the image's ``VOLUME`` makes
+   podman give the spool a fresh volume filled from the image's directory, owner included, as a
+   Fargate bind mount at that path is filled (so the spool's writability is the image's doing). ``runc``
    and ``cgroupfs`` because crun refuses this machine's hybrid cgroups; ``vfs`` storage because
    no overlay is available; a ``containers.conf`` with no default ulimits because podman's are
    refused here.
@@ -176,9 +178,6 @@ def relay_container(local: LocalStack, workdir: Path, name: str) -> Iterator[lis
     env_file.write_text(
         "".join(f"{key}={value}\n" for key, value in container_environment(local).items())
     )
-    spool = workdir / "spool"
-    spool.mkdir(mode=0o700, exist_ok=True)
-    subprocess.run(["chown", f"{CONTAINER_UID}:{CONTAINER_UID}", str(spool)], check=True)
     run([*prefix, "rm", "-f", name], env, COMMAND_TIMEOUT_S)  # one a killed run left behind
     local.log_dir.mkdir(parents=True, exist_ok=True)
     log = open(local.log_dir / "relay.log", "wb")  # noqa: SIM115 - closed below
@@ -194,8 +193,6 @@ def relay_container(local: LocalStack, workdir: Path, name: str) -> Iterator[lis
             "--read-only",
             "--env-file",
             str(env_file),
-            "-v",
-            f"{spool}:{SPOOL_IN_IMAGE}",
             IMAGE,
         ],  # fmt: skip
         env=env,

@@ -27,6 +27,7 @@ def test_dev_is_the_default_stage_with_the_contracts_defaults() -> None:
     assert config.snap_start is False and config.tracing is False
     assert config.lambda_package_dir is None and config.api_reserved_concurrency is None
     assert config.log_retention_days == 30
+    assert config.max_concurrent_calls == 50  # the control plane's default (docs/api.md)
 
 
 def test_prod_retains_its_data_and_may_grow_further() -> None:
