@@ -28,7 +28,7 @@ SIPLINE_TLS_CERT_PEM / _KEY_PEM the same as PEM text (from a secret),  unset
                                 written to ``<spool>/tls/`` (0600)
 SIPLINE_TLS_CA_FILE             PEM CA certificates trusted for        unset: the system store
                                 outgoing TLS, besides the system store only
-SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            2.0
+SIPLINE_DECISION_TIMEOUT_S      bound on one INVITE webhook            4.0
 SIPLINE_EVENTS_TIMEOUT_S        bound on one event batch post          10.0
 SIPLINE_RETRY_AFTER_S           Retry-After of a 503 when down         5
 SIPLINE_SPOOL_DIR               durable spool of undelivered events    .dev/relay-spool

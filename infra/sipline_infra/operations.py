@@ -25,8 +25,8 @@ the Lambda's init on a cold start, throttling, the integration), and it is the I
 alone; ``Duration`` excludes init time, which is the slow case, and mixes every route of the one
 function (heartbeats, event batches, the REST API). It needs method-level metrics, which this
 construct enables for that one method on the API's stage (7 metrics, about 2 USD a month, not
-the whole API's). The relay gives up on a decision after ``SIPLINE_DECISION_TIMEOUT_S`` (2 s by
-default, docs/relay.md), so a p99 above 1 s is half-way to dropped calls.
+the whole API's). The relay gives up on a decision after ``SIPLINE_DECISION_TIMEOUT_S`` (4 s by
+default, docs/relay.md), so a p99 above 1 s is a quarter of the way to dropped calls, and well past a good caller experience.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class Operations(Construct):
             ">",
             3,
             2,
-            "p99 of the INVITE decision (the relay gives up at 2 s)",
+            "p99 of the INVITE decision (the relay gives up at 4 s)",
         )
         dlq_depth = state.command_dlq.metric_approximate_number_of_messages_visible(
             statistic="Maximum", period=FIVE_MINUTES, label="command DLQ depth"

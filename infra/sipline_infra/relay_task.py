@@ -54,11 +54,12 @@ STOP_TIMEOUT_S = 120
 """Fargate's maximum: SIGTERM to SIGKILL. At least the drain plus 15 s (checked at synth)."""
 STOP_MARGIN_S = 15
 """What the relay needs after the drain deadline: the BYEs, their answers, the last events."""
-RELAY_CALLS_MEASURED = 150
-"""Concurrent G.711 calls one relay process (one vCPU) bridges without loss (docs/deployment.md,
-"The relay as a container"). ``SIPLINE_MAX_CALLS`` is twice ``target_calls_per_relay`` (room
-for a burst while the service scales out) but never above this: beyond it calls would degrade,
-not be refused."""
+RELAY_CALLS_MEASURED = 120
+"""The call cap's ceiling for one relay process (one vCPU). bench/README.md measured 100
+concurrent G.711 calls bridged without loss (about 70 % of a core) and audio lost at 150 (a full
+core); 120 sits between, about 80 % of a core at the measured cost per call.
+``SIPLINE_MAX_CALLS`` is twice ``target_calls_per_relay`` (room for a burst while the service
+scales out) but never above this: beyond it calls would degrade, not be refused."""
 
 METRIC_NAMESPACE = "sipline"
 RELAY_SERVICE = "sipline-relay"

@@ -262,7 +262,7 @@ def test_environment_is_the_contracts_and_holds_no_secret(dev: dict[str, Any]) -
     assert env["SIPLINE_RTP_PORTS"] == "20000-20999"
     assert env["SIPLINE_SPOOL_DIR"] == "/var/lib/sipline/spool"
     assert env["SIPLINE_EDGE_QUEUE_PREFIX"] == "sipline-dev-edge-"
-    assert 100 < int(env["SIPLINE_MAX_CALLS"]) <= 150  # above the target, within one relay's reach
+    assert 100 < int(env["SIPLINE_MAX_CALLS"]) < 150  # above the target, below 150 (audio lost, bench/README.md)
     queue = named(dev, "AWS::SQS::Queue", "QueueName", "sipline-dev-commands")
     dlq = named(dev, "AWS::SQS::Queue", "QueueName", "sipline-dev-commands-dlq")
     assert env["SIPLINE_COMMAND_QUEUE_URL"] == {"Ref": queue}
