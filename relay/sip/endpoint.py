@@ -74,7 +74,7 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: about 480 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+Size: about 510 lines, a fifth of them this docstring (the dispatch rules and the asyncio
 example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
 table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
 (``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.

@@ -96,48 +96,45 @@ class _Input(Enum):
     TIMEOUT = "notify timeout"
 
 
+class _AboutCall:
+    """What every transfer event has: the subscription, and through it the call."""
+
+    __slots__ = ()
+    subscription: ReferSubscription
+
+    @property
+    def session(self) -> InviteSession:
+        """The call the REFER was sent in."""
+        return self.subscription.session
+
+
 @dataclass(frozen=True, slots=True)
-class ReferAccepted:
+class ReferAccepted(_AboutCall):
     """The far end accepted our REFER (202), or notified before answering it (rule 3)."""
 
     subscription: ReferSubscription
     status: int | None
     """The 2xx's status; ``None`` when a NOTIFY came before it (RFC 6665 §4.1.2.4)."""
 
-    @property
-    def session(self) -> InviteSession:
-        """The call the REFER was sent in."""
-        return self.subscription.session
-
 
 @dataclass(frozen=True, slots=True)
-class ReferProgress:
+class ReferProgress(_AboutCall):
     """A NOTIFY told a provisional status of the referred request (100 Trying, 180...)."""
 
     subscription: ReferSubscription
     status: int
 
-    @property
-    def session(self) -> InviteSession:
-        """The call the REFER was sent in."""
-        return self.subscription.session
-
 
 @dataclass(frozen=True, slots=True)
-class ReferSucceeded:
+class ReferSucceeded(_AboutCall):
     """A NOTIFY's sipfrag said 2xx: the transferee reached the target (RFC 5589 §6)."""
 
     subscription: ReferSubscription
     status: int
 
-    @property
-    def session(self) -> InviteSession:
-        """The call the REFER was sent in."""
-        return self.subscription.session
-
 
 @dataclass(frozen=True, slots=True)
-class ReferFailed:
+class ReferFailed(_AboutCall):
     """The transfer failed: REFER refused or unanswered, a failure sipfrag, or no outcome."""
 
     subscription: ReferSubscription
@@ -145,11 +142,6 @@ class ReferFailed:
     """The REFER's final response, the sipfrag's status, or 408/503 made up (rules 2-4)."""
     reason: str
     """Why, for the log and the agent: the reason phrase, or what was missing."""
-
-    @property
-    def session(self) -> InviteSession:
-        """The call the REFER was sent in."""
-        return self.subscription.session
 
 
 ReferEvent: TypeAlias = ReferAccepted | ReferProgress | ReferSucceeded | ReferFailed
@@ -278,14 +270,20 @@ class ReferSubscription:
         if self._digest is not None:
             verdict = self._digest.on_response(response, tx.request)
             if isinstance(verdict, Retry) and self._refers < MAX_REFERS and self._state is R:
-                self.leg.touch(self)
-                self._tx = self._send(now, verdict.headers)
+                self._resend(verdict, now)
                 return True
         if response.status < 300:
             self._handle(_Input.REFER_ACCEPTED, response.status)
         else:
             self._handle(_Input.REFER_FAILED, (response.status, response.reason))
         return True
+
+    def _resend(self, retry: Retry, now: float) -> None:
+        self.leg.touch(self)
+        try:
+            self._tx = self._send(now, retry.headers)
+        except LocalProtocolError as err:  # the dialog's next hop became unroutable
+            self._handle(_Input.REFER_FAILED, (UNAVAILABLE, err.message))
 
     def transaction_failed(self, tx: ServerTransaction | ClientTransaction, now: float) -> None:
         """Take Timer F or a transport failure of our REFER (rule 2)."""
@@ -307,7 +305,10 @@ class ReferSubscription:
 
     def _handle(self, event: _Input, arg: object) -> None:
         self.leg.touch(self)
-        action, next_state = self._TRANSITIONS[(self._state, event)]
+        entry = self._TRANSITIONS.get((self._state, event))
+        if entry is None:
+            raise LocalProtocolError(f"REFER: {event.value} in state {self._state.value}")
+        action, next_state = entry
         if action is not None:
             action(self, arg)
         self._state = next_state

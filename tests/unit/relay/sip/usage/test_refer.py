@@ -10,6 +10,8 @@ are the RFCs': 202 Accepted to the REFER (RFC 3515 §2.4.2), NOTIFY ``SIP/2.0 10
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from relay.sip.digest import Credentials
 from relay.sip.errors import LocalProtocolError
@@ -249,3 +251,44 @@ def test_a_refer_needs_a_confirmed_call_and_values_the_wire_can_carry() -> None:
     peer.call.hang_up(now=0.0)
     with pytest.raises(LocalProtocolError):
         send_refer(peer.core, peer.call, CAROL, now=0.0, notify_timeout_s=1.0)
+
+
+PEER_MOVES = st.sampled_from(
+    [
+        ("respond", "202 Accepted"),
+        ("respond", "603 Decline"),
+        ("respond", "407 Proxy Authentication Required"),
+        ("notify", "SIP/2.0 100 Trying\r\n", "active;expires=60"),
+        ("notify", "SIP/2.0 200 OK\r\n", "terminated;reason=noresource"),
+        ("notify", "SIP/2.0 603 Declined\r\n", "terminated;reason=noresource"),
+        ("notify", "SIP/2.0 180 Ringing\r\n", "terminated;reason=timeout"),
+        ("notify", "garbage", "active"),
+        ("wait", 7.0),
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(PEER_MOVES, max_size=8))
+def test_whatever_the_peer_does_a_transfer_ends_with_exactly_one_outcome(
+    moves: list[tuple[object, ...]],
+) -> None:
+    peer = AnsweredCall()
+    sub = refer(peer, notify_timeout_s=30.0)
+    for move in moves:
+        if move[0] == "respond":
+            peer.respond(peer.requests("REFER")[-1], str(move[1]),
+                         extra=f"Proxy-Authenticate: {CHALLENGE}")  # fmt: skip
+        elif move[0] == "notify":
+            peer.notify(str(move[1]), str(move[2]))
+        else:
+            peer.run(until=peer.now + float(move[1]))  # type: ignore[arg-type]
+        ends = [e for e in peer.events if isinstance(e, (ReferSucceeded, ReferFailed))]
+        assert len(ends) <= 1
+        assert sub.finished == bool(ends)
+    peer.run(until=peer.now + 64 * Timers().T1)
+
+    names = [name for name, _ in outcome(peer)]
+    assert names[-1] in ("ReferSucceeded", "ReferFailed")
+    assert sum(name in ("ReferSucceeded", "ReferFailed") for name in names) == 1
+    assert names.count("ReferAccepted") <= 1 and sub.finished
