@@ -38,13 +38,14 @@ Theory of operation
    ``get_timer()`` re-arms it and a finished one is forgotten; when the application acts on a
    call directly (accept, reject, hang up) the call marks itself.
 4. Usages the application makes, with the means below: ``usage/dial.py``'s ``place_call``
-   starts an outgoing call (``usage/outgoing.py``); the endpoint knows no kind but the incoming
-   call. :meth:`SipEndpoint.add_usage` holds one,
+   starts an outgoing call (``usage/outgoing.py``), ``usage/refer.py``'s ``send_refer`` a
+   transfer; the endpoint makes the incoming call itself, and its usage starters (by default the
+   one that declines REFER) make the rest. :meth:`SipEndpoint.add_usage` holds one,
    :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
    (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
    means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
-   outside any dialog, with the usage as owner, and :meth:`SipEndpoint.emit` queues its
-   events.
+   outside any dialog, with the usage as owner, :meth:`SipEndpoint.usages_of` lists the
+   usages already bound to a dialog, and :meth:`SipEndpoint.emit` queues its events.
 
 Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after each step)::
 
