@@ -21,7 +21,9 @@ Theory of operation
    - CANCEL goes to the usage owning the INVITE it matches, which answers 200 and cancels it,
      or gets 481 (§9.2);
    - a request with a To tag is offered to its dialog's usages in the order they were bound
-     (``usage/table.py``); the first that takes it answers; if none does, 481 (§12.2.2);
+     (``usage/table.py``); the first that takes it answers; if none does, the endpoint's
+     usage starters may start a usage of the dialog for it (``UsageStarter``: a REFER starts
+     ``usage/refer_server.py``'s subscription, or is declined); else 481 (§12.2.2);
    - a new INVITE becomes an :class:`~relay.sip.usage.incoming.IncomingCall` once it passes
      the checks a UAS makes before ringing (``screen_invite``: Contact, SDP body, session
      timer: 400, 415, 422; a merged request: 482);
@@ -36,13 +38,14 @@ Theory of operation
    ``get_timer()`` re-arms it and a finished one is forgotten; when the application acts on a
    call directly (accept, reject, hang up) the call marks itself.
 4. Usages the application makes, with the means below: ``usage/dial.py``'s ``place_call``
-   starts an outgoing call (``usage/outgoing.py``); the endpoint knows no kind but the incoming
-   call. :meth:`SipEndpoint.add_usage` holds one,
+   starts an outgoing call (``usage/outgoing.py``), ``usage/refer.py``'s ``send_refer`` a
+   transfer; the endpoint makes the incoming call itself, and its usage starters (by default the
+   one that declines REFER) make the rest. :meth:`SipEndpoint.add_usage` holds one,
    :meth:`SipEndpoint.bind_dialog` routes a dialog to it once a response creates that dialog
    (once per To tag of a forked INVITE), :meth:`SipEndpoint.new_leg` gives it the endpoint's
    means of speaking in that dialog, :attr:`SipEndpoint.transactions` sends its requests
-   outside any dialog, with the usage as owner, and :meth:`SipEndpoint.emit` queues its
-   events.
+   outside any dialog, with the usage as owner, :meth:`SipEndpoint.usages_of` lists the
+   usages already bound to a dialog, and :meth:`SipEndpoint.emit` queues its events.
 
 Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after each step)::
 
@@ -72,7 +75,7 @@ Driving an incoming call from asyncio (the glue; ``transport.transmit()`` after 
 
     call.hang_up(now=loop.time()); transport.transmit()   # the agent or the API hung up
 
-Size: about 480 lines, a fifth of them this docstring (the dispatch rules and the asyncio
+Size: about 510 lines, a fifth of them this docstring (the dispatch rules and the asyncio
 example, read together with the code). The refusal policy lives in ``stateless.py``, the usage
 table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``; what stays
 (``_refused``, the dispatch) reads the endpoint's transactions, usages, counters and events.
@@ -81,7 +84,7 @@ table in ``usage/table.py``, the checks of a new INVITE in ``usage/incoming.py``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -112,8 +115,9 @@ from relay.sip.transaction.layer import (
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.incoming import IncomingCall, InviteUnfit, screen_invite
 from relay.sip.usage.leg import Leg, UserAgentSettings, local_contact
+from relay.sip.usage.refer_server import ReferServers
 from relay.sip.usage.session_timer import SessionTimerPolicy
-from relay.sip.usage.table import UsageTable
+from relay.sip.usage.table import UsageStarter, UsageTable
 
 __all__ = ["EndpointCounters", "SipEndpoint"]
 
@@ -151,6 +155,9 @@ class SipEndpoint:
         ids: tags, branches, sequence numbers.
         session_timer: RFC 4028 settings.
         admission: who may start a call (``None``: everybody); asked before any transaction.
+        usage_starters: what may start a usage of a dialog for a request its usages leave
+            (rule 2); ``None``: a :class:`~relay.sip.usage.refer_server.ReferServers` that
+            declines every REFER with 603.
     """
 
     def __init__(
@@ -162,8 +169,10 @@ class SipEndpoint:
         ids: IdSource,
         session_timer: SessionTimerPolicy | None = None,
         admission: Admission | None = None,
+        usage_starters: Sequence[UsageStarter] | None = None,
     ) -> None:
         self.counters = EndpointCounters()
+        self._starters = tuple(usage_starters) if usage_starters is not None else (ReferServers(),)
         self._admission = admission
         self._local = dict(local_addresses)
         self._timers = timers
@@ -216,6 +225,10 @@ class SipEndpoint:
         """
         self._usages.bind(dialog, usage)
         self._touched.add(usage)
+
+    def usages_of(self, dialog_id: DialogId) -> tuple[Usage, ...]:
+        """Return the usages bound to the dialog ``dialog_id`` names, in order (rule 4)."""
+        return self._usages.usages_of(dialog_id)
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` for :meth:`next_event` (the usages' ``emit``, rule 4)."""
@@ -407,9 +420,7 @@ class SipEndpoint:
         elif method == "CANCEL":
             self._on_cancel(tx, now)
         elif request.to.tag is not None:
-            usages = self._usages.usages_of(DialogId.of_request(request))
-            if not self._offer(usages, lambda usage: usage.receive_request(request, tx, now)):
-                self._respond(tx, 481, now)
+            self._in_dialog(tx, now)
         elif method == "INVITE":
             self._on_invite(tx, now)
         elif method == "OPTIONS":
@@ -417,6 +428,18 @@ class SipEndpoint:
             self._respond(tx, 200, now, headers=(*self._settings.capability_headers, accept))
         else:
             self._respond(tx, 481, now)
+
+    def _in_dialog(self, tx: ServerTransaction, now: float) -> None:
+        request, dialog_id = tx.request, DialogId.of_request(tx.request)
+        usages = self._usages.usages_of(dialog_id)
+        if self._offer(usages, lambda usage: usage.receive_request(request, tx, now)):
+            return
+        dialog = self._usages.dialog(dialog_id)
+        if dialog is not None:
+            for starter in self._starters:
+                if starter.start_usage(self, dialog, request, tx, now):
+                    return
+        self._respond(tx, 481, now)
 
     def _respond(
         self,

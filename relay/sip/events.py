@@ -2,7 +2,8 @@
 
 :data:`Event` is every one of them: the endpoint's own (below) and the calls' events, defined
 beside the INVITE session that raises them (``usage/invite_session.py``: ``CallAnswered``,
-``CallEnded``...). Every :class:`IncomingCallReceived` is followed, sooner or later, by exactly
+``CallEnded``...), and the transfers' events beside the REFER usages (``usage/refer.py``:
+``ReferAccepted``... ``ReferFailed``; ``usage/refer_server.py``: ``ReferReceived``). Every :class:`IncomingCallReceived` is followed, sooner or later, by exactly
 one ``CallEnded`` for the same call; the events in between say what happened to it. Events
 name the call they concern, so the application answers on the object it was given.
 """
@@ -18,6 +19,8 @@ from relay.sip.stateless import Refusal
 from relay.sip.syntax.message import Request
 from relay.sip.usage.incoming import IncomingCall
 from relay.sip.usage.invite_session import CallEvent
+from relay.sip.usage.refer import ReferEvent
+from relay.sip.usage.refer_server import ReferReceived
 
 __all__ = [
     "BadRequestRejected",
@@ -70,5 +73,11 @@ class InviteRefused:
 
 
 Event: TypeAlias = (
-    IncomingCallReceived | CallEvent | ParseErrorDropped | BadRequestRejected | InviteRefused
+    IncomingCallReceived
+    | CallEvent
+    | ReferEvent
+    | ReferReceived
+    | ParseErrorDropped
+    | BadRequestRejected
+    | InviteRefused
 )

@@ -41,6 +41,8 @@ from relay.sip.usage.leg import SDP, UserAgentSettings, local_contact
 
 __all__ = [
     "build_cancel",
+    "check_text",
+    "checked_extra_headers",
     "build_invite",
     "dialog_before_answer",
     "resubmit",
@@ -51,16 +53,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EXTRA_NAME = re.compile(r"X-[A-Za-z0-9\-.!%*_+`'~]+", re.IGNORECASE)  # an X- token
 
 
-def _check_text(what: str, value: str) -> None:
+def check_text(what: str, value: str) -> None:
+    """Raise ``LocalProtocolError`` if ``value``, bound for field ``what``, has a control."""
     if _CONTROL.search(value):
         raise LocalProtocolError(f"{what} holds a control character")
 
 
-def _checked_extra(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+def checked_extra_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return ``headers`` once each is an ``X-`` field without a control (rule 1)."""
     for name, value in headers:
         if not _EXTRA_NAME.fullmatch(name):
             raise LocalProtocolError(f"extra header field {name[:40]!r} is not an X- header")
-        _check_text(f"extra header field {name}", value)
+        check_text(f"extra header field {name}", value)
     return list(headers)
 
 
@@ -88,10 +92,10 @@ def build_invite(
     """
     if not from_user:
         raise LocalProtocolError("from_user is empty")
-    _check_text("from_user", from_user)
+    check_text("from_user", from_user)
     if from_display is not None:
-        _check_text("from_display", from_display)
-    extra = _checked_extra(headers)
+        check_text("from_display", from_display)
+    extra = checked_extra_headers(headers)
     local = layer.local_address(target.transport)
     from_ = NameAddr(
         uri=SipUri(scheme="sip", user=from_user, host=local.host),

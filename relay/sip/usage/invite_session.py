@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from relay.sip.dialog import Dialog
+from relay.sip.digest import DigestSession
 from relay.sip.errors import LocalProtocolError, RemoteProtocolError
 from relay.sip.sdp.media_session import MediaSession
 from relay.sip.sdp.offer_answer import NegotiatedMedia
@@ -183,6 +184,11 @@ class InviteSession:
     def call_id(self) -> str:
         """The SIP Call-ID."""
         return self.leg.dialog.id.call_id
+
+    @property
+    def digest(self) -> DigestSession | None:
+        """The credentials that answer challenges to requests in the dialog (a REFER), if any."""
+        return None
 
     @property
     def media(self) -> MediaSession | None:

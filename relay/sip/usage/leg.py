@@ -46,9 +46,13 @@ __all__ = [
     "local_contact",
 ]
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE")
+ALLOWED_METHODS = (
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY"
+)  # fmt: skip
 SUPPORTED_OPTIONS = ("timer",)  # RFC 4028
-ACCEPTED_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
+ACCEPTED_BODIES = (
+    "application/sdp", "application/dtmf-relay", "application/dtmf", "message/sipfrag"
+)  # fmt: skip
 SDP = "application/sdp"
 
 

@@ -159,6 +159,11 @@ class OutgoingCall(InviteSession):
         self.transport_failure: TransportFailure | None = None  # the current INVITE's (rule 3)
         self._tx = leg.layer.send_request(invite, self.target, now, owner=self)
 
+    @property
+    def digest(self) -> DigestSession | None:
+        """The call's credentials: they answer challenges to its REFER too."""
+        return self._digest
+
     # --- what the endpoint feeds in, beyond the session's ---------------------------------
 
     def receive_request(self, request: Request, tx: ServerTransaction, now: float) -> bool:

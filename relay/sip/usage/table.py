@@ -12,18 +12,43 @@ Theory of operation:
    :meth:`UsageTable.add` holds it, :meth:`UsageTable.bind` can be called once per dialog.
 3. A finished usage is removed from every dialog it was bound to; a dialog left with no usage
    is forgotten (RFC 5057 §5: the dialog ends with its last usage).
+4. A request in a known dialog that none of its usages takes may start a new usage of that
+   dialog: the endpoint offers it to its :class:`UsageStarter` s in order (a REFER starts the
+   transferee's subscription, ``refer_server.py``); if none does, the endpoint answers 481.
+   A starter binds the usage it makes with ``bind_dialog``, like any usage the application
+   makes; the endpoint knows no method by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from relay.sip.dialog import Dialog, DialogId
 from relay.sip.errors import LocalProtocolError
-from relay.sip.transaction.layer import Usage
+from relay.sip.syntax.message import Request
+from relay.sip.transaction.layer import ServerTransaction, Usage
 
-__all__ = ["UsageTable"]
+if TYPE_CHECKING:
+    from relay.sip.endpoint import SipEndpoint
+
+__all__ = ["UsageStarter", "UsageTable"]
+
+
+class UsageStarter(Protocol):
+    """What starts a usage of a known dialog for a request none of its usages took (rule 4)."""
+
+    def start_usage(
+        self,
+        endpoint: SipEndpoint,
+        dialog: Dialog,
+        request: Request,
+        tx: ServerTransaction,
+        now: float,
+    ) -> bool:
+        """Take ``request`` (and answer ``tx``), starting a usage if it must; or return False."""
+        ...
 
 
 @dataclass(slots=True)
@@ -74,6 +99,11 @@ class UsageTable:
         """Return the usages bound to ``dialog_id``, in order (none for an unknown dialog)."""
         bound = self._dialogs.get(dialog_id)
         return () if bound is None else tuple(bound.usages)
+
+    def dialog(self, dialog_id: DialogId) -> Dialog | None:
+        """Return the dialog ``dialog_id`` names, if some usage is bound to it."""
+        bound = self._dialogs.get(dialog_id)
+        return None if bound is None else bound.dialog
 
     def dialogs(self) -> Iterator[Dialog]:
         """Iterate over every dialog some usage is bound to."""

@@ -39,6 +39,7 @@ from relay.sip.transaction.layer import (
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.incoming import IncomingCall
 from relay.sip.usage.session_timer import SessionTimerPolicy
+from relay.sip.usage.table import UsageStarter
 
 UAS_HOST, UAS_PORT = "192.0.2.1", 5060
 UAC_HOST, UAC_PORT = "192.0.2.10", 5062
@@ -361,6 +362,8 @@ class UacUasPair:
     """Decides each datagram's fate; ``None`` delivers everything."""
     admission: Admission | None = None
     """Who may start a call at the UAS (the IP guard, the rate limit); ``None``: everybody."""
+    usage_starters: tuple[UsageStarter, ...] | None = None
+    """What starts usages of the UAS's dialogs (REFER); ``None``: the endpoint's default."""
 
     def __post_init__(self) -> None:
         uas_local = Address(UAS_HOST, UAS_PORT, self.transport)
@@ -372,6 +375,7 @@ class UacUasPair:
             ids=SeededIdSource(self.seed),
             session_timer=self.session_timer,
             admission=self.admission,
+            usage_starters=self.usage_starters,
         )
         self.uac = Uac(self.uac_local, uas_local, timers=self.timers, seed=self.seed + 1)
         self.uas_local = uas_local

@@ -99,9 +99,12 @@ def test_options_gets_200_with_allow_accept_and_supported() -> None:
     core.receive_datagram(request("OPTIONS"), CALLER, 0.0)
     ((response, address),) = sent(core)
     assert response.status == 200
-    assert response.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+    assert (
+        response.headers.get("Allow")
+        == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+    )
     assert response.headers.get("Accept") == (
-        "application/sdp, application/dtmf-relay, application/dtmf"
+        "application/sdp, application/dtmf-relay, application/dtmf, message/sipfrag"
     )
     assert response.headers.get("Supported") == "timer"
     assert response.to.tag is not None
@@ -113,7 +116,10 @@ def test_a_method_sip_defines_but_we_do_not_handle_gets_405_with_allow() -> None
     core.receive_datagram(request("SUBSCRIBE"), CALLER, 0.0)
     ((response, _),) = sent(core)
     assert (response.status, response.reason) == (405, "Method Not Allowed")
-    assert response.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+    assert (
+        response.headers.get("Allow")
+        == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+    )
 
 
 def test_an_unknown_method_gets_501_with_allow() -> None:

@@ -85,7 +85,9 @@ def test_responses_share_one_to_tag_and_the_2xx_carries_contact_allow_supported(
     ringing, ok = (d.message for d in pair.wire if d.label in ("180 INVITE", "200 INVITE"))
     assert ringing.to.tag == ok.to.tag == call.dialog.id.local_tag
     assert ok.headers.get("Contact") == "<sip:192.0.2.1:5060>"
-    assert ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+    assert (
+        ok.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+    )
     assert ok.headers.get("Supported") == "timer"
     assert ok.headers.get("Content-Type") == "application/sdp"
 
@@ -601,7 +603,10 @@ def test_options_in_the_dialog_gets_200_with_allow() -> None:
     ok = pair.wire[-1].message
     assert ok.status == 200 and "UPDATE" in (ok.headers.get("Allow") or "")
     assert ok.headers.count("Allow") == 1
-    assert ok.headers.get("Accept") == "application/sdp, application/dtmf-relay, application/dtmf"
+    assert (
+        ok.headers.get("Accept")
+        == "application/sdp, application/dtmf-relay, application/dtmf, message/sipfrag"
+    )
 
 
 # --- session timers (RFC 4028) ------------------------------------------------------------

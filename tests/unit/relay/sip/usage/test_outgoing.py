@@ -166,7 +166,10 @@ def test_the_invite_carries_what_rfc_3261_8_1_1_and_13_2_1_ask() -> None:
     assert invite.call_id == far.call.call_id and invite.call_id.endswith("@192.0.2.1")
     assert invite.top_via.branch.startswith("z9hG4bK")
     assert invite.headers.get("Contact") == "<sip:192.0.2.1:5060>"
-    assert invite.headers.get("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+    assert (
+        invite.headers.get("Allow")
+        == "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+    )
     assert invite.headers.get("Supported") == "timer"
     assert invite.headers.get("User-Agent") == "sipline-test"
     assert invite.headers.get("X-Campaign") == "spring"
