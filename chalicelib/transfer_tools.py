@@ -164,19 +164,30 @@ def parse_parameters(tool_name: str, raw: Any, prefix: str) -> Parameters:
 
 def read_target(text: str) -> tuple[str, bool]:
     """Return ``(target, is_number)``: an E.164 number (``+15551234567`` or ``tel:+1555...``) as
-    ``+digits``, or a SIP URI normalised as outgoing calls' ``to``; ValueError if neither."""
+    ``+digits``, or a SIP URI normalised as outgoing calls' ``to``; ValueError if neither. A SIP
+    URI may embed headers (``?X-Name=value``, RFC 3261 §19.1.1), X- and User-to-User only: an
+    embedded ``Replaces`` or ``Route`` would let a target take over another dialog."""
     candidate = text.strip()
     if candidate.lower().startswith("tel:"):
         candidate = candidate[4:].split(";", 1)[0]
     if _E164.match(candidate):
         return candidate, True
     try:
-        return validate_target(text), False
+        target = validate_target(text)
     except ValueError:
         raise ValueError(
             f"{text[:64]!r} is neither a SIP URI like sip:user@host nor an E.164 number like"
             " +15551234567"
         ) from None
+    _, _, headers = target.partition("?")
+    for pair in filter(None, headers.split("&")):
+        name = pair.partition("=")[0]
+        if not (_HEADER_NAME.match(name) or name.lower() == "user-to-user"):
+            raise ValueError(
+                f"the URI's header {name[:64]!r} is refused: a target may embed only X- headers"
+                " and User-to-User (RFC 7433)"
+            )
+    return target, False
 
 
 def check_prompt_template(text: str, field: str) -> None:
