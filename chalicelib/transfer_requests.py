@@ -55,7 +55,7 @@ class TransferCreate(ApiModel):
     """``POST /api/calls/{callId}/transfers``."""
 
     tool_name: SipText = Field(min_length=1, max_length=64)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, repr=False)  # may hold a password
     context: str | None = Field(default=None, max_length=MAX_CONTEXT_BYTES)
 
 

@@ -119,7 +119,7 @@ class TransferTool(ApiModel):
     tool_name: Literal["coldTransfer", "warmTransfer"]
     name_override: str | None = None
     description_override: str | None = Field(default=None, max_length=4096)
-    parameter_overrides: dict[str, Any] = Field(default_factory=dict)
+    parameter_overrides: dict[str, Any] = Field(default_factory=dict, repr=False)  # a password
 
     @field_validator("name_override")
     @classmethod

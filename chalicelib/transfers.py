@@ -104,7 +104,8 @@ class TransferAsk:
     """What the bot asked for (``POST /api/calls/{callId}/transfers`` or TwiML)."""
 
     tool_name: str
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict, repr=False)
+    """May hold a ``password``: never in a repr."""
     context: str | None = None
 
 

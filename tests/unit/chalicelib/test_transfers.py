@@ -272,3 +272,9 @@ def test_a_bot_prompt_template_may_use_only_the_context_placeholder() -> None:
         target=OPERATOR,
         transferSystemPromptTemplate="{context} and {secrets}",
     )
+
+
+def test_a_password_the_bot_sends_is_in_no_repr() -> None:
+    asked = TransferAsk("anywhere", {"target": OPERATOR, "password": "bots-s3cret"})
+    plan = decide(JOINED, CLOSED, asked, Checks(), lambda p: f"sealed:{p}")
+    assert "bots-s3cret" not in repr(asked) + repr(plan)
