@@ -67,3 +67,22 @@ def ogg_opus_tone(**options: object) -> bytes:
     """Return an Ogg Opus file of a tone (neither mp3 nor WAV)."""
     options.setdefault("rate_hz", 48000)
     return tone_file("ogg", "libopus", **options)  # type: ignore[arg-type]
+
+
+FFMPEG_DECODERS = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw", "G722": "adpcm_g722", "opus": "opus"}
+"""FFmpeg's decoder for each RTP codec: an implementation independent of the relay's."""
+FFMPEG_RATES_HZ = {"PCMU": 8000, "PCMA": 8000, "G722": 16000, "opus": 48000}
+
+
+def decode_payloads(codec: str, payloads: list[bytes]) -> np.ndarray:
+    """Decode RTP payloads in order with FFmpeg's decoder; return mono int16 samples."""
+    context = av.CodecContext.create(FFMPEG_DECODERS[codec], "r")
+    context.sample_rate = FFMPEG_RATES_HZ[codec]  # type: ignore[attr-defined]
+    context.layout = "mono"  # type: ignore[attr-defined]
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=FFMPEG_RATES_HZ[codec])
+    out: list[np.ndarray] = []
+    for payload in payloads:
+        for frame in context.decode(av.Packet(payload)):
+            for converted in resampler.resample(frame):  # type: ignore[arg-type]
+                out.append(converted.to_ndarray().reshape(-1))
+    return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
