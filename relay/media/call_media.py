@@ -324,6 +324,7 @@ class CallMedia:
         elif not on and self._diverted is not None:
             self._diverted = None
             self._set_codec(self._negotiated)  # fresh chains: what they held is stale
+            self._sender.new_talkspurt()
 
     def next_diverted(self) -> RtpPacket | None:
         """Return the next accepted packet for the bridge, or None."""

@@ -96,6 +96,10 @@ class RtpSender:
         """Give the agent its place back: its next audio plays as before."""
         self.music, self.agent_paused, self._music_player = None, False, None
 
+    def new_talkspurt(self) -> None:
+        """Set the marker bit on the next packet: another source (a bridge) sent in this stream."""
+        self._marker_next = True
+
     def play(self, audio: bytes, now: float) -> int:
         """Queue agent audio of any size in the agent's format; return the bytes dropped."""
         if self.agent_paused:

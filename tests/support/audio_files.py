@@ -86,3 +86,30 @@ def decode_payloads(codec: str, payloads: list[bytes]) -> np.ndarray:
             for converted in resampler.resample(frame):  # type: ignore[arg-type]
                 out.append(converted.to_ndarray().reshape(-1))
     return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
+
+
+FFMPEG_ENCODERS = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw", "G722": "adpcm_g722", "opus": "libopus"}
+
+
+def encode_payloads(codec: str, pcm: np.ndarray) -> list[bytes]:
+    """Encode mono int16 samples at the codec's rate into 20 ms RTP payloads with FFmpeg."""
+    rate_hz = FFMPEG_RATES_HZ[codec]
+    context = av.CodecContext.create(FFMPEG_ENCODERS[codec], "w")
+    context.sample_rate = rate_hz  # type: ignore[attr-defined]
+    context.layout = "mono"  # type: ignore[attr-defined]
+    context.format = av.AudioFormat("s16")  # type: ignore[attr-defined]
+    frame_samples = rate_hz // 50
+    payloads: list[bytes] = []
+    for start in range(0, len(pcm) - frame_samples + 1, frame_samples):
+        chunk = pcm[start : start + frame_samples].astype("<i2").reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+        frame.sample_rate = rate_hz
+        frame.pts = start
+        payloads.extend(bytes(packet) for packet in context.encode(frame))  # type: ignore[attr-defined]
+    return payloads
+
+
+def tone(frequency_hz: float, seconds: float, rate_hz: int, amplitude: float = 8000) -> np.ndarray:
+    """Return a sine as int16 samples."""
+    n = np.arange(int(seconds * rate_hz))
+    return (amplitude * np.sin(2 * np.pi * frequency_hz * n / rate_hz)).astype(np.int16)
