@@ -19,8 +19,10 @@ Theory of operation:
    sender (``relay/media/sender.py``) encodes them with the leg's encoder on its own 20 ms grid,
    where the agent's audio would have gone.
 4. **The default** (`default_hold_music`) is ``relay/media/assets/hold.wav``, a 6-second loop
-   that ``scripts/make_hold_music.py`` synthesizes (made by the project, never recorded), decoded
-   by the same path as a fetched file.
+   that ``scripts/make_hold_music.py`` synthesizes (made by the project, never recorded). It is
+   already 16 kHz mono 16-bit, so the stdlib's ``wave`` reads it: the default plays even where
+   FFmpeg would not load. PyAV itself (FFmpeg's libraries, about 28 MB resident) is imported only
+   when a URL's file is first decoded, as the codec registry imports native codecs.
 5. **Cache** (`HoldMusicCache`): clips by URL, least recently used first out, bounded by count
    (``MAX_CACHED_CLIPS``) and by PCM bytes (``MAX_CACHE_BYTES``); an entry older than
    ``CACHE_TTL_S`` is fetched again (a user who replaces the file at the same URL is heard within
@@ -34,17 +36,21 @@ from __future__ import annotations
 
 import functools
 import io
+import wave
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from relay.media.codecs.base import FRAME_MS
 from relay.media.resample import PolyphaseResampleStream
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -150,6 +156,10 @@ def decode_hold_music(
     kind = _container_kind(data)
     if kind is None:
         raise HoldMusicRefused("not an mp3 or WAV file")
+    try:
+        import av  # noqa: PLC0415 (FFmpeg's libraries: loaded on the first file, not at start)
+    except ImportError:  # pragma: no cover - the relay's requirements install it
+        raise HoldMusicRefused("PyAV (FFmpeg) is not available to decode it") from None
     max_bytes = int(max_duration_s * CLIP_RATE_HZ) * 2
     chunks: list[bytes] = []
     size = 0
@@ -181,8 +191,15 @@ def decode_hold_music(
 
 @functools.cache
 def default_hold_music() -> HoldClip:
-    """Return the project's own loop (``relay/media/assets/hold.wav``), decoded once."""
-    return decode_hold_music(DEFAULT_ASSET.read_bytes(), source="default")
+    """Return the project's own loop (``relay/media/assets/hold.wav``), read once."""
+    with wave.open(str(DEFAULT_ASSET), "rb") as asset:
+        if (asset.getframerate(), asset.getnchannels(), asset.getsampwidth()) != (
+            CLIP_RATE_HZ,
+            1,
+            2,
+        ):
+            raise ValueError(f"{DEFAULT_ASSET} is not {CLIP_RATE_HZ} Hz mono 16-bit")
+        return HoldClip(asset.readframes(asset.getnframes()), "default")
 
 
 class HoldMusicCache:
