@@ -77,7 +77,7 @@ def bridge_us(source: str, target: str, seconds: float) -> float:
             timestamp=(index[0] * get_spec(source).timestamp_increment) & 0xFFFFFFFF,
             ssrc=packet.ssrc, payload=packet.payload,
         )  # fmt: skip
-        return path.forward(fresh)
+        return path.forward(fresh, 0.0)
 
     return _per_call_us(forward, [b""], seconds)
 

@@ -16,8 +16,11 @@ Theory of operation:
 3. A re-INVITE on either leg (a new codec, hold) is followed: the path is rebuilt when either
    leg's negotiated media changes, and a leg the other holds (its direction does not send)
    gets nothing.
-4. Digits toward a leg that negotiated no telephone-event go as SIP INFO (the leg's
-   ``info_dtmf``, set by its call) with ``INFO_DTMF_DURATION_MS``.
+4. Digits: telephone-events go on as telephone-events, or as SIP INFO (the leg's
+   ``info_dtmf``, set by its call) toward a leg that negotiated none, with the key press's
+   duration. A digit that came as SIP INFO (the only digits a diverted leg's listener seat
+   hears) goes on as the other leg's telephone-events, or as SIP INFO of
+   ``INFO_DTMF_DURATION_MS``.
 5. `Bridge.stop` gives both legs back (undiverted, listener seats empty): their senders resume
    with silence, ready for an agent to listen again or for the call to end.
 """
@@ -41,7 +44,7 @@ __all__ = ["INFO_DTMF_DURATION_MS", "Bridge", "BridgeLeg", "BridgeUnavailable", 
 logger = logging.getLogger("sipline.relay.bridge")
 
 INFO_DTMF_DURATION_MS = 100
-"""Duration sent in a SIP INFO digit (the receiving side has only the digit, not its length)."""
+"""Duration of a digit that came as SIP INFO, passed on (``application/dtmf`` has none)."""
 
 
 class BridgeUnavailable(RuntimeError):
@@ -56,7 +59,7 @@ class BridgeLeg(Protocol):
 
     def listen(self, listener: MediaListener | None) -> None: ...
 
-    def divert(self, sink: Callable[[RtpPacket], None] | None) -> bool: ...
+    def divert(self, sink: Callable[[RtpPacket, float], None] | None) -> bool: ...
 
     def send_bridged(self, packet: RtpPacket) -> None: ...
 
@@ -76,13 +79,31 @@ class _Direction:
         """Return the path in use (None before the first packet)."""
         return self._path
 
-    def packet(self, packet: RtpPacket) -> None:
+    def packet(self, packet: RtpPacket, now: float) -> None:
         """Take a source packet (from its datagram callback) and send what it becomes."""
         path = self._current_path()
         if path is None:
             return
-        for out in path.forward(packet):
+        for out in path.forward(packet, now):
             self.target.send_bridged(out)
+        for digit, duration_ms in path.take_digits():
+            self.send_info(digit, duration_ms)
+
+    def info_digit(self, digit: str) -> None:
+        """Take a digit the source leg got as SIP INFO: events toward the target, else INFO."""
+        path = self._current_path()
+        packets = [] if path is None else path.digit_packets(digit, INFO_DTMF_DURATION_MS)
+        for out in packets:
+            self.target.send_bridged(out)
+        if path is not None and not packets:
+            self.send_info(digit, INFO_DTMF_DURATION_MS)
+
+    def send_info(self, digit: str, duration_ms: int) -> None:
+        send = self.target.info_dtmf
+        if send is None:
+            logger.warning("bridged digit dropped: no telephone-event and no INFO on the other leg")
+        else:
+            send(digit, duration_ms)
 
     def _current_path(self) -> BridgePath | None:
         source, target = self.source.media, self.target.media
@@ -93,10 +114,6 @@ class _Direction:
             self._path, self._media = BridgePath(*media, target.packetizer), media
             self.stats.append(self._path.stats)
         return self._path
-
-    def needs_info_dtmf(self) -> bool:
-        target = self.target.media
-        return target is not None and target.negotiated.telephone_event_payload_type is None
 
 
 class _Seat:
@@ -112,14 +129,8 @@ class _Seat:
         """Ignore it: no agent placed marks here."""
 
     def dtmf(self, digit: str) -> None:
-        """Send a digit as SIP INFO when the other leg cannot take it as an event."""
-        if not self._direction.needs_info_dtmf():
-            return  # already forwarded as a telephone-event
-        send = self._direction.target.info_dtmf
-        if send is None:
-            logger.warning("bridged digit dropped: no telephone-event and no INFO on the other leg")
-        else:
-            send(digit, INFO_DTMF_DURATION_MS)
+        """Take a digit the leg got as SIP INFO (its telephone-events come as packets)."""
+        self._direction.info_digit(digit)
 
 
 class Bridge:

@@ -25,8 +25,11 @@ Theory of operation:
    timestamp gap downstream; sequence numbers are the target stream's own, consecutive.
 3. **DTMF** (RFC 4733): a telephone-event goes on as a telephone-event when the target leg
    negotiated one, with its payload type, the mapped timestamp (the event's start) and its
-   duration converted to the target's clock. Without it, the path drops the packet and the
-   bridge sends the digit as SIP INFO instead (``relay/bridge/sip_bridge.py``).
+   duration converted to the target's clock. Without it, the path's own `DtmfReceiver` turns
+   the events into digits (each once, on its End packet), which `take_digits` hands to the
+   bridge to send as SIP INFO (``relay/bridge/sip_bridge.py``). The other way, a digit that
+   reached the source leg as SIP INFO becomes the target's telephone-events (`digit_packets`,
+   all at once: the bridge has no clock to pace them by) or SIP INFO again.
 
 Each output packet is built by the target leg's `RtpPacketizer` (its SSRC, its counts for RTCP),
 whose next sequence number and timestamp are moved past what was forwarded, so that the leg's
@@ -35,10 +38,11 @@ own sender continues the stream without a jump back once the bridge ends.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from relay.media.codecs import CodecSpec, get_decoder, get_encoder, get_spec
-from relay.media.dtmf import DtmfParseError, TelephoneEvent
+from relay.media.dtmf import DtmfParseError, DtmfReceiver, DtmfSender, TelephoneEvent
 from relay.media.resample import PolyphaseResampleStream
 from relay.media.rtp import RtpPacket, RtpPacketizer
 from relay.media.seq import seq_diff, seq_lt, timestamp_diff
@@ -47,6 +51,7 @@ from relay.sip.sdp.offer_answer import NegotiatedMedia
 __all__ = ["BridgePath", "BridgePathStats", "is_passthrough"]
 
 MAX_DURATION = 0xFFFF  # RFC 4733 §2.3: 16-bit duration field
+MAX_PENDING_DIGITS = 32
 
 
 @dataclass(slots=True)
@@ -95,13 +100,36 @@ class BridgePath:
         self._last_seq: int | None = None
         if not self.passthrough:
             self._transcoder = _Transcoder(source, target)
+        self._digits_in = DtmfReceiver(source.clock_rate_hz)
+        self._digits: deque[tuple[str, int]] = deque(maxlen=MAX_PENDING_DIGITS)
 
-    def forward(self, packet: RtpPacket) -> list[RtpPacket]:
-        """Return the target leg's packets for one of the source leg's."""
+    def take_digits(self) -> list[tuple[str, int]]:
+        """Return the digits (and their ms) to send as SIP INFO: the target has no telephone-event."""
+        digits = list(self._digits)
+        self._digits.clear()
+        return digits
+
+    def digit_packets(self, digit: str, duration_ms: int) -> list[RtpPacket]:
+        """Return the target's telephone-events for a digit (empty: the target has none)."""
+        target_type = self.target.telephone_event_payload_type
+        if target_type is None:
+            return []
+        sender = DtmfSender(
+            self._packetizer,
+            payload_type=target_type,
+            clock_rate_hz=self.target.clock_rate_hz,
+            packet_interval_ms=20,
+        )
+        packets = sender.packets(digit, duration_ms=duration_ms)
+        self.stats.events_forwarded += len(packets)
+        return packets
+
+    def forward(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
+        """Return the target leg's packets for one of the source leg's, which came at ``now``."""
         if packet.ssrc != self._source_ssrc:
             self._anchor(packet)
         if packet.payload_type == self.source.receive_telephone_event_payload_type:
-            return self._event(packet)
+            return self._event(packet, now)
         if self.passthrough:
             return [self._restamp(packet, self.target.payload_type, packet.payload)]
         if self._last_seq is not None and not seq_lt(self._last_seq, packet.sequence_number):
@@ -131,10 +159,13 @@ class BridgePath:
         ratio = self.target.clock_rate_hz / self.source.clock_rate_hz
         return (self._ts_out + round(delta * ratio)) & 0xFFFFFFFF
 
-    def _event(self, packet: RtpPacket) -> list[RtpPacket]:
+    def _event(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
         target_type = self.target.telephone_event_payload_type
         if target_type is None:
             self.stats.events_not_negotiated += 1
+            self._digits_in.receive(packet, now)
+            while (digit := self._digits_in.next_event()) is not None:
+                self._digits.append((digit.digit, round(digit.duration_ms)))
             return []
         try:
             event = TelephoneEvent.parse(packet.payload)

@@ -76,6 +76,8 @@ class CallMediaStats:
     """Agent audio that came while hold music had the agent's place: dropped, not queued."""
     bridged_sent: int = 0
     """Packets another leg's audio became while the leg was bridged (`CallMedia.divert`)."""
+    agent_bytes_dropped_bridged: int = 0
+    """Agent audio that came while a bridge had the leg (`CallMedia.divert`): dropped."""
     bridged_dropped: int = 0
     """Accepted packets of a bridged leg that the bridge did not take in time (oldest first)."""
     rtcp_foreign: int = 0

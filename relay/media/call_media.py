@@ -29,7 +29,8 @@ Theory of operation:
    (`RtpSender`, point 6), `stop_hold_music` gives it back. `divert` hands the leg to a bridge
    with another leg (``relay/bridge/sip_bridge.py``): accepted packets (audio and
    telephone-events, after the source latch and the rate limit) queue for `next_diverted`
-   instead of reaching the agent, the agent's queue is cleared and the sender stops ticking;
+   instead of reaching the agent (so only SIP INFO digits reach the listener), the agent's queue
+   is cleared, its later audio dropped (``agent_bytes_dropped_bridged``), and the sender stops;
    the bridge's packets, stamped with this leg's packetizer, leave through `bridged`. RTCP and
    the inactivity timer go on. Undiverting starts the codec chains afresh.
 
@@ -233,11 +234,10 @@ class CallMedia:
                 self._diverted.popleft()
                 self.stats.bridged_dropped += 1
             self._diverted.append(packet)
+            return  # the bridge's, telephone-events too (it forwards them or makes them INFO)
         if not is_audio:
             self._dtmf.receive(packet, now)
             self._drain_dtmf()
-            return
-        if self._diverted is not None:
             return
         self._jitter.push(packet, now)
         if self._spec.name == "opus":
@@ -257,6 +257,9 @@ class CallMedia:
 
         Call `rtp_to_send` right after: audio the sender was waiting for leaves at once.
         """
+        if self._diverted is not None:  # a bridge has the leg: no agent is heard
+            self.stats.agent_bytes_dropped_bridged += len(audio)
+            return 0
         return self._sender.play(audio, now)
 
     def mark(self, name: str) -> None:

@@ -92,7 +92,7 @@ class RtpSession:
         self._stopped = False  # closed, or failed: no more processing
         self.info_dtmf: Callable[[str, int], None] | None = None
         """Sends a digit and its duration in ms as SIP INFO (without telephone-event)."""
-        self._sink: Callable[[RtpPacket], None] | None = None
+        self._sink: Callable[[RtpPacket, float], None] | None = None
 
     @classmethod
     async def open(cls, allocator: RtpPortAllocator) -> RtpSession:
@@ -217,8 +217,8 @@ class RtpSession:
             self.media.stop_hold_music()
             self._guard(None)
 
-    def divert(self, sink: Callable[[RtpPacket], None] | None) -> bool:
-        """Give each accepted packet to ``sink`` (a bridge) instead of the agent; None undoes it.
+    def divert(self, sink: Callable[[RtpPacket, float], None] | None) -> bool:
+        """Give each accepted packet, with the time, to ``sink`` (a bridge); None undoes it.
 
         Returns False when there is no media to divert (not started, or ended).
         """
@@ -307,7 +307,7 @@ class RtpSession:
             self._send(data, destination)
         sink = self._sink
         while sink is not None and (packet := media.next_diverted()) is not None:
-            sink(packet)  # to the other leg, in this callback
+            sink(packet, now)  # to the other leg, in this callback
         listener = self._listener
         while (frame := media.next_agent_frame(now)) is not None:
             if listener is not None:

@@ -209,8 +209,31 @@ def test_a_digit_toward_a_leg_without_telephone_event_goes_as_sip_info() -> None
         joined.stop()
         await a.close()
         await b.close()
-        assert b.info == [("#", INFO_DTMF_DURATION_MS)]
+        assert b.info == [("#", 60)]  # the key press's 60 ms (RFC 4733 duration 480 at 8 kHz)
         assert not [p for p in b.received() if p.payload_type == 101]
+
+    run(scenario)
+
+
+def test_a_digit_that_came_as_sip_info_goes_on_as_events_or_as_sip_info() -> None:
+    async def scenario() -> None:
+        a = await leg("PCMU", 12)
+        b = await leg("G722", 13)  # with telephone-event
+        c = await leg("PCMU", 14, telephone_event_payload_type=None)
+        ab = bridge(a.session, b.session)
+        a.session.inject_dtmf("7")  # what the SIP side does with an INFO from phone A
+        await asyncio.sleep(0.1)
+        ab.stop()
+        ac = bridge(a.session, c.session)
+        a.session.inject_dtmf("*")
+        await asyncio.sleep(0.1)
+        ac.stop()
+        got = [TelephoneEvent.parse(p.payload) for p in b.received() if p.payload_type == 101]
+        for the_leg in (a, b, c):
+            await the_leg.close()
+        assert {e.event for e in got} == {7} and got[-1].end
+        assert got[-1].duration == 8000 * INFO_DTMF_DURATION_MS // 1000  # G.722's clock: 8000
+        assert c.info == [("*", INFO_DTMF_DURATION_MS)] and b.info == []
 
     run(scenario)
 
