@@ -288,6 +288,8 @@ class CallMedia:
             destination = self._rtcp_destination()
             next_timestamp = sender.packetizer.timestamp
             at = sender.pacer.timestamp_at(now, next_timestamp, self._spec.clock_rate_hz)
+            if self._diverted is not None:  # the bridge's packets keep the clock, not the grid
+                at = next_timestamp
             report = self.reporter.report(self._reception, now, rtp_timestamp=at)
             if destination is not None:  # rescheduled above, sent or not
                 out.append((report, destination))
