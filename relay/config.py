@@ -47,6 +47,8 @@ SIPLINE_DNS_TIMEOUT_S           bound on one DNS query                 2.0
 SIPLINE_DNS_DEADLINE_S          bound on locating one SIP target       5.0
 SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at most 600)
                                 long, then is cancelled
+SIPLINE_REFER_TIMEOUT_S         a transfer's REFER without a final     60 (at most 600)
+                                NOTIFY this long after it failed (408)
 SIPLINE_DRAIN_S                 after SIGTERM, calls may go on this    0: hang up at once
                                 long (``relay/drain.py``)              (at most 3600)
 SIPLINE_HEALTH_PORT             TCP port open while the relay takes    unset: none
@@ -77,6 +79,8 @@ TLS_FILES_DIRECTORY = "tls"
 written (private to the relay's user)."""
 MAX_RING_S = 600.0
 """``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
+MAX_REFER_S = 600.0
+"""``SIPLINE_REFER_TIMEOUT_S`` at most: the transferee's INVITE to the target rings at most so long."""
 MAX_DRAIN_S = 3600.0
 """``SIPLINE_DRAIN_S`` at most: an hour; ECS stops a task 120 s after SIGTERM at most anyway."""
 METRICS_CHOICES = ("emf",)
@@ -120,6 +124,7 @@ class RelaySettings:
     heartbeat_s: float = 15.0
     dns: DnsSettings = field(default_factory=DnsSettings)
     ring_timeout_s: float = 60.0
+    refer_timeout_s: float = 60.0
     drain_s: float = 0.0
     health_port: int | None = None
     max_calls: int = 0
@@ -179,6 +184,7 @@ class RelaySettings:
             heartbeat_s=reader.positive("SIPLINE_HEARTBEAT_S", cls.heartbeat_s),
             dns=reader.dns(),
             ring_timeout_s=reader.positive("SIPLINE_RING_TIMEOUT_S", 60.0, at_most=MAX_RING_S),
+            refer_timeout_s=reader.positive("SIPLINE_REFER_TIMEOUT_S", 60.0, at_most=MAX_REFER_S),
             drain_s=reader.at_least_zero("SIPLINE_DRAIN_S", at_most=MAX_DRAIN_S),
             health_port=reader.health_port(),
             max_calls=int(reader.at_least_zero("SIPLINE_MAX_CALLS", whole=True)),

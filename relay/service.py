@@ -18,8 +18,8 @@ seconds to record their last events, drain the outbox (what is not delivered sta
 the next start), delete its own command queue, close the transports. ``SIPLINE_MAX_CALLS`` caps
 the calls running at once the same way (503, or the ``dial`` passed on).
 
-Size: about 460 lines: the process's wiring (transports, control plane, outbox, heartbeat,
-commands, drain, health port, metrics) and the endpoint's event routing share the per-process
+Size: about 520 lines: the process's wiring (transports, control plane, outbox, heartbeat,
+commands, drain, health port, metrics, transfers) and the endpoint's event routing share the per-process
 state above; each piece's logic lives in its own module (``relay/control/``, ``relay/drain.py``,
 ``relay/health_port.py``, ``relay/metrics.py``), and what is left here is how they meet.
 """
@@ -35,12 +35,14 @@ from functools import partial
 from typing import Any
 
 from chalicelib.commands import edge_queue_name
-from chalicelib.contracts import DialClaim, DialCommand, HangUpCommand
+from chalicelib.contracts import DialClaim, DialCommand, HangUpCommand, TransferCommand
 from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls.credentials import password_cipher
-from relay.calls.deps import CallDeps, CallFlow, DialDeps
+from relay.calls.deps import CallDeps, CallFlow, DialDeps, TransferDeps
 from relay.calls.incoming import IncomingCallFlow
 from relay.calls.outgoing import OutgoingCallFlow
+from relay.calls.transfer_cold import REFERRED_BYE_S
+from relay.calls.transfer_leg import TransferLeg
 from relay.config import RelaySettings
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere, sqs_client
 from relay.control.edge_queue import EdgeQueue
@@ -65,8 +67,16 @@ from relay.sip.usage.invite_session import (
     InviteSession,
     MediaUpdated,
 )
+from relay.sip.usage.refer import (
+    ReferAccepted,
+    ReferFailed,
+    ReferProgress,
+    ReferSucceeded,
+    send_refer,
+)
 from relay.transport.dns import SipLocator
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
+from relay.transport.hold_music_fetch import HoldMusicFetchSettings, HoldMusicLoader
 from relay.transport.rtp_session import RtpPortAllocator
 from relay.transport.tls import client_context, server_context
 
@@ -212,6 +222,7 @@ class RelayService:
                 retry_after_s=s.retry_after_s,
                 egress=s.egress,
                 dial=self._dial_deps(),
+                transfer=self._transfer_deps(),
             )
             await self.transport.start()
             self._refresher = AllowlistRefresher(control, self.allowlist)
@@ -340,8 +351,11 @@ class RelayService:
                 if (flow := self.flows.get(call)) and flow.session is not None:
                     flow.info_dtmf(content_type, body)
             case CallProgress(call=call):
-                if isinstance(flow := self.flows.get(call), OutgoingCallFlow):
+                if isinstance(flow := self.flows.get(call), (OutgoingCallFlow, TransferLeg)):
                     flow.progress(event)
+            case ReferAccepted() | ReferProgress() | ReferSucceeded() | ReferFailed():
+                if flow := self.flows.get(event.session):
+                    flow.signals.refer.put_nowait(event)
             case InviteRefused(refusal=refusal):
                 self._refused(refusal.rule)
             case _:
@@ -372,7 +386,9 @@ class RelayService:
 
     def command_handlers(self) -> CommandHandlers:
         """The handler of each command type this relay takes (both queues use the same)."""
-        return CommandHandlers(dial=self._dial_command, hangup=self._hang_up_command)
+        return CommandHandlers(
+            dial=self._dial_command, hangup=self._hang_up_command, transfer=self._transfer_command
+        )
 
     async def _start_commands(self, s: RelaySettings) -> list[asyncio.Task[None]]:
         """Consume the shared queue, make this relay's own queue and consume it too."""
@@ -428,6 +444,16 @@ class RelayService:
             ring_timeout_s=s.ring_timeout_s,
         )
 
+    def _transfer_deps(self) -> TransferDeps:
+        """What transfers need (a bridged one's second leg is placed with ``_dial_deps``)."""
+        loader = HoldMusicLoader(HoldMusicFetchSettings(egress=self.settings.egress))
+        return TransferDeps(
+            send_refer=partial(send_refer, self.core),
+            hold_music=loader.choose,
+            notify_timeout_s=self.settings.refer_timeout_s,
+            referred_bye_s=REFERRED_BYE_S,
+        )
+
     def _hold(self, call: InviteSession, flow: CallFlow) -> None:
         self.flows[call] = flow
 
@@ -473,5 +499,24 @@ class RelayService:
                 return
         if command.call_id in self._ended:
             logger.info("hangup for call %s, which ended here: acknowledged", command.call_id)
+            return
+        raise CommandNotHere(f"call {command.call_id} is not on this edge")
+
+    async def _transfer_command(self, command: TransferCommand) -> None:
+        """Hand the command to the call's flow (``relay/calls/transfer_cold.py`` runs it)."""
+        for flow in self._call_tasks.values():
+            if flow.call_id == command.call_id:
+                try:
+                    flow.signals.transfers.put_nowait(command)
+                except asyncio.QueueFull:  # one runs at a time: these are duplicates
+                    logger.warning(
+                        "transfer %s of call %s dropped: %d transfers wait already",
+                        command.transfer_id,
+                        command.call_id,
+                        flow.signals.transfers.qsize(),
+                    )
+                return
+        if command.call_id in self._ended:
+            logger.info("transfer of call %s, which ended here: dropped", command.call_id)
             return
         raise CommandNotHere(f"call {command.call_id} is not on this edge")

@@ -81,6 +81,7 @@ from relay.bridge.twilio_framing import (
     TwilioFraming,
     custom_parameters,
 )
+from relay.bridge.twilio_messages import TransferEnd
 from relay.transport.egress import AsyncResolver, loop_resolver
 
 __all__ = [
@@ -291,6 +292,23 @@ class AgentBridge:
             send_now(connection, message)
         except Exception:
             self._fail("dtmf")
+
+    def tell_transfer(
+        self, transfer_id: str, status: TransferEnd, *, sip_status: int | None, reason: str | None
+    ) -> bool:
+        """Send the ``transfer`` message (a sipline extension); False when not connected."""
+        connection = self._connection
+        if connection is None:
+            return False
+        try:
+            message = self.framing.transfer(
+                transfer_id, status, sip_status=sip_status, reason=reason
+            )
+            send_now(connection, message)
+        except Exception:
+            self._fail("transfer")
+            return False
+        return True
 
     def _fail(self, what: str) -> None:
         logger.exception("agent bridge failed on %s for call %s", what, self._call.call_id)

@@ -69,6 +69,9 @@ from relay.bridge.twilio_messages import (
     StartMetadata,
     StopMessage,
     StopMetadata,
+    TransferEnd,
+    TransferMessage,
+    TransferPayload,
     TwilioModel,
 )
 from relay.ids import IdSource
@@ -317,6 +320,21 @@ class TwilioFraming:
             sequence_number=self._next_sequence(),
             stream_sid=self.identity.stream_sid,
             mark=MarkPayload(name=name),
+        ).to_json()
+
+    def transfer(
+        self, transfer_id: str, status: TransferEnd, *, sip_status: int | None, reason: str | None
+    ) -> str:
+        """Return the ``transfer`` message (a sipline extension): how a transfer ended."""
+        return TransferMessage(
+            sequence_number=self._next_sequence(),
+            stream_sid=self.identity.stream_sid,
+            transfer=TransferPayload(
+                transfer_id=transfer_id,
+                status=status,
+                sip_status=sip_status,
+                reason=reason,
+            ),
         ).to_json()
 
     def stop(self) -> str:

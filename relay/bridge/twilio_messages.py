@@ -7,7 +7,9 @@ Theory of operation:
    Every model ignores unknown fields (``extra="ignore"``) and is immutable; ``to_json`` spells
    a message as Twilio does (camelCase, compact).
 2. To the agent (:data:`RelayMessage`): ``connected``, ``start``, ``media``, ``dtmf``, ``mark``
-   and ``stop``. :data:`RELAY_MESSAGE` parses any of them: what an agent does, and what the
+   and ``stop``, and, a sipline extension, ``transfer`` (how a transfer the agent asked for
+   ended: an ``event`` name a stock Twilio consumer, Pipecat's ``TwilioFrameSerializer``
+   included, ignores). :data:`RELAY_MESSAGE` parses any of them: what an agent does, and what the
    tests and the demo agent (``relay/bridge/demo_agent.py``) check the relay's output with.
 3. From the agent (:data:`AgentMessage`): ``media``, ``mark``, ``clear`` and, a sipline
    extension, ``dtmf`` (digits for the caller; their bounds are checked in
@@ -55,6 +57,9 @@ __all__ = [
     "StartMetadata",
     "StopMessage",
     "StopMetadata",
+    "TransferEnd",
+    "TransferMessage",
+    "TransferPayload",
     "TwilioModel",
 ]
 
@@ -223,8 +228,37 @@ class AgentDtmf(TwilioModel):
     dtmf: AgentDtmfPayload
 
 
+TransferEnd = Literal["failed", "referred", "bridged"]
+"""How a transfer ended, as the agent is told."""
+
+
+class TransferPayload(TwilioModel):
+    """``transfer.transfer``: which transfer, how it ended (docs/agents.md)."""
+
+    transfer_id: str
+    status: TransferEnd
+    sip_status: int | None = None
+    reason: str | None = None
+
+
+class TransferMessage(TwilioModel):
+    """A transfer the agent asked for ended: ``failed`` (the caller stays), or the caller was
+    handed on (``referred``, ``bridged``: ``stop`` follows)."""
+
+    event: Literal["transfer"] = "transfer"
+    sequence_number: str
+    stream_sid: str
+    transfer: TransferPayload
+
+
 RelayMessage = Annotated[
-    ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
+    ConnectedMessage
+    | StartMessage
+    | MediaMessage
+    | DtmfMessage
+    | MarkMessage
+    | StopMessage
+    | TransferMessage,
     Field(discriminator="event"),
 ]
 """Any message the relay sends (what an agent parses)."""

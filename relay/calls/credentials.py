@@ -8,7 +8,7 @@ encrypts it with the deployment's key (``chalicelib/crypto.py``: KMS on AWS,
 ``SIPLINE_KMS_KEY_ID``; a Fernet key locally, ``SIPLINE_PASSWORD_KEY``) into the ``dial``
 command's ``passwordCiphertext``, whose prefix (``kms:``, ``fernet:``) names the scheme. The
 relay is configured with the same key (:func:`password_cipher`) and decrypts it when it places
-the call (:func:`dial_credentials`), in a worker thread (KMS is a network call; boto3 blocks).
+the call (:func:`dial_credentials`; a bridged transfer's ``transfer`` command the same way), in a worker thread (KMS is a network call; boto3 blocks).
 
 The plain password exists only inside a :class:`~relay.sip.digest.Credentials`, whose ``repr``
 hides it, and leaves the relay only hashed in a digest answer. A ciphertext that does not
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chalicelib.contracts import DialCommand
+from chalicelib.contracts import DialCommand, TransferCommand
 from chalicelib.crypto import Cipher, CipherError, FernetCipher, KmsCipher
 from relay.sip.digest import Credentials
 
@@ -46,7 +46,9 @@ def password_cipher(password_key: str | None, kms_key_id: str | None) -> Cipher 
     return None
 
 
-async def dial_credentials(command: DialCommand, cipher: Cipher | None) -> Credentials | None:
+async def dial_credentials(
+    command: DialCommand | TransferCommand, cipher: Cipher | None
+) -> Credentials | None:
     """The credentials that answer the call's digest challenges, or ``None`` (no username).
 
     Raises:
@@ -59,7 +61,7 @@ async def dial_credentials(command: DialCommand, cipher: Cipher | None) -> Crede
     if command.password_ciphertext:
         if cipher is None:
             raise CredentialsUnavailable(
-                "the dial command carries a password and the relay has no key to decrypt it"
+                "the command carries a password and the relay has no key to decrypt it"
                 " (set SIPLINE_PASSWORD_KEY or SIPLINE_KMS_KEY_ID as the control plane's)"
             )
         try:

@@ -21,11 +21,14 @@ appends, a ``transmit`` that collects the endpoint's datagrams
 An outgoing call needs more (:class:`DialDeps`, ``CallDeps.dial``): the endpoint's
 ``place_call``, ``hold`` (route a placed call's events to its flow: the service's table, a
 test's drain), the RFC 3263 locator, the cipher of the command's password, the ring timeout.
-A relay without them takes no ``dial``.
+A relay without them takes no ``dial``. Transfers (``transfer_cold.py``) need
+:class:`TransferDeps` (``CallDeps.transfer``): the endpoint's ``send_refer``, the hold music, the
+REFER bounds; a bridged transfer places its second leg with :class:`DialDeps`.
 
 :class:`CallSignals` is the other direction. The service's drain loop is synchronous (it must
 never await): it turns the endpoint's events for a call into these futures and this event, and
-the flow awaits them.
+the flow awaits them: the answer, the end, a hang-up, and the ``transfer`` commands and REFER
+outcomes of the call's transfers.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from chalicelib.contracts import CallEvent, InviteAccepted, InviteRejected, InviteWebhook
+from chalicelib.contracts import (
+    CallEvent,
+    InviteAccepted,
+    InviteRejected,
+    InviteWebhook,
+    TransferCommand,
+)
 from chalicelib.crypto import Cipher
 from chalicelib.egress import EgressPolicy
 from relay.ids import IdSource
@@ -43,13 +52,20 @@ from relay.sip.locate import Located
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.syntax.uri import SipUri
 from relay.sip.usage.invite_session import CallEnded, InviteSession
+from relay.sip.usage.refer import ReferEvent, ReferSubscription
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
 if TYPE_CHECKING:
+    from relay.media.hold_music import HoldClip
     from relay.sip.address import Address
     from relay.sip.digest import Credentials
     from relay.sip.sdp.description import SessionDescription
     from relay.sip.usage.outgoing import OutgoingCall
+
+
+MAX_QUEUED_TRANSFERS = 4
+"""``transfer`` commands a call holds before it runs them; more are refused (logged): the control
+plane runs one transfer per call at a time, so more are duplicates or a fault."""
 
 
 @dataclass
@@ -69,6 +85,12 @@ class CallSignals:
     shutting_down: bool = False
     """Set with :attr:`hang_up_requested` when the relay's shutdown ends the call
     (``relay/drain.py``): recorded ``relay_shutdown``, the BYE says why (RFC 3326)."""
+    transfers: asyncio.Queue[TransferCommand] = field(
+        default_factory=lambda: asyncio.Queue(MAX_QUEUED_TRANSFERS)
+    )
+    """``transfer`` commands for this call (``transfer_cold.py`` takes them once answered)."""
+    refer: asyncio.Queue[ReferEvent] = field(default_factory=asyncio.Queue)
+    """The outcome of the REFERs sent in this call's dialog (``ReferAccepted``...)."""
 
 
 class CallFlow(Protocol):
@@ -96,6 +118,7 @@ class PlaceCall(Protocol):
         offer: SessionDescription,
         preference: Sequence[str],
         credentials: Credentials | None,
+        headers: Sequence[tuple[str, str]] = (),
         ring_timeout_s: float,
         now: float,
     ) -> OutgoingCall: ...
@@ -116,6 +139,34 @@ class DialDeps:
     """``SIPLINE_RING_TIMEOUT_S``: CANCEL after this long without an answer."""
 
 
+class SendRefer(Protocol):
+    """``relay.sip.usage.refer.send_refer`` on the relay's endpoint."""
+
+    def __call__(
+        self,
+        session: InviteSession,
+        refer_to: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        now: float,
+        notify_timeout_s: float,
+    ) -> ReferSubscription: ...
+
+
+@dataclass(frozen=True)
+class TransferDeps:
+    """What transfers need beyond what every call is given (``transfer_cold.py``); a bridged
+    transfer's second leg is placed with :class:`DialDeps` as an outgoing call is."""
+
+    send_refer: SendRefer
+    hold_music: Callable[[str, str | None], Awaitable[HoldClip | None]]
+    """The clip of a ``holdMusic``/``holdMusicUrl`` pair (``HoldMusicLoader.choose``)."""
+    notify_timeout_s: float
+    """``SIPLINE_REFER_TIMEOUT_S``: a REFER without a final NOTIFY this long after it failed."""
+    referred_bye_s: float
+    """How long the referred caller has to BYE us before we do (RFC 5589 §6.1)."""
+
+
 @dataclass(frozen=True)
 class CallDeps:
     """What a call task needs from the service (see the module docstring)."""
@@ -134,3 +185,5 @@ class CallDeps:
     """Where agents may be: the deployment's ``SIPLINE_ALLOWED_PRIVATE_TARGETS``."""
     dial: DialDeps | None = None
     """What outgoing calls need; ``None``: this relay places no calls."""
+    transfer: TransferDeps | None = None
+    """What transfers need; ``None``: this relay transfers no calls (the agent is told)."""

@@ -42,6 +42,7 @@ from chalicelib.contracts import CallEventType, LegEndReason
 from relay.bridge.agent_ws import AgentLeft, AgentLeftReason
 from relay.calls.deps import CallSignals
 from relay.calls.recorder import LegEvents
+from relay.sip.locate import LocateFailure
 from relay.sip.reason import reason_header
 from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.invite_session import CallEnded
@@ -85,6 +86,13 @@ class EndDetail(StrEnum):
     trusted or does not name the domain dialled (503, ``relay/sip/locate.py`` rule 9)."""
     CANCEL_UNANSWERED = "cancel_unanswered"
     """Our CANCEL of an outgoing call did not end its INVITE in time (``error``)."""
+    TRANSFERRED = "transferred"
+    """A cold transfer handed the caller on (REFER accepted and succeeded, or the target
+    answered): the agent leaves, the rest is ``transfer_cold.py``'s."""
+    BRIDGED_LEG_ENDED = "bridged_leg_ended"
+    """The other leg of a bridged transfer ended, so we hung this one up."""
+    CALL_ENDED = "call_ended"
+    """The call ended while its transfer's second leg was ringing: we cancelled it."""
 
 
 AgentEnd = EndDetail | AgentLeftReason
@@ -92,7 +100,7 @@ AgentEnd = EndDetail | AgentLeftReason
 
 NORMAL_ENDS: frozenset[AgentEnd] = frozenset(
     {AgentLeftReason.AGENT_CLOSED, EndDetail.API_HANG_UP, EndDetail.MEDIA_TIMEOUT,
-     EndDetail.MAX_DURATION, EndDetail.RELAY_SHUTDOWN}
+     EndDetail.MAX_DURATION, EndDetail.RELAY_SHUTDOWN, EndDetail.TRANSFERRED}
 )  # fmt: skip
 """Ends recorded without ``reason: error`` (the caller leaving is recorded apart)."""
 TIMED_OUT: frozenset[AgentEnd] = frozenset({EndDetail.MEDIA_TIMEOUT, EndDetail.MAX_DURATION})
@@ -112,6 +120,23 @@ _SIP_END_REASONS = {
     CallEndReason.MEDIA_FAILED: LegEndReason.ERROR,
     CallEndReason.RING_TIMEOUT: LegEndReason.TIMEOUT,
 }
+
+
+LOCATE_ENDS: dict[LocateFailure, tuple[int, EndDetail]] = {
+    LocateFailure.INVALID: (484, EndDetail.DESTINATION_INVALID),
+    LocateFailure.NOT_FOUND: (604, EndDetail.DESTINATION_NOT_FOUND),
+    LocateFailure.UNAVAILABLE: (503, EndDetail.DESTINATION_UNAVAILABLE),
+    LocateFailure.REFUSED: (503, EndDetail.DESTINATION_UNAVAILABLE),
+}
+"""``leg_ended``'s ``sipStatus`` and ``detail`` when ``to`` cannot be located (``outgoing.py``'s table; a transfer's second leg too)."""
+
+UNANSWERED_ENDS: dict[CallEndReason, LegEndReason] = {
+    CallEndReason.REJECTED: LegEndReason.REJECTED,
+    CallEndReason.CANCELLED: LegEndReason.LOCAL_HANGUP,
+    CallEndReason.RING_TIMEOUT: LegEndReason.TIMEOUT,
+    CallEndReason.TRANSACTION_FAILED: LegEndReason.REJECTED,
+}
+"""``leg_ended``'s ``reason`` when the INVITE ended without an answer (``outgoing.py``'s table; a transfer's second leg too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +182,28 @@ def max_duration_s(max_duration: float | None) -> float:
 
 
 async def until_the_end(
-    signals: CallSignals, session: RtpSession, agent: asyncio.Task[Any], max_duration: float | None
+    signals: CallSignals,
+    session: RtpSession,
+    agent: asyncio.Task[Any],
+    max_duration: float | None,
+    transferred: asyncio.Future[Any] | None = None,
 ) -> Ending:
-    """Wait for the first of the five ends (see the module docstring); cancel the other waits."""
+    """Wait for the first of the five ends (see the module docstring); cancel the other waits.
+
+    ``transferred`` (a cold transfer's hand-over, ``transfer_cold.py``) is a sixth: it wins
+    over any end that came at the same time, which the transfer then handles.
+    """
     media_ended = asyncio.ensure_future(session.wait_ended())
     hang_up = asyncio.ensure_future(signals.hang_up_requested.wait())
     out_of_time = asyncio.ensure_future(asyncio.sleep(max_duration_s(max_duration)))
     waits: set[asyncio.Future[Any]] = {agent, signals.ended, media_ended, hang_up, out_of_time}
+    if transferred is not None:
+        waits.add(transferred)
     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiter in (media_ended, hang_up, out_of_time):
         waiter.cancel()
+    if transferred is not None and transferred.done():
+        return Ending(EndDetail.TRANSFERRED)
     if signals.ended in done:
         return Ending(EndDetail.CALLER_HUNG_UP, sip=signals.ended.result())
     if media_ended in done:

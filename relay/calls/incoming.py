@@ -17,7 +17,8 @@ The sans-I/O endpoint has already sent 100 Trying and handed the service an
    agent is there, else 480 (``agent_unreachable``); a caller who gives up first (CANCEL) ends
    it from the SIP side;
 4. runs until the caller, the agent, the media, the API or ``maxDuration`` ends the call, then
-   ends the rest (``ending.py``): the agent gets ``stop``, the caller gets BYE.
+   ends the rest (``ending.py``): the agent gets ``stop``, the caller gets BYE; or until a cold
+   transfer hands the caller on (``transfer_cold.py``: REFER, or a bridged second leg).
 
 Every transition is recorded as a call event (``recorder.py``). All of the call's tasks belong
 to its ``TaskGroup``: a failing call records ``leg_ended`` ``error`` ``internal_error``, is hung
@@ -50,10 +51,10 @@ from relay.calls.ending import (
     EndDetail,
     bye_headers,
     record_sip_end,
-    record_the_end,
     until_the_end,
 )
 from relay.calls.recorder import LegEvents
+from relay.calls.transfer_cold import CallTransfers
 from relay.calls.webhook import invite_webhook
 from relay.control.webhooks import ControlPlaneUnavailable
 from relay.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
@@ -198,9 +199,25 @@ class IncomingCallFlow:
                 media = await _first(self.signals.answered, self.signals.ended)
                 if isinstance(media, NegotiatedMedia):
                     start_media(session, media, decision, self.deps)
-            ending = await until_the_end(self.signals, session, agent, decision.max_duration_s)
-            bridge.stop()
-            record_the_end(self.events, ending, self._hang_up)
+            transfers = CallTransfers(
+                call=self.call,
+                session=session,
+                agent=bridge,
+                agent_task=agent,
+                events=self.events,
+                signals=self.signals,
+                deps=self.deps,
+                from_user=uri_user(self.request.from_.uri),
+            )
+            transfers.start()
+            ending = await until_the_end(
+                self.signals,
+                session,
+                agent,
+                decision.max_duration_s,
+                transferred=transfers.handed_over,
+            )
+            await transfers.conclude(ending, self._hang_up)
 
     async def _agent_connected(self, bridge: AgentBridge) -> bool:
         connected = asyncio.ensure_future(bridge.connected())

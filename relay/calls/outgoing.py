@@ -33,7 +33,8 @@ outgoing call's callee is the call's caller leg (``chalicelib/call_outcome.py``,
    ``agent_joined`` and the media starts. An agent that cannot be reached: BYE,
    ``leg_ended`` ``error`` ``agent_unreachable``.
 5. **Until the end**, as every call (``ending.py``): the callee's BYE, the agent leaving, an
-   API hang-up, the media timeout, ``maxDuration`` counted from the answer.
+   API hang-up, the media timeout, ``maxDuration`` counted from the answer; or a cold
+   transfer's hand-over (``transfer_cold.py``).
 
 How an unanswered call ends (``leg_ended``'s ``reason``, ``sipStatus`` and ``detail``; the
 control plane maps them to the call's ``sipDetails.terminationReason`` by the status):
@@ -81,20 +82,22 @@ from relay.calls.credentials import CredentialsUnavailable, dial_credentials
 from relay.calls.deps import CallDeps, CallSignals, DialDeps
 from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
 from relay.calls.ending import (
+    LOCATE_ENDS,
+    UNANSWERED_ENDS,
     EndDetail,
     bye_headers,
     hang_up_detail,
     local_leg_end,
     record_sip_end,
-    record_the_end,
     sip_leg_end,
     until_the_end,
 )
 from relay.calls.recorder import LegEvents
+from relay.calls.transfer_cold import CallTransfers
 from relay.plan import plan_outgoing_offer
 from relay.sip.address import TransportFailure
 from relay.sip.errors import LocalProtocolError
-from relay.sip.locate import LocateError, LocateFailure, parse_target
+from relay.sip.locate import LocateError, parse_target
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.usage.call_state import CallEndReason
 from relay.sip.usage.invite_session import CallEnded, CallProgress
@@ -108,22 +111,6 @@ CANCEL_WAIT_S = 40.0
 (32 s, Timer B) at the latest; past this bound the leg is recorded ``error``."""
 DIRECTION = "outgoing"
 """``start.customParameters.direction`` of an outgoing call (docs/agents.md)."""
-
-LOCATE_ENDS: dict[LocateFailure, tuple[int, EndDetail]] = {
-    LocateFailure.INVALID: (484, EndDetail.DESTINATION_INVALID),
-    LocateFailure.NOT_FOUND: (604, EndDetail.DESTINATION_NOT_FOUND),
-    LocateFailure.UNAVAILABLE: (503, EndDetail.DESTINATION_UNAVAILABLE),
-    LocateFailure.REFUSED: (503, EndDetail.DESTINATION_UNAVAILABLE),
-}
-"""``leg_ended``'s ``sipStatus`` and ``detail`` when ``to`` cannot be located (module table)."""
-
-UNANSWERED_ENDS: dict[CallEndReason, LegEndReason] = {
-    CallEndReason.REJECTED: LegEndReason.REJECTED,
-    CallEndReason.CANCELLED: LegEndReason.LOCAL_HANGUP,
-    CallEndReason.RING_TIMEOUT: LegEndReason.TIMEOUT,
-    CallEndReason.TRANSACTION_FAILED: LegEndReason.REJECTED,
-}
-"""``leg_ended``'s ``reason`` when the INVITE ended without an answer (module table)."""
 
 
 class _EndedEarly(Exception):
@@ -350,9 +337,22 @@ class OutgoingCallFlow:
             left = None
             if command.max_duration_s is not None:  # counted from the answer
                 left = max(0.0, command.max_duration_s - (self.deps.now() - answered_at))
-            ending = await until_the_end(self.signals, session, agent, left)
-            bridge.stop()
-            record_the_end(self.events, ending, self._hang_up)
+            assert self.call is not None
+            transfers = CallTransfers(
+                call=self.call,
+                session=session,
+                agent=bridge,
+                agent_task=agent,
+                events=self.events,
+                signals=self.signals,
+                deps=self.deps,
+                from_user=caller,
+            )
+            transfers.start()
+            ending = await until_the_end(
+                self.signals, session, agent, left, transferred=transfers.handed_over
+            )
+            await transfers.conclude(ending, self._hang_up)
 
     async def _agent_connected(self, bridge: AgentBridge) -> bool:
         """Wait for the agent; on the callee's BYE, a hang-up or no agent, end the call."""

@@ -11,6 +11,8 @@ event of it shares (docs/relay.md, Call events):
 - ``eventId`` is ``<callId>:<legId>:<n>``, ``n`` counting the leg's events from 1, so a
   redelivered event keeps its id and the leg's events sort in the order they happened;
 - ``legId`` is the leg's (16 hex digits, one per SIP dialog), ``legRole`` its role;
+- ``transferId`` names the transfer an event belongs to: every event of a transfer target's
+  leg, and the ``refer_*`` events of the caller's;
 - ``occurredAt`` is the relay's wall clock in UTC, or the instant given (``invite_received``
   carries the time the INVITE arrived, not the time it was accepted).
 
@@ -37,6 +39,7 @@ class LegEvents:
         leg_id: str,
         role: LegRole,
         call_id: str | None = None,
+        transfer_id: str | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._record = record
@@ -45,6 +48,8 @@ class LegEvents:
         self.role = role
         self.call_id = call_id
         """The call the events name; ``None``: not a call (yet), nothing is recorded."""
+        self.transfer_id = transfer_id
+        """The transfer every event of this leg belongs to (a transfer target's leg), or ``None``."""
         self.count = 0
         """Events recorded so far (the ``n`` of the last ``eventId``)."""
 
@@ -56,8 +61,13 @@ class LegEvents:
         reason: LegEndReason | None = None,
         detail: str | None = None,
         sip_status: int | None = None,
+        transfer_id: str | None = None,
     ) -> None:
-        """Record one event of ``kind`` (nothing while there is no call id)."""
+        """Record one event of ``kind`` (nothing while there is no call id).
+
+        ``transfer_id`` names the transfer an event of the caller's leg belongs to (``refer_*``);
+        a transfer target's leg stamps its own on every event.
+        """
         if self.call_id is None:
             return
         self.count += 1
@@ -72,5 +82,6 @@ class LegEvents:
                 reason=reason,
                 detail=detail,
                 sip_status=sip_status,
+                transfer_id=transfer_id or self.transfer_id,
             )
         )
