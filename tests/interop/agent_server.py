@@ -13,7 +13,7 @@ it should do in its URL, ``ws://127.0.0.1:PORT/<name>?<behaviour>``:
 
 Every connection is recorded as an :class:`AgentSession` under its name: the ``start``
 message, each inbound ``media`` payload (μ-law) with its arrival wall-clock time, ``dtmf``
-digits, ``stop``, and the close. Every upgrade request is counted under its name too
+digits, ``transfer`` messages, ``stop``, and the close. Every upgrade request is counted under its name too
 (:meth:`AgentServer.upgrade_requests`), also those given up on before the answer.
 """
 
@@ -53,6 +53,8 @@ class AgentSession:
     media: list[tuple[float, bytes]] = field(default_factory=list)
     """Inbound caller audio: (arrival ``time.time()``, 160 bytes of μ-law) per message."""
     dtmf: list[str] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    """``transfer`` messages (the sipline extension, docs/agents.md): their ``transfer`` part."""
     events: list[str] = field(default_factory=list)
     tone_started_at: float | None = None
     stopped: bool = False
@@ -177,6 +179,8 @@ class AgentServer:
             session.media.append((time.time(), payload))
         elif kind == "dtmf":
             session.dtmf.append(event["dtmf"]["digit"])
+        elif kind == "transfer":
+            session.transfers.append(event["transfer"])
         elif kind == "stop":
             session.stopped = True
 
