@@ -34,9 +34,11 @@ from chalicelib import (
     registrations,
     sip_config,
     snapstart,
+    transfer_requests,
+    twilio_compat,
 )
 from chalicelib.api_keys import authenticate
-from chalicelib.call_models import AgentCallCreate, CallCreate
+from chalicelib.call_models import AgentCallCreate, Call, CallCreate
 from chalicelib.contracts import (
     CallEventBatch,
     DialClaim,
@@ -58,11 +60,15 @@ from chalicelib.request_size import check_body_size
 from chalicelib.runtime import services
 from chalicelib.signing import SignatureError, verify
 from chalicelib.store.paging import MAX_PAGE_SIZE, PageRequest, PageResult
+from chalicelib.transfer_requests import TransferCreate, TransferOutcome
+from chalicelib.transfers import TransferAsk
+from chalicelib.twiml import TwimlRefused
 from chalicelib.validation import invalid_input
 
 app = Chalice(app_name="sipline")
 REAPER_BUDGET_S = 45.0
 """The reaper stops taking calls after this long (its Lambda times out at 60 s)."""
+TWILIO_PREFIX = "/2010-04-01/"
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[..., Any]
 
@@ -116,6 +122,36 @@ def api(status: int = 200) -> Callable[[Handler], Handler]:
                 return _error_response(error)
             if status == 204:
                 return Response(body="", status_code=204)
+            return Response(body=result, status_code=status)
+
+        return wrapped
+
+    return decorate
+
+
+def _call_of_request(call_id: str) -> Call:
+    """The call a request may act on: by the account's API key, or by the call's own Twilio-style
+    Basic credentials (a bot acting on its call, ``chalicelib/transfer_requests.py``)."""
+    request = _request()
+    if request.headers.get("x-api-key"):
+        return calls.get_call(services(), _account(), call_id)
+    user, token = _basic_auth(request.headers.get("authorization", ""))
+    if not user:
+        raise Unauthorized("missing X-API-Key, or HTTP Basic AccountSid:AuthToken of the call")
+    logger.append_keys(call_id=call_id)
+    return transfer_requests.call_of_bot(services(), call_id, user, token)
+
+
+def call_api(status: int = 200) -> Callable[[Handler], Handler]:
+    """Like :func:`api`, for routes on one call that its bot may use too: pass the call."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapped(call_id: str, **params: str) -> Response:
+            try:
+                result = handler(_call_of_request(call_id), **params)
+            except DomainError as error:
+                return _error_response(error)
             return Response(body=result, status_code=status)
 
         return wrapped
@@ -179,6 +215,8 @@ def _observe(event: Any, get_response: Callable[[Any], Response]) -> Response:
     except PayloadTooLarge as error:
         logger.warning("request refused", extra={"reason": error.message})
         count("RequestTooLarge")
+        if event.path.startswith(TWILIO_PREFIX):  # stock Twilio clients read Twilio's shape
+            return _twilio_error(error.http_status, 20001, error.message)
         return _error_response(error)
     finally:
         flush()
@@ -319,6 +357,33 @@ def hang_up_call(account: str, call_id: str) -> None:
     calls.hang_up(services(), account, call_id)
 
 
+@app.route("/api/calls/{call_id}/transfers", methods=["POST"], content_types=["application/json"])
+@call_api(201)
+def create_transfer(call: Call) -> dict[str, Any]:
+    body = _body(TransferCreate)
+    ask = TransferAsk(body.tool_name, body.parameters, body.context)
+    transfer = transfer_requests.request_transfer(services(), call, ask)
+    logger.info("transfer requested", extra={"call_id": call.call_id, "transfer": transfer})
+    return transfer
+
+
+@app.route("/api/calls/{call_id}/transfers", methods=["GET"])
+@call_api()
+def list_transfers(call: Call) -> dict[str, Any]:
+    return transfer_requests.transfers_of(services(), call)
+
+
+@app.route(
+    "/api/calls/{call_id}/transfers/{transfer_id}/outcome",
+    methods=["POST"],
+    content_types=["application/json"],
+)
+@call_api()
+def transfer_outcome(call: Call, transfer_id: str) -> dict[str, Any]:
+    body = _body(TransferOutcome)
+    return transfer_requests.report_outcome(services(), call, transfer_id, body)
+
+
 @app.route("/api/accounts/me/billing/usage", methods=["GET"])
 @api()
 def billing_usage(account: str) -> dict[str, Any]:
@@ -334,19 +399,44 @@ def billing_usage(account: str) -> dict[str, Any]:
     content_types=["application/x-www-form-urlencoded"],
 )
 def twilio_hang_up(account_sid: str, call_file: str) -> Response:
-    """End a call the way Twilio's REST API does (HTTP Basic ``AccountSid:AuthToken``)."""
+    """Update a call the way Twilio's REST API does (HTTP Basic ``AccountSid:AuthToken``):
+    ``Status=completed`` ends it; ``Twiml=...`` transfers it (``chalicelib/twiml.py``)."""
     request = _request()
     user, token = _basic_auth(request.headers.get("authorization", ""))
     form = parse_qs(_raw_body(request).decode("utf-8", "replace"))
+    twiml = form.get("Twiml")
     status = (form.get("Status") or [""])[0]
+    sid = call_file.removesuffix(".json")
+    if twiml is not None:
+        return _twilio_transfer(account_sid, sid, user, token, twiml[0])
     try:
         if user != account_sid:
             raise Unauthorized("the Basic auth user must be the AccountSid of the URL")
-        sid = call_file.removesuffix(".json")
         body = calls.hang_up_for_bot(services(), account_sid, sid, token, status)
     except DomainError as error:
         return _error_response(error)
     return Response(body=body, status_code=200)
+
+
+def _twilio_transfer(account_sid: str, sid: str, user: str, token: str, twiml: str) -> Response:
+    """A transfer by TwiML; every refusal in Twilio's error shape (``twilio_compat.py``)."""
+    try:
+        call_id = twilio_compat.call_id_from_sid(sid)
+        if user != account_sid or call_id is None:
+            raise Unauthorized("AccountSid, CallSid or AuthToken does not match a call")
+        call = transfer_requests.call_of_bot(services(), call_id, user, token)
+        body = transfer_requests.twiml_transfer(services(), call, twiml)
+    except TwimlRefused as refused:
+        return _twilio_error(400, refused.code, refused.message)
+    except DomainError as error:
+        code = twilio_compat.error_code(error.http_status)
+        return _twilio_error(error.http_status, code, error.message)
+    logger.info("transfer requested by TwiML", extra={"call_id": call.call_id})
+    return Response(body=body, status_code=200)
+
+
+def _twilio_error(status: int, code: int, message: str) -> Response:
+    return Response(body=twilio_compat.error_body(status, code, message), status_code=status)
 
 
 def _basic_auth(header: str) -> tuple[str, str]:

@@ -19,8 +19,13 @@ from chalicelib.models import (
 )
 from chalicelib.services import Services, retry_on_conflict
 from chalicelib.store.paging import PageRequest, PageResult
-from chalicelib.targets import check_url
+from chalicelib.targets import check_sip_uri, check_url
 from chalicelib.templates import TemplateError, check_template
+from chalicelib.transfer_tools import (
+    check_selected_tools,
+    read_target,
+    seal_selected_tools,
+)
 from chalicelib.validation import invalid_input
 
 MAX_JOIN_TIMEOUT_S = 300.0
@@ -68,6 +73,31 @@ def check_durations(template: CallTemplate, prefix: str) -> None:
             )
 
 
+def prepare_transfer_tools(
+    services: Services,
+    template: CallTemplate,
+    stored: list[Any] | None = None,
+    prefix: str = "callTemplate.",
+) -> CallTemplate:
+    """Check the template's transfer tools as a user wrote them (``chalicelib/transfer_tools.py``:
+    shapes, SIP targets and hold-music URLs under the egress rules) and return the template with
+    their passwords encrypted (a tool without ``password`` keeps ``stored``'s of its name)."""
+    for index, tool in enumerate(check_selected_tools(template.selected_tools, prefix)):
+        where = f"{prefix}selectedTools[{index}].parameterOverrides"
+        overrides = tool.overrides()
+        if overrides.target is not None:
+            try:
+                target, is_number = read_target(overrides.target)
+            except ValueError as error:
+                raise InvalidInput(f"{where}.target", str(error)) from None
+            if not is_number:
+                check_sip_uri(services, f"{where}.target", target)
+        if overrides.hold_music_url is not None:
+            check_url(services, f"{where}.holdMusicUrl", overrides.hold_music_url)
+    sealed = seal_selected_tools(services.cipher, template.selected_tools, stored)
+    return template.model_copy(update={"selected_tools": sealed})
+
+
 def create_agent(services: Services, account_id: str, fields: AgentFields) -> Agent:
     """Create an agent."""
     check_call_template(services, fields.call_template)
@@ -75,7 +105,7 @@ def create_agent(services: Services, account_id: str, fields: AgentFields) -> Ag
         agent_id=services.new_id(),
         name=fields.name,
         created=services.clock(),
-        call_template=fields.call_template,
+        call_template=prepare_transfer_tools(services, fields.call_template),
     )
     services.store.create_agent(account_id, agent)
     return agent
@@ -105,6 +135,9 @@ def patch_agent(services: Services, account_id: str, agent_id: str, patch: Agent
             except ValidationError as error:
                 raise invalid_input(error, prefix="callTemplate") from None
             check_call_template(services, template)
+            if "selectedTools" in patch.call_template:
+                stored_tools = agent.call_template.selected_tools
+                template = prepare_transfer_tools(services, template, stored_tools)
             agent = agent.model_copy(update={"call_template": template})
         if patch.name is not None:
             agent = agent.model_copy(update={"name": patch.name})

@@ -17,6 +17,7 @@ from chalicelib.models import (
     SipText,
     duration_seconds,
     format_seconds,
+    public_selected_tools,
 )
 from chalicelib.sip_uri import validate_target
 
@@ -147,7 +148,7 @@ class Call(ApiModel):
             "media_endpoint": self.media_endpoint,
             "system_prompt": self.system_prompt,
             "template_context": self.template_context,
-            "call_template": self.call_template,
+            "call_template": _for_agent(self.call_template),
             "join_timeout_s": duration_seconds(self.join_timeout),
             "max_duration_s": self.max_duration_s,
         }
@@ -213,6 +214,13 @@ class UsageQuery(ApiModel):
 
     from_date: date | None = None
     to_date: date | None = None
+
+
+def _for_agent(template: dict[str, Any]) -> dict[str, Any]:
+    """The call's template as the agent receives it: no transfer tool's password ciphertext."""
+    if "selectedTools" not in template:
+        return template
+    return {**template, "selectedTools": public_selected_tools(template["selectedTools"])}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from chalicelib import command_routing, twilio_compat
 from chalicelib import context as ctx
-from chalicelib.agents import check_call_template, check_durations
+from chalicelib.agents import check_call_template, check_durations, prepare_transfer_tools
 from chalicelib.call_models import AgentCallCreate, Call, CallCreate, SipOutgoing
 from chalicelib.call_outcome import EndReason
 from chalicelib.contracts import DialCommand
@@ -66,6 +66,7 @@ def create_call(services: Services, account_id: str, body: CallCreate) -> Call:
     fields.pop("medium")
     template = CallTemplate(**fields)
     check_call_template(services, template, prefix="")
+    template = prepare_transfer_tools(services, template, prefix="")
     outgoing = body.medium.sip.outgoing
     return _place(
         services, account_id, None, template, outgoing, body.template_context, body.metadata

@@ -7,8 +7,8 @@ reaches the relay holding the call"):
    for an incoming call, and by the winning :func:`claim_dial` for an outgoing one (the relay
    claims the call before it sends the INVITE). Each relay announces its own SQS queue in its
    heartbeat (``commandQueueUrl``); the latest heartbeat of every relay is one DynamoDB query.
-2. **Sending a call-addressed command** (:func:`deliver_hang_up`; DTMF and transfers will use
-   :func:`deliver`): the holder is the bound relay if it is fresh (``chalicelib/liveness.py``),
+2. **Sending a call-addressed command** (:func:`deliver_hang_up`; transfers use
+   :func:`deliver_to_holder`, DTMF will): the holder is the bound relay if it is fresh (``chalicelib/liveness.py``),
    else a fresh relay whose heartbeat lists the call. A fresh holder that announced a queue gets
    the command there; one that announced none (a relay older than this design, during an
    upgrade) gets it on the shared queue, where relays pass on what they do not hold. An
@@ -136,6 +136,21 @@ def deliver_hang_up(services: Services, call: Call, reason: str = "api") -> None
     closing = deliver(services, call, command, relays)
     if closing is not None:
         reaper.close_call(services, call.call_id, closing)
+
+
+def deliver_to_holder(services: Services, call: Call, command: Command) -> bool:
+    """Send a call-addressed command other than a hang-up (``transfer``, ``transfer_outcome``)
+    to the relay holding ``call`` (rules 2-3). With no live holder, the call is closed as a
+    hang-up would close it, and False is returned: the command has nobody to act on it.
+
+    Raises CommandNotSent when a queue refused it.
+    """
+    relays = reaper.relay_view(services)
+    closing = deliver(services, call, command, relays)
+    if closing is None:
+        return True
+    reaper.close_call(services, call.call_id, closing)
+    return False
 
 
 def _end_unplaced(services: Services, call: Call) -> None:

@@ -10,13 +10,13 @@ Defined once, here, with pydantic and the standard library only: the relay impor
    of timestamped, uniquely identified :class:`CallEvent` items, delivered at least once; and
    ``POST /webhooks/sip/heartbeat``: an :class:`EdgeHeartbeat` naming the calls a relay holds.
 3. Commands (control plane -> edge, over SQS): :class:`DialCommand`, :class:`HangUpCommand`,
-   :class:`RegisterCommand`, :class:`UnregisterCommand`, one JSON object per message, told apart
-   by ``type``.
+   :class:`RegisterCommand`, :class:`UnregisterCommand`, :class:`TransferCommand`,
+   :class:`TransferOutcomeCommand`, one JSON object per message, told apart by ``type``.
 4. Media endpoint (edge -> agent): :class:`MediaEndpoint` names the agent's WebSocket and its framing.
 
 Our own contracts forbid unknown fields, so that drift between the two sides fails loudly.
 
-Size: a little over 400 lines, most of them field descriptions: the four contracts share their
+Size: about 500 lines, most of them field descriptions: the four contracts share their
 enums (``Transport``, ``LegRole``, ``MediaFraming``...) and the one ``Contract`` base, and both
 sides read them as the one list of what crosses between them.
 """
@@ -237,6 +237,13 @@ class CallEvent(Contract):
     sip_status: int | None = Field(default=None, alias="sipStatus", ge=100, le=699)
     reason: LegEndReason | None = None
     detail: str | None = Field(default=None, max_length=500)
+    transfer_id: str | None = Field(
+        default=None,
+        alias="transferId",
+        max_length=128,
+        description="The transfer this event belongs to: set by the edge on REFER_*, BRIDGED and"
+        " the transfer leg's events (``docs/api.md``, Transfers).",
+    )
 
     @field_validator("occurred_at")
     @classmethod
@@ -422,7 +429,60 @@ class UnregisterCommand(Contract):
     registration_id: str = Field(alias="registrationId")
 
 
-Command = DialCommand | HangUpCommand | RegisterCommand | UnregisterCommand
+Header = tuple[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]]
+"""One SIP header as ``[name, value]`` (the control plane checked both: ``chalicelib/transfer_tools.py``)."""
+
+
+class TransferCommand(Contract):
+    """Transfer an active call, as the control plane decided (``chalicelib/transfers.py``).
+
+    ``kind`` and ``method`` say what the relay does: a cold ``REFER`` (REFER to the caller), a cold
+    ``INVITE`` (a second leg to ``target``, bridged on answer), or a warm transfer (``REFER``,
+    ``BRIDGE`` or ``TRY_REFER`` once the operator accepted). Every event of it carries
+    ``transferId``.
+    """
+
+    type: Literal["transfer"] = "transfer"
+    call_id: str = Field(alias="callId")
+    transfer_id: str = Field(alias="transferId")
+    kind: Literal["cold", "warm"]
+    method: Literal["REFER", "INVITE", "BRIDGE", "TRY_REFER"]
+    target: str = Field(description="The SIP URI to REFER the caller to, or to INVITE.")
+    refer_headers: list[Header] = Field(default_factory=list, alias="referHeaders")
+    invite_headers: list[Header] = Field(default_factory=list, alias="inviteHeaders")
+    from_: str | None = Field(default=None, alias="from")
+    username: str | None = None
+    password_ciphertext: str | None = Field(
+        default=None,
+        alias="passwordCiphertext",
+        description="The password answering the target's digest challenge, encrypted with the"
+        " deployment's key (never plain text).",
+    )
+    hold_music_url: str | None = Field(default=None, alias="holdMusicUrl")
+    hold_music: Literal["default", "url", "none"] = Field(default="default", alias="holdMusic")
+    prompt: str | None = Field(
+        default=None, description="Warm: the operator leg's system prompt, ``{context}`` filled."
+    )
+
+
+class TransferOutcomeCommand(Contract):
+    """A warm transfer's operator accepted or declined (reported by the operator leg's bot)."""
+
+    type: Literal["transfer_outcome"] = "transfer_outcome"
+    call_id: str = Field(alias="callId")
+    transfer_id: str = Field(alias="transferId")
+    accepted: bool
+    reason: str | None = None
+
+
+Command = (
+    DialCommand
+    | HangUpCommand
+    | RegisterCommand
+    | UnregisterCommand
+    | TransferCommand
+    | TransferOutcomeCommand
+)
 """Every command to the edge (contract 3): the one list of them; a new command is added here."""
 EdgeCommand = Annotated[Command, Field(discriminator="type")]
 """A :data:`Command` told apart by its ``type``, as a message body is parsed."""

@@ -144,6 +144,10 @@ class SipConfig(ApiModel):
     allow_all_agents: bool = False
     allowed_agents: list[AllowedAgent] = Field(default_factory=list)
     fallback_handler: FallbackHandler | None = None
+    allow_free_transfer_targets: bool = False
+    """Whether a bot may transfer to a target its tool does not fix (toll fraud: docs/security.md)."""
+    transfer_trunk: str | None = None
+    """The SIP server E.164 transfer targets are sent to, as ``sip:+number@<trunk>``."""
 
     def view(self, domain: str) -> dict[str, Any]:
         """Return the configuration as the API shows it (no secrets, plus the read-only domain)."""
@@ -167,6 +171,8 @@ class SipConfigPatch(ApiModel):
     allow_all_agents: StrictBool | None = None
     allowed_agents: list[AllowedAgent] | None = Field(default=None, max_length=MAX_ALLOWED_AGENTS)
     fallback_handler: FallbackHandlerInput | None = None
+    allow_free_transfer_targets: StrictBool | None = None
+    transfer_trunk: SipText | None = Field(default=None, min_length=1, max_length=256)
     domain: Any = Field(default=None, exclude=True, description="Read-only: refused if present.")
 
     @field_validator("domain")
@@ -220,6 +226,28 @@ class Registration(ApiModel):
 
 # --- Agents --------------------------------------------------------------------------------------
 
+TRANSFER_TOOL_NAMES = ("coldTransfer", "warmTransfer")
+"""The ``selectedTools`` sipline executes itself (``chalicelib/transfer_tools.py``)."""
+SEALED_PASSWORD = "passwordCiphertext"
+"""Where a transfer tool's encrypted password is stored in its ``parameterOverrides``."""
+
+
+def public_selected_tools(items: list[Any] | None) -> list[Any] | None:
+    """``selectedTools`` without any transfer tool's ``passwordCiphertext``: what the API and the
+    agent see (the password is write-only)."""
+    if items is None:
+        return None
+    shown: list[Any] = []
+    for item in items:
+        is_transfer = isinstance(item, dict) and item.get("toolName") in TRANSFER_TOOL_NAMES
+        overrides = item.get("parameterOverrides") if is_transfer else None
+        if isinstance(overrides, dict) and SEALED_PASSWORD in overrides:
+            overrides = {k: v for k, v in overrides.items() if k != SEALED_PASSWORD}
+            item = {**item, "parameterOverrides": overrides}
+        shown.append(item)
+    return shown
+
+
 
 class CallTemplate(ApiModel):
     """How the agent's calls are set up; every field is stored and passed to the agent.
@@ -250,7 +278,10 @@ class CallTemplate(ApiModel):
     media_endpoint: MediaEndpoint | None = None
 
     def for_agent(self) -> dict[str, Any]:
-        """The fields the agent gets as they are (the prompt is rendered, the rest is ours)."""
+        """The fields the agent gets as they are (the prompt is rendered, the rest is ours).
+
+        Stored on the call as they are: transfer tools keep their ``passwordCiphertext`` for the
+        transfer decision; ``Call.agent_session`` removes it from what reaches the agent."""
         return self.model_dump(
             mode="json",
             by_alias=True,
@@ -299,4 +330,8 @@ class Agent(ApiModel):
         body["callTemplate"] = self.call_template.model_dump(
             mode="json", by_alias=True, exclude_none=True
         )
+        if "selectedTools" in body["callTemplate"]:  # transfer tools' passwords are write-only
+            body["callTemplate"]["selectedTools"] = public_selected_tools(
+                body["callTemplate"]["selectedTools"]
+            )
         return body

@@ -17,12 +17,14 @@ from chalicelib.models import (
 )
 from chalicelib.routing import check_pattern
 from chalicelib.services import Services, retry_on_conflict
-from chalicelib.targets import check_url
+from chalicelib.sip_uri import normalize_server
+from chalicelib.targets import check_host_port, check_url
 
 _NOT_NULL = {
     "allowed_cidr_ranges": "allowedCidrRanges",
     "allow_all_agents": "allowAllAgents",
     "allowed_agents": "allowedAgents",
+    "allow_free_transfer_targets": "allowFreeTransferTargets",
 }
 """Fields that a PATCH may replace but not null (only ``fallbackHandler: null`` removes)."""
 
@@ -86,6 +88,13 @@ def patch_sip_config(services: Services, account_id: str, patch: SipConfigPatch)
     new_secrets = None
     if given is not None and "secrets" in given.model_fields_set:
         new_secrets = [services.cipher.encrypt(s) for s in given.secrets]
+    if patch.transfer_trunk is not None:
+        try:
+            trunk = normalize_server(patch.transfer_trunk)
+        except ValueError as error:
+            raise InvalidInput("transferTrunk", str(error)) from None
+        check_host_port(services, "transferTrunk", trunk)
+        patch = patch.model_copy(update={"transfer_trunk": trunk})
     fields = patch.model_fields_set
 
     def attempt() -> SipConfig:

@@ -1,4 +1,5 @@
-"""Twilio-compatible identifiers and per-call credentials, so that stock bots can hang up.
+"""Twilio-compatible identifiers, per-call credentials and error bodies, so that stock bots can
+hang up and transfer.
 
 Bots written for Twilio Media Streams (Pipecat's ``TwilioFrameSerializer`` with ``auto_hang_up``,
 for example) end a call with ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` and
@@ -48,3 +49,24 @@ def token_matches(secrets: list[str], sid: str, token: str) -> bool:
     """Constant-time check of a presented token against every current secret."""
     presented = token.encode("utf-8", "replace")  # bytes: a non-ASCII str would raise
     return any(hmac.compare_digest(auth_token(s, sid).encode(), presented) for s in secrets if s)
+
+
+TWILIO_ERROR_CODES = {401: 20003, 403: 20003, 404: 20404, 409: 21220, 429: 20429, 503: 20500}
+"""Twilio's error codes for our statuses: 20003 "Authentication Error" (401; 403 when the
+account's configuration refuses), 20404 "Not Found", 21220 "Invalid call state", 20429 "Too Many
+Requests", 20500 "Internal Server Error"; any other 4xx is 21205-like bad input: 20001."""
+
+
+def error_code(http_status: int) -> int:
+    """Twilio's error code for a refusal of ``http_status``."""
+    return TWILIO_ERROR_CODES.get(http_status, 20001)
+
+
+def error_body(http_status: int, code: int, message: str) -> dict[str, object]:
+    """Twilio's error shape: ``code``, ``message``, ``more_info``, ``status``."""
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": http_status,
+    }

@@ -13,6 +13,7 @@ pk                                    sk                         what
 ``REGISTRATION#<registrationId>``     ``EVENT#<eventId>``        a registration event, once
 ``CALL#<callId>``                     ``CALL``                   a call (GSI1: per account by time)
 ``CALL#<callId>``                     ``EVENT#<eventId>``        a call event, once
+``CALL#<callId>``                     ``TRANSFER#<nnnn>``        the call's nth transfer request
 ``EDGES``                             ``EDGE#<edgeId>``          a relay's latest heartbeat
 ====================================  =========================  ====================================
 
@@ -89,6 +90,12 @@ def calls_gsi1sk(created_iso: str, call_id: str) -> str:
 def event_sk(event_id: str = "") -> str:
     """Sort key of an event under its call or registration (``event_sk()`` is the prefix)."""
     return f"EVENT#{event_id}"
+
+
+def transfer_sk(sequence: int | None = None) -> str:
+    """Sort key of a call's ``sequence``-th transfer (``transfer_sk()`` is the prefix of them
+    all). Zero-padded, so they list in order; the first write of a number wins (one at a time)."""
+    return "TRANSFER#" if sequence is None else f"TRANSFER#{sequence:04d}"
 
 
 def edge_sk(edge_id: str = "") -> str:

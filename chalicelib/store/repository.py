@@ -41,6 +41,7 @@ from chalicelib.store.table import (
     Match,
     Table,
 )
+from chalicelib.store.transfers import Transfers
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +92,7 @@ class Store:
     def __init__(self, table: Table) -> None:
         self.table = table
         self.heartbeats = Heartbeats(table)
+        self.transfers = Transfers(table)
 
     # --- SIP configuration -----------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ Theory of operation:
    commands the control plane addressed to this relay for a call it holds. Nothing is passed on
    from it: a command for a call not here (it ended since, or a duplicate delivery) is
    acknowledged (deleted, counted in ``stats.not_here``), and a command type without a handler
-   here was misrouted and is dead-lettered at once. When SQS says the queue no longer exists,
+   here was misrouted and is dead-lettered at once (a ``transfer`` to a relay that cannot
+   transfer yet, for example: it goes to the dead-letter queue with an error log line, and the
+   transfer stays ``requested`` until the control plane times it out, ``docs/api.md``). When SQS says the queue no longer exists,
    :meth:`CommandConsumer.run` raises :class:`~chalicelib.commands.QueueGone` for its owner to
    make it again. Parsing, visibility, backoff and poison rules are the shared queue's.
 """
@@ -51,6 +53,8 @@ from chalicelib.contracts import (
     DialCommand,
     HangUpCommand,
     RegisterCommand,
+    TransferCommand,
+    TransferOutcomeCommand,
     UnregisterCommand,
     parse_command,
 )
@@ -79,6 +83,8 @@ class CommandHandlers:
     hangup: Handler[HangUpCommand] | None = None
     register: Handler[RegisterCommand] | None = None
     unregister: Handler[UnregisterCommand] | None = None
+    transfer: Handler[TransferCommand] | None = None
+    transfer_outcome: Handler[TransferOutcomeCommand] | None = None
 
     def bind(self, command: Command) -> Callable[[], Awaitable[None]] | None:
         """Return the call that handles ``command``, or None if this edge has no handler."""
@@ -91,6 +97,10 @@ class CommandHandlers:
                 return _bound(self.register, command)
             case UnregisterCommand():
                 return _bound(self.unregister, command)
+            case TransferCommand():
+                return _bound(self.transfer, command)
+            case TransferOutcomeCommand():
+                return _bound(self.transfer_outcome, command)
 
 
 def _bound(handler: Handler[C] | None, command: C) -> Callable[[], Awaitable[None]] | None:

@@ -19,6 +19,8 @@ def test_new_account_has_the_fail_closed_defaults_and_its_domain(api: Api) -> No
         "allowedCidrRanges": [],
         "allowAllAgents": False,
         "allowedAgents": [],
+        "allowFreeTransferTargets": False,  # toll fraud: a bot transfers to configured targets
+        "transferTrunk": None,
         "fallbackHandler": None,
         "domain": "sip.example.test",
     }

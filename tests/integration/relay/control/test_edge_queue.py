@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,14 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from chalicelib.commands import edge_queue_name
-from chalicelib.contracts import DialCommand, HangUpCommand, MediaEndpoint, dump
+from chalicelib.contracts import (
+    DialCommand,
+    HangUpCommand,
+    MediaEndpoint,
+    TransferCommand,
+    TransferOutcomeCommand,
+    dump,
+)
 from relay.control.commands import CommandConsumer, CommandHandlers, CommandNotHere
 from relay.control.edge_queue import MAX_RECEIVE_COUNT, EdgeQueue
 from tests.integration.relay.control.fake_control_plane import free_port
@@ -202,3 +210,57 @@ def test_on_its_own_queue_a_command_type_without_a_handler_is_dead_lettered_at_o
     [moved] = sqs.receive_message(QueueUrl=dead_letters, MessageAttributeNames=["All"])["Messages"]
     assert "no handler for 'dial'" in moved["MessageAttributes"]["reason"]["StringValue"]
     assert consumer.stats.passed_on == 0
+
+
+def test_a_transfer_this_relay_cannot_execute_goes_to_the_dead_letter_queue_with_a_log_line(
+    sqs: Any, names: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11: the control plane sends ``transfer`` commands before relays execute them.
+
+    A relay without a transfer handler neither crashes nor hands the command back again and
+    again: it dead-letters it at once, logged, and keeps taking the commands after it.
+    """
+    edge_id, dlq_name = names
+    url = sqs.create_queue(QueueName=edge_queue_name("sipline-edge-", edge_id))["QueueUrl"]
+    dead_letters = sqs.create_queue(QueueName=dlq_name)["QueueUrl"]
+    transfer = TransferCommand(
+        call_id="c-1", transfer_id="t-1", kind="cold", method="REFER", target="sip:op@pbx.example"
+    )
+    outcome = TransferOutcomeCommand(call_id="c-1", transfer_id="t-1", accepted=False)
+    for command in (transfer, outcome):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(dump(command)))
+    sqs.send_message(QueueUrl=url, MessageBody=_hangup("c-2"))
+    hung_up: list[str] = []
+
+    async def on_hangup(command: HangUpCommand) -> None:
+        hung_up.append(command.call_id)
+
+    consumer = CommandConsumer(
+        sqs,
+        url,
+        CommandHandlers(hangup=on_hangup),  # what relay/service.py wires today
+        wait_time_s=1,
+        dead_letter_queue_url=dead_letters,
+        addressed=True,
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(consumer.run())
+        await _until(lambda: consumer.stats.poison == 2 and hung_up and _held(sqs, url) == 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="relay.control.commands"):
+        asyncio.run(main())
+    moved = sqs.receive_message(
+        QueueUrl=dead_letters, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    reasons = sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in moved)
+    assert reasons == [
+        "no handler for 'transfer' commands",
+        "no handler for 'transfer_outcome' commands",
+    ]
+    assert hung_up == ["c-2"]
+    assert (consumer.stats.unhandled, consumer.stats.passed_on) == (2, 0)
+    assert caplog.text.count("is poison") == 2
