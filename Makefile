@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) -m bench.codecs
 	$(PY) -m bench.media
 	$(PY) -m bench.rtp_pacing
+	$(PY) -m bench.bridge_path
 
 bench-load: $(STAMP)
 	scripts/system-deps.sh bench

@@ -70,6 +70,16 @@ class CallMediaStats:
     lag_frames_dropped: int = 0
     """Frames of agent audio dropped unsent to give back a standing lag (`StandingLag`)."""
     marks_dropped: int = 0
+    music_sent: int = 0
+    """Packets of hold music (`RtpSender.start_music`)."""
+    agent_bytes_dropped_on_music: int = 0
+    """Agent audio that came while hold music had the agent's place: dropped, not queued."""
+    bridged_sent: int = 0
+    """Packets another leg's audio became while the leg was bridged (`CallMedia.divert`)."""
+    agent_bytes_dropped_bridged: int = 0
+    """Agent audio that came while a bridge had the leg (`CallMedia.divert`): dropped."""
+    bridged_dropped: int = 0
+    """Accepted packets of a bridged leg that the bridge did not take in time (oldest first)."""
     rtcp_foreign: int = 0
     """From another host than the latched RTP source; what is parsed is in `CallMedia.reporter`."""
     rtcp_sent: int = 0

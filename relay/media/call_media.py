@@ -25,10 +25,22 @@ Theory of operation:
    `MediaTimedOut`.
 5. **RTCP** (`relay.media.reports`) goes to RTP port + 1 (the RTP port with ``rtcp_mux``), or
    to where the caller's RTCP comes from.
+6. **Transfers.** `start_hold_music` gives the agent's place toward this leg to a loop
+   (`RtpSender`, point 6), `stop_hold_music` gives it back. `divert` hands the leg to a bridge
+   with another leg (``relay/bridge/sip_bridge.py``): accepted packets (audio and
+   telephone-events, after the source latch and the rate limit) queue for `next_diverted`
+   instead of reaching the agent (so only SIP INFO digits reach the listener), the agent's queue
+   is cleared, its later audio dropped (``agent_bytes_dropped_bridged``), and the sender stops;
+   the bridge's packets, stamped with this leg's packetizer, leave through `bridged`. RTCP and
+   the inactivity timer go on. Undiverting starts the codec chains afresh.
 
 What the core reports, its events and counters, is `relay.media.call_events`' (importable from
 here too). Both directions share the source latch, the negotiated codec and hold state, the RTP
 packetizer (one SSRC and clock for RTP and RTCP) and the one timer this core exposes.
+
+Size: over 400 lines, because everything that touches what the two directions share (the latch,
+the packetizer, the timer) is here; each part's logic is in its own module (source, sender,
+playout, reports, hold_music), and what stays is the wiring.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from relay.media.call_events import CallMediaStats, MarkPlayed, MediaEvent, Medi
 from relay.media.codecs import get_decoder, get_encoder, get_spec
 from relay.media.dtmf import DtmfReceiver
 from relay.media.dtmf_playout import DtmfInfoDue, DtmfPlayout
+from relay.media.hold_music import HoldClip
 from relay.media.jitter import JitterBuffer, JitterBufferStats
 from relay.media.pipeline import ReceivePath, SendPath, agent_format
 from relay.media.playout import TIMER_SLACK_S, AgentFeed, AgentFeedStats
@@ -62,6 +75,7 @@ __all__ = [
 ]
 
 MAX_EVENTS = 256
+MAX_DIVERTED = 64  # packets waiting for the bridge: drained after each datagram, so a few at most
 NO_ADDRESS = "0.0.0.0"  # RFC 3264 §8.4: never send there
 
 
@@ -121,6 +135,7 @@ class CallMedia:
         self._idle_since = now
         self._timed_out = False
         self._negotiated = negotiated
+        self._diverted: deque[RtpPacket] | None = None
         self._inactivity_on = self._inactivity_armed(negotiated)
         self._set_codec(negotiated)
 
@@ -214,6 +229,12 @@ class CallMedia:
         self.stats.rtp_accepted += 1
         if self._reception is not None:
             self._reception.receive(packet, now)
+        if self._diverted is not None:
+            if len(self._diverted) == MAX_DIVERTED:
+                self._diverted.popleft()
+                self.stats.bridged_dropped += 1
+            self._diverted.append(packet)
+            return  # the bridge's, telephone-events too (it forwards them or makes them INFO)
         if not is_audio:
             self._dtmf.receive(packet, now)
             self._drain_dtmf()
@@ -227,7 +248,7 @@ class CallMedia:
 
         Call it until it returns None whenever `get_timer` fires (`AgentFeed` paces it).
         """
-        return self._feed.pop_frame(now)
+        return None if self._diverted is not None else self._feed.pop_frame(now)
 
     # --- agent -> caller -------------------------------------------------------------------
 
@@ -236,6 +257,9 @@ class CallMedia:
 
         Call `rtp_to_send` right after: audio the sender was waiting for leaves at once.
         """
+        if self._diverted is not None:  # a bridge has the leg: no agent is heard
+            self.stats.agent_bytes_dropped_bridged += len(audio)
+            return 0
         return self._sender.play(audio, now)
 
     def mark(self, name: str) -> None:
@@ -258,16 +282,66 @@ class CallMedia:
         """Return the datagrams due by ``now``: RTP ticks (see `RtpSender`), RTCP when due."""
         out: list[tuple[bytes, Address]] = []
         sender, n = self._sender, self._negotiated
-        sender.send_due(out, now, media=n, destination=self._sends_to(), path=self._send)
+        if self._diverted is None:
+            sender.send_due(out, now, media=n, destination=self._sends_to(), path=self._send)
         if now + TIMER_SLACK_S >= self.reporter.next_report_at:
             destination = self._rtcp_destination()
             next_timestamp = sender.packetizer.timestamp
             at = sender.pacer.timestamp_at(now, next_timestamp, self._spec.clock_rate_hz)
+            if self._diverted is not None:  # the bridge's packets keep the clock, not the grid
+                at = next_timestamp
             report = self.reporter.report(self._reception, now, rtp_timestamp=at)
             if destination is not None:  # rescheduled above, sent or not
                 out.append((report, destination))
                 self.stats.rtcp_sent += 1
         return out
+
+    # --- transfers: hold music, a bridge to another leg ------------------------------------
+
+    def start_hold_music(self, clip: HoldClip | None) -> None:
+        """Play ``clip`` looped toward this leg in the agent's place (None: silence)."""
+        self._sender.start_music(clip)
+
+    def stop_hold_music(self) -> None:
+        """Give the agent its place toward this leg back."""
+        self._sender.stop_music()
+
+    @property
+    def negotiated(self) -> NegotiatedMedia:
+        """Return the offer/answer in force (a re-INVITE may replace it)."""
+        return self._negotiated
+
+    @property
+    def packetizer(self) -> RtpPacketizer:
+        """Return this leg's outgoing stream: its SSRC, next sequence number and timestamp."""
+        return self._sender.packetizer
+
+    @property
+    def diverted(self) -> bool:
+        """Return whether a bridge has this leg (`divert`)."""
+        return self._diverted is not None
+
+    def divert(self, on: bool) -> None:
+        """Hand this leg to a bridge (point 6), or take it back from one."""
+        if on and self._diverted is None:
+            self._diverted = deque()
+            self.clear()
+        elif not on and self._diverted is not None:
+            self._diverted = None
+            self._set_codec(self._negotiated)  # fresh chains: what they held is stale
+            self._sender.new_talkspurt()
+
+    def next_diverted(self) -> RtpPacket | None:
+        """Return the next accepted packet for the bridge, or None."""
+        return self._diverted.popleft() if self._diverted else None
+
+    def bridged(self, packet: RtpPacket) -> tuple[bytes, Address] | None:
+        """Return a bridge's packet for this leg and where it goes (None on hold: not sent)."""
+        destination = self._sends_to()
+        if destination is None:
+            return None
+        self.stats.bridged_sent += 1
+        return bytes(packet), destination
 
     def _sends_to(self) -> Address | None:
         """Return where RTP goes now: None on hold (the direction does not send) or no address."""
@@ -319,9 +393,12 @@ class CallMedia:
 
     def get_timer(self) -> float:
         """Return when to call `handle_timer`, `rtp_to_send` and `next_agent_frame` next."""
-        next_tick_at = self._sender.next_tick_at(sends=self._sends_to() is not None)
-        timer = min(next_tick_at, self.reporter.next_report_at)
-        for other in (self._feed.get_timer(), self._dtmf.get_timer()):
+        timer = self.reporter.next_report_at
+        feed = None
+        if self._diverted is None:
+            timer = min(timer, self._sender.next_tick_at(sends=self._sends_to() is not None))
+            feed = self._feed.get_timer()
+        for other in (feed, self._dtmf.get_timer()):
             if other is not None and other < timer:
                 timer = other
         if self._inactivity_on and not self._timed_out:

@@ -249,6 +249,11 @@ class SendPath:
             return self._direct.process(audio)
         return self._encoder.encode(self.before_encode.process(audio))
 
+    def pcm(self, pcm: bytes) -> bytes:
+        """Return the payload of 20 ms of PCM16 already at the codec's rate (hold music)."""
+        self.before_encode.reset()  # the agent's audio after it starts from a clean filter
+        return self._encoder.encode(pcm)
+
     def silence(self) -> bytes:
         """Return the payload of 20 ms of silence (encoded, so codec state stays continuous)."""
         self.before_encode.reset()  # speech after the silence starts from a clean filter

@@ -26,6 +26,13 @@ Theory of operation:
    silence; without a negotiated telephone-event a digit comes out as a `DtmfInfoDue` event for
    the call to send as SIP INFO, and audio goes on.
 
+6. **Hold music** (`relay.media.hold_music`): `RtpSender.start_music` gives the agent's place
+   to a loop (or to silence, with no clip) until `RtpSender.stop_music`. Audio the agent had
+   queued before plays out first (the "please hold" before a transfer); agent audio that comes
+   after is dropped and counted, its marks reported at once as cleared. Each tick with no agent
+   frame then carries the loop's next 20 ms at the codec's rate, encoded with the leg's encoder
+   on the same grid as silence would have gone.
+
 `relay.media.call_media.CallMedia` owns one sender, shares its `RtpPacketizer` with the RTCP
 reporter (one SSRC, one clock), and hands each call the negotiated media, the destination and
 the codec's `SendPath` as they are now (a re-INVITE may change any of them between ticks).
@@ -37,6 +44,7 @@ from collections.abc import Callable
 
 from relay.media.call_events import CallMediaStats, MarkPlayed, MediaEvent
 from relay.media.dtmf_playout import QUIET, DtmfInfoDue, DtmfPlayout, EventPacket
+from relay.media.hold_music import HoldClip, HoldMusicPlayer
 from relay.media.pacing import SendPacer
 from relay.media.pipeline import AgentFormat, SendPath
 from relay.media.playout import FRAME_S, TIMER_SLACK_S, PlayoutQueue, StandingLag
@@ -75,15 +83,37 @@ class RtpSender:
         self._marker_next = True
         self._stats = stats
         self._emit = emit
+        self.music: HoldClip | None = None
+        self.agent_paused = False
+        """Hold music (or its silence) has the agent's place (point 6)."""
+        self._music_player: HoldMusicPlayer | None = None
+
+    def start_music(self, clip: HoldClip | None) -> None:
+        """Give the agent's place to ``clip``, looped (None: silence), until `stop_music`."""
+        self.music, self.agent_paused, self._music_player = clip, True, None
+
+    def stop_music(self) -> None:
+        """Give the agent its place back: its next audio plays as before."""
+        self.music, self.agent_paused, self._music_player = None, False, None
+
+    def new_talkspurt(self) -> None:
+        """Set the marker bit on the next packet: another source (a bridge) sent in this stream."""
+        self._marker_next = True
 
     def play(self, audio: bytes, now: float) -> int:
         """Queue agent audio of any size in the agent's format; return the bytes dropped."""
+        if self.agent_paused:
+            self._stats.agent_bytes_dropped_on_music += len(audio)
+            return 0  # not the queue's bound: the agent is on hold, not too fast
         self._stats.playout_dropped_bytes += (dropped := self._playout.push(audio))
         self._lag.arrived(len(audio) - dropped, now)
         return dropped
 
     def mark(self, name: str) -> None:
         """Place a mark after the audio queued so far; `MarkPlayed` follows once it is sent."""
+        if self.agent_paused:
+            self._emit(MarkPlayed(name, cleared=True))
+            return
         self._stats.marks_dropped += not self._playout.mark(name)
         self._collect_marks()
 
@@ -150,7 +180,10 @@ class RtpSender:
         for _ in range(self._lag.ticked(self._playout.queued_bytes, now)):
             stats.lag_frames_dropped += self._playout.drop_frame()
         self._collect_marks()
-        if frame is None:
+        if frame is None and self.music is not None:
+            payload = path.pcm(self._music_frame(path))
+            stats.music_sent += 1
+        elif frame is None:
             payload = path.silence()
             stats.silence_sent += 1
         else:
@@ -162,6 +195,14 @@ class RtpSender:
         out.append((bytes(packet), destination))
         stats.rtp_sent += 1
         return frame is not None
+
+    def _music_frame(self, path: SendPath) -> bytes:
+        """Return the loop's next 20 ms at the codec's rate (a new codec gets a new player)."""
+        player, rate_hz = self._music_player, path.codec.sample_rate_hz
+        if player is None or player.sample_rate_hz != rate_hz:
+            assert self.music is not None
+            player = self._music_player = self.music.player(rate_hz)
+        return player.next_frame()
 
     def _dtmf_packet(
         self, media: NegotiatedMedia, path: SendPath, increment: int

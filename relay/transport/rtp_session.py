@@ -19,6 +19,11 @@ those the core wants sent as SIP INFO come out through ``info_dtmf``, set by the
 The port pairs and their sockets are `relay.transport.rtp_ports`' (`RtpPortAllocator`,
 `RtpPortsExhausted`, importable from here too); `MediaListener` is the bridge's
 (``relay/bridge/media_port.py``), the one shape both sides agree on.
+
+For transfers, `start_hold_music` / `stop_hold_music` put a loop in the agent's place toward
+this leg, and `divert` hands the leg to a bridge with another leg (``relay/bridge/sip_bridge.py``):
+each accepted packet goes to the bridge's sink from the datagram callback that brought it, and
+`send_bridged` sends the bridge's packets for this leg at once (no queue, no task).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from relay.bridge.media_port import MediaListener
 from relay.ids import IdSource
 from relay.media.call_media import CallMedia, DtmfInfoDue, MarkPlayed, MediaTimedOut
 from relay.media.dtmf import DTMF_DIGITS, DtmfReceived
+from relay.media.hold_music import HoldClip
 from relay.media.rtcp import is_rtcp
+from relay.media.rtp import RtpPacket
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.transport.rtp_ports import RtpPortAllocator, RtpPortsExhausted, RtpSocket
 
@@ -85,6 +92,7 @@ class RtpSession:
         self._stopped = False  # closed, or failed: no more processing
         self.info_dtmf: Callable[[str, int], None] | None = None
         """Sends a digit and its duration in ms as SIP INFO (without telephone-event)."""
+        self._sink: Callable[[RtpPacket, float], None] | None = None
 
     @classmethod
     async def open(cls, allocator: RtpPortAllocator) -> RtpSession:
@@ -193,6 +201,41 @@ class RtpSession:
         else:
             logger.debug("not a DTMF digit: %r", digit)
 
+    # --- transfers -------------------------------------------------------------------------
+
+    def start_hold_music(self, clip: HoldClip | None) -> bool:
+        """Loop ``clip`` toward this leg in the agent's place (None: silence); False before start."""
+        if self.media is None or self._stopped:
+            return False
+        self.media.start_hold_music(clip)
+        self._guard(None)
+        return True
+
+    def stop_hold_music(self) -> None:
+        """Give the agent its place toward this leg back."""
+        if self.media is not None and not self._stopped:
+            self.media.stop_hold_music()
+            self._guard(None)
+
+    def divert(self, sink: Callable[[RtpPacket, float], None] | None) -> bool:
+        """Give each accepted packet, with the time, to ``sink`` (a bridge); None undoes it.
+
+        Returns False when there is no media to divert (not started, or ended).
+        """
+        if self.media is None or self._stopped:
+            return False
+        self._sink = sink
+        self.media.divert(sink is not None)
+        self._guard(None)
+        return True
+
+    def send_bridged(self, packet: RtpPacket) -> None:
+        """Send a bridge's packet, stamped for this leg, now (dropped while the leg is on hold)."""
+        if self.media is not None and not self._stopped:
+            datagram = self.media.bridged(packet)
+            if datagram is not None:
+                self._send(*datagram)
+
     async def wait_ended(self) -> str:
         """Return why the media ended: ``media_timeout``, ``internal_error`` or ``closed``."""
         return await asyncio.shield(self._ended)
@@ -206,7 +249,7 @@ class RtpSession:
             self._send(*bye)
         if self._timer is not None:
             self._timer.cancel()
-        self._listener = None
+        self._listener = self._sink = None
         self._held.clear()
         await asyncio.gather(self._rtp.close(), self._rtcp.close())
         self._allocator.release(self.local_port)
@@ -262,6 +305,9 @@ class RtpSession:
         media.handle_timer(now)
         for data, destination in media.rtp_to_send(now):
             self._send(data, destination)
+        sink = self._sink
+        while sink is not None and (packet := media.next_diverted()) is not None:
+            sink(packet, now)  # to the other leg, in this callback
         listener = self._listener
         while (frame := media.next_agent_frame(now)) is not None:
             if listener is not None:

@@ -21,6 +21,7 @@ SMALL_RUNS = {
     "media": ["--seconds", "1"],
     "rtp_pacing": ["--repeats", "1"],
     "cold_start": ["--runs", "1"],
+    "bridge_path": ["--seconds", "0.05"],
 }
 
 LOAD = {"sip_load", "relay_calls", "outgoing"}
