@@ -25,6 +25,7 @@ from chalicelib.contracts import (
     EdgeCommand,
     HangUpCommand,
     RegisterCommand,
+    TransferCommand,
     UnregisterCommand,
 )
 from relay.config import RelaySettings
@@ -302,12 +303,30 @@ def test_a_hang_up_through_the_api_reaches_the_caller_as_bye(
     run(scenario)
 
 
-def test_a_hang_up_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
-    stack: LocalStack, sqs: Any, tmp_path: Path, request: pytest.FixtureRequest
+OTHER_CALL = "01a212bf-0000-7000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        HangUpCommand(call_id=OTHER_CALL),
+        TransferCommand(
+            call_id=OTHER_CALL, transfer_id="t-1", kind="cold", method="REFER",
+            target="sip:desk@pbx.example.com",
+        ),
+    ],
+    ids=["hangup", "transfer"],
+)  # fmt: skip
+def test_a_command_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
+    stack: LocalStack,
+    sqs: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    other: HangUpCommand | TransferCommand,
 ) -> None:
-    """docs/relay.md, Commands: a ``hangup`` for a call this relay does not hold is re-sent to
-    the queue with ``hops`` one higher (for the relay that holds it), never deleted; the call
-    the relay does hold goes on."""
+    """docs/relay.md, Commands: a ``hangup`` (or a ``transfer``) for a call this relay does not
+    hold is re-sent to the queue with ``hops`` one higher (for the relay that holds it), never
+    deleted; the call the relay does hold goes on."""
     queue, dead_letters = _queues(sqs, request.node.name)
 
     async def scenario() -> None:
@@ -321,7 +340,6 @@ def test_a_hang_up_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
                     phone.invite()
                     assert (await phone.answered()).status == 200
                     await _connected(agent)
-                    other = HangUpCommand(call_id="01a212bf-0000-7000-8000-000000000000")
                     await asyncio.to_thread(SqsCommandSender(sqs, queue).send, other)
                     consumer = relay.service.commands
                     assert consumer is not None

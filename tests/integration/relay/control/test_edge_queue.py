@@ -238,7 +238,7 @@ def test_a_transfer_this_relay_cannot_execute_goes_to_the_dead_letter_queue_with
     consumer = CommandConsumer(
         sqs,
         url,
-        CommandHandlers(hangup=on_hangup),  # what relay/service.py wires today
+        CommandHandlers(hangup=on_hangup),  # a relay with no handler for the two
         wait_time_s=1,
         dead_letter_queue_url=dead_letters,
         addressed=True,

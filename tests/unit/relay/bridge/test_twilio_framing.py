@@ -103,6 +103,15 @@ def test_dtmf_mark_and_stop_are_exactly_twilios() -> None:
     )
 
 
+def test_the_transfer_message_is_docs_agents_md_s() -> None:
+    """docs/agents.md, The transfer message: the shape the example there shows."""
+    message = framing().transfer("t-1", "failed", sip_status=603, reason="Declined")
+    assert message == (
+        '{"event":"transfer","sequenceNumber":"1","streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0",'
+        '"transfer":{"transferId":"t-1","status":"failed","sipStatus":603,"reason":"Declined"}}'
+    )
+
+
 def test_dtmf_refuses_what_is_not_a_digit() -> None:
     with pytest.raises(ValueError, match="not a DTMF digit: 'A'"):
         framing().dtmf("A")
@@ -117,6 +126,7 @@ def test_dtmf_refuses_what_is_not_a_digit() -> None:
         framing().dtmf("7"),
         framing().mark("m"),
         framing().stop(),
+        framing().transfer("t-1", "failed", sip_status=603, reason="Declined"),
     ],
 )
 def test_every_relay_message_round_trips_through_its_model(message: str) -> None:
