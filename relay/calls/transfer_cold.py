@@ -265,19 +265,31 @@ class CallTransfers:
     # --- the end of a transfer, or of the call --------------------------------------------
 
     async def conclude(self, ending: Ending, hang_up: Callable[[], None]) -> None:
-        """End the call's part that ``until_the_end`` saw end: a hand-over, or the call."""
-        if ending.detail is EndDetail.TRANSFERRED:
-            await self.finish()
-            return
-        await self.abandon()
-        self.agent.stop()
-        record_the_end(self.events, ending, hang_up)
+        """End the call's part that ``until_the_end`` saw end: a hand-over, or the call.
 
-    async def abandon(self) -> None:
-        """The call ended with a transfer under way: cancel it (see the module docstring)."""
+        The caller is hung up before a ringing second leg is cancelled (which may wait for the
+        target's 487).
+        """
+        try:
+            if ending.detail is EndDetail.TRANSFERRED:
+                await self.finish()
+                return
+            await self._stop_serving()
+            self.agent.stop()
+            record_the_end(self.events, ending, hang_up)
+            await self.abandon()
+        finally:
+            if self._task is not None:
+                self._task.cancel()  # a no-op once it ended; never left waiting for commands
+
+    async def _stop_serving(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def abandon(self) -> None:
+        """The call ended with a transfer under way: cancel it (see the module docstring)."""
+        await self._stop_serving()
         leg, self._leg = self._leg, None
         if leg is None:
             return
