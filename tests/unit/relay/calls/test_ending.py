@@ -29,6 +29,8 @@ DOCUMENTED_DETAILS = {
     # an outgoing call's (How an unanswered outgoing call ends)
     "credentials_unavailable", "destination_invalid", "destination_not_found",
     "destination_unavailable", "dial_refused", "cancel_unanswered", "tls_verification_failed",
+    # a cold transfer's (Transfers)
+    "transferred", "bridged_leg_ended", "call_ended",
 }  # fmt: skip
 """docs/relay.md: the ``detail`` values of ``agent_left`` and ``leg_ended``."""
 
