@@ -52,6 +52,11 @@ def one(wire: TransferWire, kind: CallEventType, role: str = "caller") -> CallEv
     return found
 
 
+def sounding(datagrams: list[bytes]) -> int:
+    """RTP packets whose PCMU payload is not silence (0xFF or 0x7F: ±0, RFC 3551 §4.5.14)."""
+    return sum(1 for data in datagrams if data[12:].strip(b"\xff\x7f"))
+
+
 def rounded_up(seconds: float) -> int:
     """docs/billing.md rule 8: up to whole deciminutes."""
     tenths = -(-round(seconds * 1_000_000) // (DECIMINUTE_S * 1_000_000))
@@ -343,8 +348,9 @@ def test_a_bridged_transfer_joins_the_legs_and_both_bill_until_each_ends() -> No
 
 
 def test_a_bridged_transfer_the_target_refuses_returns_the_caller_to_the_agent() -> None:
-    """docs/relay.md (Transfers, INVITE): a 486 from the target ends its leg (``leg_ended``
-    ``rejected`` 486), the hold music stops, the agent is told ``failed`` 486 and carries on."""
+    """docs/relay.md (Transfers, INVITE): the caller hears hold music while the target rings; a
+    486 from the target ends its leg (``leg_ended`` ``rejected`` 486), the hold music stops, the
+    agent is told ``failed`` 486 and carries on."""
 
     async def scenario() -> None:
         agent = Agent()
@@ -353,12 +359,22 @@ def test_a_bridged_transfer_the_target_refuses_returns_the_caller_to_the_agent()
             caller = Caller(rtp_port=phone.port)
             callee = Callee(port=CALLEE.port)
             await talking(wire, agent, caller, phone)
+            await asyncio.sleep(2.0)
+            before = sounding(phone.received)  # the agent (the test's) says nothing: silence
             wire.transfer(transfer_command("INVITE"))
             invite = await target_invite(wire)
+            await asyncio.sleep(2.0)
+            ringing = len(phone.received)
+            held = sounding(phone.received)
             wire.send_from(callee.response(invite, 486, "Busy Here"), CALLEE)
             told = await agent.next_event("transfer")
+            await asyncio.sleep(0.1)
+            back = len(phone.received)
             await asyncio.sleep(5.0)
             assert not wire.task.done()  # type: ignore[union-attr]
+            assert before == 0 and held >= 50  # the hold music while the target rang (2 s)
+            assert sounding(phone.received[back:]) == 0  # and none once the agent is back
+            assert ringing < back
             wire.send(caller.in_dialog("BYE"))
             await wire.until_done()
 
