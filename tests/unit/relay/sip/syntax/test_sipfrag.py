@@ -76,6 +76,12 @@ def test_event_and_subscription_state_values_of_rfc_3515_parse() -> None:
     assert ended == SubscriptionState("terminated", "noresource", None) and ended.terminated
 
 
+def test_linphones_malformed_reason_still_ends_the_subscription() -> None:
+    # linphone 5.1's final NOTIFY to a REFER, as captured (tests/interop/transfer_peers.py).
+    ended = parse_subscription_state("terminated;reason=reason=noresource")
+    assert ended.terminated and ended.state == "terminated"
+
+
 @pytest.mark.parametrize("value", ["", "refer id", "re fer;id=1"])
 def test_a_malformed_event_is_refused(value: str) -> None:
     with pytest.raises(SipParseError):
