@@ -1,0 +1,124 @@
+"""The third-party peers of transfers, on their own (no relay): what the relay's transfer tests
+stand on. SIPp plays the transferor and the second party; the peers' behaviour is the expected
+value (RFC 3515 / RFC 5589 §6.1 for REFER, RFC 3891 for Replaces), not sipline's.
+
+- baresip 1.0 follows a REFER by itself: 202, NOTIFY 100, an INVITE to the Refer-To, NOTIFY with
+  the outcome (200, or the target's refusal); the transferor hangs up the old call.
+- linphone 5.1 follows a REFER too, holding the old call first and making the Refer-To's
+  embedded headers real headers of its INVITE.
+- linphone as an auto-answering operator takes an INVITE with Replaces naming its call with a
+  first party: it answers the second party and sends BYE to the first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.baresip import Baresip
+from tests.interop.linphone import Linphonec
+from tests.interop.pulseaudio import PulseAudio
+from tests.interop.sipp_uas import SippUas
+from tests.interop.transfer_peers import (
+    answered_dialog,
+    call_with_replaces,
+    notifies,
+    received,
+    refer_as_transferor,
+)
+
+pytestmark = pytest.mark.interop
+
+TRYING = "SIP/2.0 100 Trying"
+
+
+def test_baresip_follows_a_refer_and_reports_the_answer(tmp_path: Path) -> None:
+    with (
+        SippUas("uas_answer", tmp_path / "target", hangup_after_ms=500) as target,
+        Baresip(tmp_path / "transferee", account_params=";answermode=auto") as phone,
+    ):
+        refer_to = f"<{target.uri('operator')}>"
+        run = refer_as_transferor(
+            f"127.0.0.1:{phone.sip_port}", tmp_path / "sipp", refer_to=refer_to, service="bob"
+        )
+        assert run.returncode == 0, f"{run.explain()}\n--- baresip ---\n{phone.log[-3000:]}"
+        transfer = phone.wait_event("TRANSFER")
+        established = phone.wait_events("CALL_ESTABLISHED", 2)
+        phone.wait_events("CALL_CLOSED", 2)  # SIPp's BYE, then the target's
+        assert target.wait().returncode == 0, target.wait().explain()
+
+    assert transfer["param"] == refer_to
+    assert established[1]["peeruri"] == target.uri("operator")
+    [invite] = target.received("INVITE")
+    assert invite.request_uri == target.uri("operator")
+    frags = notifies(run)
+    assert [n.sipfrag for n in frags] == [TRYING, "SIP/2.0 200 OK"], frags
+    assert frags[0].subscription_state.startswith("active")
+    assert frags[1].subscription_state.startswith("terminated")
+    assert all(n.event.startswith("refer") and n.content_type == "message/sipfrag" for n in frags)
+    assert "BYE" not in [m.method for m in received(run)]  # the transferor hangs up
+
+
+def test_baresip_reports_the_targets_refusal(tmp_path: Path) -> None:
+    with (
+        SippUas("uas_busy", tmp_path / "target") as target,
+        Baresip(tmp_path / "transferee", account_params=";answermode=auto") as phone,
+    ):
+        run = refer_as_transferor(
+            f"127.0.0.1:{phone.sip_port}",
+            tmp_path / "sipp",
+            refer_to=f"<{target.uri()}>",
+            service="bob",
+        )
+        assert run.returncode == 0, f"{run.explain()}\n--- baresip ---\n{phone.log[-3000:]}"
+        phone.wait_event("TRANSFER")
+        assert target.wait().returncode == 0, target.wait().explain()
+
+    frags = notifies(run)
+    assert [n.status for n in frags] == [100, 486], frags
+    assert frags[1].subscription_state.startswith("terminated")
+
+
+def test_linphone_follows_a_refer_with_embedded_headers(tmp_path: Path) -> None:
+    with (
+        PulseAudio(tmp_path / "pulse") as pulse,
+        SippUas("uas_answer", tmp_path / "target", hangup_after_ms=500) as target,
+        Linphonec(tmp_path / "transferee", None, auto_answer=True, pulse=pulse) as phone,
+    ):
+        refer_to = f"<{target.uri('operator')}?X-Transfer-Id=t-1&Subject=transfer%20test>"
+        run = refer_as_transferor(phone.hostport, tmp_path / "sipp", refer_to=refer_to)
+        assert run.returncode == 0, f"{run.explain()}\n--- linphone ---\n{phone.log[-3000:]}"
+        assert target.wait().returncode == 0, target.wait().explain()
+        phone.wait_state("Paused")
+
+    [invite] = target.received("INVITE")
+    assert invite.request_uri == target.uri("operator")  # the headers left the URI ...
+    assert invite.header("X-Transfer-Id") == "t-1"  # ... for the INVITE's header fields,
+    assert invite.header("Subject") == "transfer test"  # unescaped (RFC 3261 §19.1.5)
+    assert "sip:sipp@" in (invite.header("Referred-By") or "")
+    held = [m for m in received(run) if m.method == "INVITE"]
+    assert len(held) == 1 and "a=sendonly" in held[0].body  # the old call, on hold
+    frags = notifies(run)
+    assert [n.status for n in frags] == [100, 200], frags
+    assert frags[1].subscription_state.startswith("terminated")
+
+
+def test_linphone_operator_takes_a_call_that_replaces_its_call(tmp_path: Path) -> None:
+    with (
+        PulseAudio(tmp_path / "pulse") as pulse,
+        Linphonec(tmp_path / "operator", None, auto_answer=True, pulse=pulse) as operator,
+        Baresip(tmp_path / "first") as first,
+    ):
+        first.dial(operator.uri("operator"))
+        established = first.wait_event("CALL_ESTABLISHED")
+        dialog = answered_dialog(operator)
+        assert dialog.call_id == established["id"]
+        run = call_with_replaces(
+            operator.hostport, tmp_path / "second", replaces_value=dialog.replaces
+        )
+        assert run.returncode == 0, f"{run.explain()}\n--- linphone ---\n{operator.log[-3000:]}"
+        closed = first.wait_event("CALL_CLOSED")
+
+    assert closed["param"] == "Connection reset by peer"  # baresip's word for a BYE it got
+    assert run.exchange()[-4:] == ["200", "ACK", "BYE", "200"], run.exchange()
