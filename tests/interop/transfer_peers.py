@@ -4,7 +4,7 @@
   with ``Refer-To: <refer_to>`` (``scenarios/uac_transferor.xml``): it takes 202, a hold
   re-INVITE if one comes, two NOTIFYs (answered 200), then ends the call with BYE as RFC 5589
   §6.1's transferor does (or answers the transferee's BYE if it sends one first).
-- `received`: the messages SIPp received in a run; `notifies`: the refer NOTIFYs SIPp received in such a run, as `Notify` (sipfrag status line,
+- `received`, `sent`: the messages SIPp received, sent, in a run; `notifies`: the refer NOTIFYs SIPp received in such a run, as `Notify` (sipfrag status line,
   ``Subscription-State``, ``Event``), in order.
 - `replaces`: RFC 3891 §6.1's ``Replaces`` value for a dialog; `call_with_replaces` places an
   INVITE carrying it (``Require: replaces``, ``scenarios/uac_replaces.xml``), ACKs the answer and
@@ -74,6 +74,11 @@ def refer_as_transferor(
 def received(run: SippRun) -> list[SipMessage]:
     """Every message SIPp received in ``run``, in order."""
     return [message for message in parse_trace(run.messages) if message.direction == "received"]
+
+
+def sent(run: SippRun) -> list[SipMessage]:
+    """Every message SIPp sent in ``run``, in order."""
+    return [message for message in parse_trace(run.messages) if message.direction == "sent"]
 
 
 def notifies(run: SippRun) -> list[Notify]:
