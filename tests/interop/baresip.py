@@ -22,8 +22,9 @@ the failure's status line. It never sends BYE on the referred call: the transfer
 (``?X-A=b`` stays in the Request-URI and To, it is not made a header), and the URI passes once
 through a printf-style formatter, so a ``%`` escape in it is mangled (``%20t`` became ``?``):
 transfer targets for baresip carry no embedded headers. With ``follow_refer=False``
-(``call_transfer=no``) baresip has no REFER handler. baresip 1.0 does not implement ``Replaces``
-(RFC 3891): an INVITE carrying one is a new call.
+(``call_transfer=no``) it answers a REFER 501 Not Implemented. baresip 1.0 does not implement
+``Replaces`` (RFC 3891; no code for it in its source): an INVITE with ``Require: replaces`` gets
+420 Bad Extension, ``Unsupported: replaces``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ value (RFC 3515 / RFC 5589 §6.1 for REFER, RFC 3891 for Replaces), not sipline'
   embedded headers real headers of its INVITE.
 - linphone as an auto-answering operator takes an INVITE with Replaces naming its call with a
   first party: it answers the second party and sends BYE to the first.
+- baresip 1.0 has no Replaces (420 Bad Extension); with ``call_transfer=no`` it answers REFER 501.
 """
 
 from __future__ import annotations
@@ -122,3 +123,42 @@ def test_linphone_operator_takes_a_call_that_replaces_its_call(tmp_path: Path) -
 
     assert closed["param"] == "Connection reset by peer"  # baresip's word for a BYE it got
     assert run.exchange()[-4:] == ["200", "ACK", "BYE", "200"], run.exchange()
+
+
+def test_baresip_has_no_replaces(tmp_path: Path) -> None:
+    with (
+        Baresip(tmp_path / "operator", account_params=";answermode=auto") as operator,
+        Baresip(tmp_path / "first") as first,
+    ):
+        first.dial(f"sip:bob@127.0.0.1:{operator.sip_port}")
+        established = first.wait_event("CALL_ESTABLISHED")
+        run = call_with_replaces(
+            f"127.0.0.1:{operator.sip_port}",
+            tmp_path / "second",
+            replaces_value=f"{established['id']};to-tag=any;from-tag=any",
+            service="bob",
+            timeout_s=8,
+        )
+        first.hang_up()
+        first.wait_event("CALL_CLOSED")
+
+    assert run.exchange()[:2] == ["INVITE", "420"], run.explain()  # RFC 3261 §8.2.2.3
+    [refusal] = [m for m in received(run) if m.status == 420][:1]
+    assert refusal.header("Unsupported") == "replaces"
+    assert [e["type"] for e in first.events].count("CALL_CLOSED") == 1  # only our hang-up
+
+
+def test_baresip_without_follow_refer_answers_501(tmp_path: Path) -> None:
+    with Baresip(
+        tmp_path / "transferee", account_params=";answermode=auto", follow_refer=False
+    ) as phone:
+        run = refer_as_transferor(
+            f"127.0.0.1:{phone.sip_port}",
+            tmp_path / "sipp",
+            refer_to="<sip:nobody@127.0.0.1:9>",
+            service="bob",
+            timeout_s=8,
+        )
+
+    assert [m.kind for m in received(run)][-1] == "501", run.explain()
+    assert "TRANSFER" not in [e["type"] for e in phone.events]
