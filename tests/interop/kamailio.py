@@ -21,9 +21,7 @@ INVITE for `KamailioProxy.operator_user` is record-routed to the operator softph
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -31,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.interop.stack import require
+from tests.interop.stack import require, stop_group
 from tests.support.ports import (
     LOOPBACK,
     PortTaken,
@@ -204,14 +202,7 @@ class KamailioTrunk:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)  # the session we started
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=5)
+        stop_group(self._process)  # the session we started
 
 
 class KamailioProxy(KamailioTrunk):

@@ -29,6 +29,8 @@ linphone 5.1 does then, seen with SIPp and baresip (tests/interop/test_transfer_
   leaves the BYE of the old call to the transferor.
 - INVITE with ``Replaces`` (RFC 3891) naming a call it answered (auto-answer): it answers the new
   INVITE and sends BYE on the replaced call (``[sip] auto_answer_replacing_calls``, default on).
+  A ``Replaces`` naming no dialog of its own is answered as a new call (not RFC 3891 §3's 481),
+  so a test proves the replacement by the old call's BYE, not by the new call's 200.
 """
 
 from __future__ import annotations

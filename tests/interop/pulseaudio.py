@@ -21,13 +21,12 @@ exit.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.interop.stack import require
+from tests.interop.stack import require, stop_group
 
 READY_S = 10.0
 """How long pulseaudio may take to open its socket: a bound on a wait, not a timing."""
@@ -97,11 +96,4 @@ class PulseAudio:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)  # the session we started
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=5)
+        stop_group(self._process)  # the session we started
