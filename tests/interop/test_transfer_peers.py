@@ -6,6 +6,7 @@ value (RFC 3515 / RFC 5589 §6.1 for REFER, RFC 3891 for Replaces), not sipline'
   the outcome (200, or the target's refusal); the transferor hangs up the old call.
 - linphone 5.1 follows a REFER too, holding the old call first and making the Refer-To's
   embedded headers real headers of its INVITE.
+- linphone completes an attended transfer: a Refer-To carrying Replaces reaches the operator.
 - linphone as an auto-answering operator takes an INVITE with Replaces naming its call with a
   first party: it answers the second party and sends BYE to the first.
 - baresip 1.0 has no Replaces (420 Bad Extension); with ``call_transfer=no`` it answers REFER 501.
@@ -14,6 +15,7 @@ value (RFC 3515 / RFC 5589 §6.1 for REFER, RFC 3891 for Replaces), not sipline'
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -162,3 +164,25 @@ def test_baresip_without_follow_refer_answers_501(tmp_path: Path) -> None:
 
     assert [m.kind for m in received(run)][-1] == "501", run.explain()
     assert "TRANSFER" not in [e["type"] for e in phone.events]
+
+
+def test_linphone_completes_an_attended_transfer_with_replaces_in_refer_to(tmp_path: Path) -> None:
+    """RFC 5589 §7.1's end: the transferee calls the operator with the Replaces the Refer-To
+    carried (RFC 3891 §6.1's escaping), and the operator swaps its call for the transferee's."""
+    with (
+        PulseAudio(tmp_path / "pulse") as pulse,
+        Linphonec(tmp_path / "operator", None, auto_answer=True, pulse=pulse) as operator,
+        Linphonec(tmp_path / "transferee", None, auto_answer=True, pulse=pulse) as transferee,
+        Baresip(tmp_path / "consult") as consult,  # the transferor's call with the operator
+    ):
+        consult.dial(operator.uri("operator"))
+        consult.wait_event("CALL_ESTABLISHED")
+        dialog = answered_dialog(operator)
+        refer_to = f"<{operator.uri('operator')}?Replaces={quote(dialog.replaces, safe='')}>"
+        run = refer_as_transferor(transferee.hostport, tmp_path / "sipp", refer_to=refer_to)
+        assert run.returncode == 0, f"{run.explain()}\n--- linphone ---\n{transferee.log[-3000:]}"
+        closed = consult.wait_event("CALL_CLOSED")  # the operator's BYE: its call was replaced
+
+    assert closed["param"] == "Connection reset by peer"
+    assert [n.status for n in notifies(run)] == [100, 200]
+    assert f"Replaces: {dialog.replaces}" in operator.log  # the header the transferee sent
