@@ -16,7 +16,8 @@ verdict. Stopped (its process group, which the harness started) at exit.
 `KamailioProxy` is the same Kamailio with ``kamailio/proxy.cfg``: no authentication; a new
 INVITE for `KamailioProxy.operator_user` is record-routed to the operator softphone on
 ``operator_port`` (the target of a transfer: `KamailioProxy.operator_uri`), any other user gets
-404; in-dialog requests follow the route set.
+404; in-dialog requests follow the route set. With ``auth=True`` it first challenges each new
+INVITE with 407 for `TRUNK_USER`/`TRUNK_PASSWORD` (403 for a wrong password).
 """
 
 from __future__ import annotations
@@ -216,12 +217,14 @@ class KamailioProxy(KamailioTrunk):
         *,
         operator_port: int,
         operator_user: str = "operator",
+        auth: bool = False,
         lifetime_s: int = 120,
     ) -> None:
         super().__init__(
             workdir, callee_port=operator_port, callee_user=operator_user, lifetime_s=lifetime_s
         )
         self.operator_user = operator_user
+        self.defines = ["WITH_AUTH"] if auth else []
 
     def _values(self) -> dict[str, str]:
         return {
@@ -229,6 +232,9 @@ class KamailioProxy(KamailioTrunk):
             "SIP_PORT": str(self.sip_port),
             "TLS_PORT": str(self.tls_port),
             "OPERATOR_USER": self.operator_user,
+            "USER": TRUNK_USER,
+            "PASSWORD": TRUNK_PASSWORD,
+            "REALM": TRUNK_REALM,
             "OPERATOR_PORT": str(self.callee_port),
         }
 
