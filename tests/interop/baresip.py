@@ -10,6 +10,21 @@ baresip 1.0.0's ``aufile`` module is a source only (its WAV *player* came later)
 baresip hears is recorded with the ``sndfile`` module instead: it dumps the decoded audio of
 each call to ``dump-<time>-dec.wav`` (and the encoded side to ``-enc.wav``) under
 ``snd_path``, at the codec's rate, mono 16-bit.
+
+A REFER in a call (baresip 1.0's ``call.c`` and ``menu`` module; tests/interop/test_transfer_peers.py):
+with ``follow_refer`` (the default; the account's ``call_transfer``) baresip answers 202 (an
+implicit subscription of 60 s), sends NOTIFY ``SIP/2.0 100 Trying`` (``Event: refer;id=<CSeq>``),
+emits ``TRANSFER`` (its ``param``: the Refer-To value) and, because ``menu`` is loaded, calls the
+Refer-To URI at once from the same account, without holding the first call. When that call is
+answered it sends NOTIFY ``SIP/2.0 200 OK`` (``terminated;reason=noresource``); when it fails,
+the failure's status line. It never sends BYE on the referred call: the transferor ends it
+(RFC 5589 §6.1). Limits: the Refer-To URI is dialled as it is, embedded headers included
+(``?X-A=b`` stays in the Request-URI and To, it is not made a header), and the URI passes once
+through a printf-style formatter, so a ``%`` escape in it is mangled (``%20t`` became ``?``):
+transfer targets for baresip carry no embedded headers. With ``follow_refer=False``
+(``call_transfer=no``) it answers a REFER 501 Not Implemented. baresip 1.0 does not implement
+``Replaces`` (RFC 3891; no code for it in its source): an INVITE with ``Require: replaces`` gets
+420 Bad Extension, ``Unsupported: replaces``.
 """
 
 from __future__ import annotations
@@ -76,9 +91,10 @@ class Baresip:
         account_params: str = "",
         lifetime_s: int = 30,
         extra_config: str = "",
+        follow_refer: bool = True,
     ) -> None:
         self.directory = directory
-        self.account_params = account_params
+        self.account_params = account_params + ("" if follow_refer else ";call_transfer=no")
         self.extra_config = extra_config
         self.lifetime_s = lifetime_s
         self.sip_port = self.ctrl_port = 0

@@ -12,13 +12,17 @@ wrong password or another user gets 403; the authenticated INVITE is relayed, re
 over UDP to ``sip:<callee_user>@127.0.0.1:<callee_port>`` whatever the Request-URI's user. The
 log (stderr, ``debug=2``) is in `log`; the script logs one ``trunk:`` line per INVITE and its
 verdict. Stopped (its process group, which the harness started) at exit.
+
+`KamailioProxy` is the same Kamailio with ``kamailio/proxy.cfg``: no authentication; a new
+INVITE for `KamailioProxy.operator_user` is record-routed to the operator softphone on
+``operator_port`` (the target of a transfer: `KamailioProxy.operator_uri`), any other user gets
+404; in-dialog requests follow the route set. With ``auth=True`` it first challenges each new
+INVITE with 407 for `TRUNK_USER`/`TRUNK_PASSWORD` (403 for a wrong password).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.interop.stack import require
+from tests.interop.stack import require, stop_group
 from tests.support.ports import (
     LOOPBACK,
     PortTaken,
@@ -85,6 +89,8 @@ def signed_certificate(folder: Path, names: Sequence[str]) -> Path:
 class KamailioTrunk:
     """One Kamailio trunk (see the module docstring); a context manager."""
 
+    config_name = "trunk.cfg"
+
     def __init__(
         self,
         workdir: Path,
@@ -123,8 +129,8 @@ class KamailioTrunk:
     def hostport(self, transport: str = "udp") -> str:
         return f"{LOOPBACK}:{self.tls_port if transport == 'tls' else self.sip_port}"
 
-    def _render(self) -> Path:
-        values = {
+    def _values(self) -> dict[str, str]:
+        return {
             "RUN_DIR": str(self.run_dir),
             "SIP_PORT": str(self.sip_port),
             "TLS_PORT": str(self.tls_port),
@@ -134,14 +140,17 @@ class KamailioTrunk:
             "CALLEE_USER": self.callee_user,
             "CALLEE_PORT": str(self.callee_port),
         }
-        for name in ("trunk.cfg", "tls.cfg"):
+
+    def _render(self) -> Path:
+        values = self._values()
+        for name in (self.config_name, "tls.cfg"):
             text = (CONFIG_DIR / name).read_text()
             for key, value in values.items():
                 text = text.replace(f"@{key}@", value)
             left = PLACEHOLDER.findall(text)
             assert not left, f"{name}: no value for {left}"
             (self.run_dir / name).write_text(text)
-        return self.run_dir / "trunk.cfg"
+        return self.run_dir / self.config_name
 
     def __enter__(self) -> KamailioTrunk:
         kamailio = require("kamailio")
@@ -194,11 +203,42 @@ class KamailioTrunk:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)  # the session we started
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=5)
+        stop_group(self._process)  # the session we started
+
+
+class KamailioProxy(KamailioTrunk):
+    """Kamailio as the record-routing proxy in front of an operator (see the module docstring)."""
+
+    config_name = "proxy.cfg"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        operator_port: int,
+        operator_user: str = "operator",
+        auth: bool = False,
+        lifetime_s: int = 120,
+    ) -> None:
+        super().__init__(
+            workdir, callee_port=operator_port, callee_user=operator_user, lifetime_s=lifetime_s
+        )
+        self.operator_user = operator_user
+        self.defines = ["WITH_AUTH"] if auth else []
+
+    def _values(self) -> dict[str, str]:
+        return {
+            "RUN_DIR": str(self.run_dir),
+            "SIP_PORT": str(self.sip_port),
+            "TLS_PORT": str(self.tls_port),
+            "OPERATOR_USER": self.operator_user,
+            "USER": TRUNK_USER,
+            "PASSWORD": TRUNK_PASSWORD,
+            "REALM": TRUNK_REALM,
+            "OPERATOR_PORT": str(self.callee_port),
+        }
+
+    @property
+    def operator_uri(self) -> str:
+        """``sip:operator@<proxy>``: what a transfer names as its target."""
+        return self.uri(self.operator_user)

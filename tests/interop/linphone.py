@@ -17,6 +17,20 @@ Seen with 5.1.65 driven this way (a pipe as stdin, as in TOOLING's recipe): afte
 within a millisecond is never logged as received, tshark shows it on the wire); the call only
 reaches ``End`` when ``quit`` tears everything down. So a hang-up from linphonec is checked at
 the relay: the BYE in linphone's log, the call record and the agent's ``stop``.
+
+That freeze is ALSA ``null``'s doing (tests/interop/pulseaudio.py says why); with ``pulse=`` a
+`PulseAudio` of the test's is linphone's sound card instead (`PULSE_CONFIG`) and linphone keeps
+handling SIP after it stops a stream: a hang-up, a hold, a transfer, a replaced call. What
+linphone 5.1 does then, seen with SIPp and baresip (tests/interop/test_transfer_peers.py):
+- REFER in a call (transferee): 202, a hold re-INVITE (``a=sendonly``, ``Subject: Call on
+  hold``), an INVITE to the Refer-To URI with its embedded headers made headers (RFC 3261
+  §19.1.5) and ``Referred-By``, NOTIFY ``SIP/2.0 100 Trying`` (``Event: refer``, no ``id``), then
+  the final sipfrag with ``Subscription-State: terminated;reason=reason=noresource`` (sic). It
+  leaves the BYE of the old call to the transferor.
+- INVITE with ``Replaces`` (RFC 3891) naming a call it answered (auto-answer): it answers the new
+  INVITE and sends BYE on the replaced call (``[sip] auto_answer_replacing_calls``, default on).
+  A ``Replaces`` naming no dialog of its own is answered as a new call (not RFC 3891 §3's 481),
+  so a test proves the replacement by the old call's BYE, not by the new call's 200.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.interop.pulseaudio import SINK, SOURCE, PulseAudio
 from tests.interop.stack import require
 from tests.support.ports import free_port_range, free_sip_port
 
@@ -52,6 +67,21 @@ echocancellation=0
 capture=0
 display=0
 """
+PULSE_CONFIG = (
+    CONFIG.split("[sound]")[0]
+    + f"""\
+[sound]
+playback_dev_id={SINK}
+ringer_dev_id={SINK}
+media_dev_id={SINK}
+capture_dev_id={SOURCE}
+echocancellation=0
+[video]
+capture=0
+display=0
+"""
+)
+"""`CONFIG` with a `PulseAudio`'s null sink and source as the sound devices."""
 LISTEN_S = 10.0
 """How long linphonec may take to open its SIP socket: a bound on a wait, not a timing."""
 BYE_ANSWERED = r"^SIP/2.0 200 O[Kk]\r?\n(?:.+\r?\n)*?CSeq: \d+ BYE"
@@ -83,13 +113,17 @@ class Linphonec:
         *,
         lifetime_s: int = 20,
         auto_answer: bool = False,
-        config: str = CONFIG,
+        config: str | None = None,
+        pulse: PulseAudio | None = None,
     ) -> None:
         assert target is not None or auto_answer, "a linphonec that neither calls nor answers"
         self.directory = directory
         self.target = target
         self.lifetime_s = lifetime_s
         self.auto_answer = auto_answer
+        self.pulse = pulse
+        if config is None:
+            config = CONFIG if pulse is None else PULSE_CONFIG
         self.sip_port = free_sip_port()
         self.log_path = directory / "linphone.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -104,6 +138,10 @@ class Linphonec:
     def uri(self, user: str = "linphone") -> str:
         """The address that reaches this linphonec (its UDP listening point)."""
         return f"sip:{user}@127.0.0.1:{self.sip_port}"
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
 
     @property
     def log(self) -> str:
@@ -125,13 +163,16 @@ class Linphonec:
             stdin=subprocess.PIPE,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(self._home)},
+            env={**os.environ, "HOME": str(self._home), **self._pulse_environment()},
             start_new_session=True,
         )
         output.close()
         if self.target is None:
             self._wait_listening()
         return self
+
+    def _pulse_environment(self) -> dict[str, str]:
+        return {} if self.pulse is None else {"PULSE_SERVER": self.pulse.server}
 
     def _wait_listening(self) -> None:
         """Wait until linphonec holds its UDP SIP port (a callee must, before anyone dials)."""

@@ -9,8 +9,11 @@ allowlist version it takes, and the control plane tells which version a change m
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +46,19 @@ def require(tool: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, wait_s: float = 5) -> None:
+    """End a tool the test started in a session of its own: SIGTERM to that process group,
+    SIGKILL if it is still there after ``wait_s``; nothing if it has exited already."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=wait_s)
 
 
 @dataclass
