@@ -49,6 +49,8 @@ SIPLINE_RING_TIMEOUT_S          an outgoing call rings at most this    60 (at mo
                                 long, then is cancelled
 SIPLINE_REFER_TIMEOUT_S         a transfer's REFER without a final     60 (at most 600)
                                 NOTIFY this long after it failed (408)
+SIPLINE_WARM_DECISION_TIMEOUT_S a warm transfer's operator leg waits     120 (at most 600)
+                                this long for the bot's outcome
 SIPLINE_DRAIN_S                 after SIGTERM, calls may go on this    0: hang up at once
                                 long (``relay/drain.py``)              (at most 3600)
 SIPLINE_HEALTH_PORT             TCP port open while the relay takes    unset: none
@@ -81,6 +83,9 @@ MAX_RING_S = 600.0
 """``SIPLINE_RING_TIMEOUT_S`` at most: ten minutes of ringing is more than any callee needs."""
 MAX_REFER_S = 600.0
 """``SIPLINE_REFER_TIMEOUT_S`` at most: the transferee's INVITE to the target rings at most so long."""
+MAX_WARM_DECISION_S = 600.0
+"""``SIPLINE_WARM_DECISION_TIMEOUT_S`` at most: a briefing longer than ten minutes holds the caller
+(on hold music) and bills two legs for a transfer nobody is deciding."""
 MAX_DRAIN_S = 3600.0
 """``SIPLINE_DRAIN_S`` at most: an hour; ECS stops a task 120 s after SIGTERM at most anyway."""
 METRICS_CHOICES = ("emf",)
@@ -125,6 +130,7 @@ class RelaySettings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     ring_timeout_s: float = 60.0
     refer_timeout_s: float = 60.0
+    warm_decision_timeout_s: float = 120.0
     drain_s: float = 0.0
     health_port: int | None = None
     max_calls: int = 0
@@ -185,6 +191,9 @@ class RelaySettings:
             dns=reader.dns(),
             ring_timeout_s=reader.positive("SIPLINE_RING_TIMEOUT_S", 60.0, at_most=MAX_RING_S),
             refer_timeout_s=reader.positive("SIPLINE_REFER_TIMEOUT_S", 60.0, at_most=MAX_REFER_S),
+            warm_decision_timeout_s=reader.positive(
+                "SIPLINE_WARM_DECISION_TIMEOUT_S", 120.0, at_most=MAX_WARM_DECISION_S
+            ),
             drain_s=reader.at_least_zero("SIPLINE_DRAIN_S", at_most=MAX_DRAIN_S),
             health_port=reader.health_port(),
             max_calls=int(reader.at_least_zero("SIPLINE_MAX_CALLS", whole=True)),

@@ -35,7 +35,13 @@ from functools import partial
 from typing import Any
 
 from chalicelib.commands import edge_queue_name
-from chalicelib.contracts import DialClaim, DialCommand, HangUpCommand, TransferCommand
+from chalicelib.contracts import (
+    DialClaim,
+    DialCommand,
+    HangUpCommand,
+    TransferCommand,
+    TransferOutcomeCommand,
+)
 from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls.credentials import password_cipher
 from relay.calls.deps import CallDeps, CallFlow, DialDeps, TransferDeps
@@ -387,7 +393,10 @@ class RelayService:
     def command_handlers(self) -> CommandHandlers:
         """The handler of each command type this relay takes (both queues use the same)."""
         return CommandHandlers(
-            dial=self._dial_command, hangup=self._hang_up_command, transfer=self._transfer_command
+            dial=self._dial_command,
+            hangup=self._hang_up_command,
+            transfer=self._transfer_command,
+            transfer_outcome=self._transfer_outcome_command,
         )
 
     async def _start_commands(self, s: RelaySettings) -> list[asyncio.Task[None]]:
@@ -452,6 +461,7 @@ class RelayService:
             hold_music=loader.choose,
             notify_timeout_s=self.settings.refer_timeout_s,
             referred_bye_s=REFERRED_BYE_S,
+            decision_timeout_s=self.settings.warm_decision_timeout_s,
         )
 
     def _hold(self, call: InviteSession, flow: CallFlow) -> None:
@@ -499,6 +509,25 @@ class RelayService:
                 return
         if command.call_id in self._ended:
             logger.info("hangup for call %s, which ended here: acknowledged", command.call_id)
+            return
+        raise CommandNotHere(f"call {command.call_id} is not on this edge")
+
+    async def _transfer_outcome_command(self, command: TransferOutcomeCommand) -> None:
+        """Hand a warm transfer's outcome to the call's flow (``relay/calls/transfer_warm.py``)."""
+        for flow in self._call_tasks.values():
+            if flow.call_id == command.call_id:
+                try:
+                    flow.signals.outcomes.put_nowait(command)
+                except asyncio.QueueFull:  # none is waited for: stale or duplicates
+                    logger.warning(
+                        "outcome of transfer %s of call %s dropped: %d wait already",
+                        command.transfer_id,
+                        command.call_id,
+                        flow.signals.outcomes.qsize(),
+                    )
+                return
+        if command.call_id in self._ended:
+            logger.info("transfer outcome of call %s, which ended here: dropped", command.call_id)
             return
         raise CommandNotHere(f"call {command.call_id} is not on this edge")
 

@@ -209,6 +209,8 @@ class CallInfo:
     """The per-call token of sipline's Twilio-compatible hang-up (``chalicelib.twilio_compat``)."""
     direction: str = "incoming"
     """``incoming`` (the caller called us) or ``outgoing`` (we called the callee)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """More parameters, added as they are (a warm transfer's operator leg: ``sipline_leg``...)."""
 
 
 def custom_parameters(call: CallInfo) -> dict[str, str]:
@@ -228,6 +230,7 @@ def custom_parameters(call: CallInfo) -> dict[str, str]:
         params["call_template"] = _json_text(call.call_template)
     if call.auth_token is not None:
         params["auth_token"] = call.auth_token
+    params.update(call.extra)
     return params
 
 

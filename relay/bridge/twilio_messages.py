@@ -228,7 +228,7 @@ class AgentDtmf(TwilioModel):
     dtmf: AgentDtmfPayload
 
 
-TransferEnd = Literal["failed", "referred", "bridged"]
+TransferEnd = Literal["failed", "declined", "referred", "bridged"]
 """How a transfer ended, as the agent is told."""
 
 

@@ -44,6 +44,7 @@ from chalicelib.contracts import (
     InviteRejected,
     InviteWebhook,
     TransferCommand,
+    TransferOutcomeCommand,
 )
 from chalicelib.crypto import Cipher
 from chalicelib.egress import EgressPolicy
@@ -91,6 +92,11 @@ class CallSignals:
     """``transfer`` commands for this call (``transfer_cold.py`` takes them once answered)."""
     refer: asyncio.Queue[ReferEvent] = field(default_factory=asyncio.Queue)
     """The outcome of the REFERs sent in this call's dialog (``ReferAccepted``...)."""
+    outcomes: asyncio.Queue[TransferOutcomeCommand] = field(
+        default_factory=lambda: asyncio.Queue(MAX_QUEUED_TRANSFERS)
+    )
+    """``transfer_outcome`` commands: a warm transfer's operator accepted or declined
+    (``transfer_warm.py`` takes the one of its transfer)."""
 
 
 class CallFlow(Protocol):
@@ -165,6 +171,9 @@ class TransferDeps:
     """``SIPLINE_REFER_TIMEOUT_S``: a REFER without a final NOTIFY this long after it failed."""
     referred_bye_s: float
     """How long the referred caller has to BYE us before we do (RFC 5589 §6.1)."""
+    decision_timeout_s: float = 120.0
+    """``SIPLINE_WARM_DECISION_TIMEOUT_S``: a warm transfer's briefed operator leg waits this
+    long for the ``transfer_outcome``, then is dropped (``transfer_warm.py``)."""
 
 
 @dataclass(frozen=True)

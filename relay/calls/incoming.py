@@ -208,6 +208,7 @@ class IncomingCallFlow:
                 signals=self.signals,
                 deps=self.deps,
                 from_user=uri_user(self.request.from_.uri),
+                target=decision,
             )
             transfers.start()
             ending = await until_the_end(

@@ -347,6 +347,7 @@ class OutgoingCallFlow:
                 signals=self.signals,
                 deps=self.deps,
                 from_user=caller,
+                target=command,
             )
             transfers.start()
             ending = await until_the_end(

@@ -43,8 +43,12 @@ While one runs, the agent stays connected and the call goes on.
 If the call ends while a transfer is under way (the caller hangs up, the agent leaves, the API
 hangs up), :meth:`CallTransfers.abandon` cancels it: a ringing target is cancelled (``leg_ended``
 ``local_hangup`` 487 ``cancelled``), the music stops; the control plane reads the transfer
-``cancelled``. Warm transfers are the next round's: a ``kind: warm`` command is refused (the
-agent is told ``failed``, ``warm_not_supported``); their seam is :meth:`CallTransfers._run`.
+``cancelled``. A ``kind: warm`` command is run by ``transfer_warm.py`` (the operator leg, its
+briefing agent, the outcome), which ends in the same hand-overs: a REFER (with ``Replaces``,
+:attr:`Handover.replaced` the operator leg it replaces) or a bridge.
+
+Size: a little over 400 lines: the two cold methods and the hand-overs every transfer shares
+(warm ones included) read best together.
 """
 
 from __future__ import annotations
@@ -53,13 +57,13 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contracts import CallEventType, LegEndReason, TransferCommand
 from relay.bridge.agent_ws import AgentBridge
 from relay.bridge.sip_bridge import BridgeUnavailable, bridge
 from relay.bridge.twilio_messages import TransferEnd
+from relay.calls.agent import AgentTarget
 from relay.calls.deps import CallDeps, CallSignals, TransferDeps
 from relay.calls.ending import (
     EndDetail,
@@ -71,7 +75,8 @@ from relay.calls.ending import (
     record_the_end,
 )
 from relay.calls.recorder import LegEvents
-from relay.calls.transfer_leg import TransferLeg, TransferLegFailed, split_target
+from relay.calls.transfer_leg import Handover, TransferLeg, TransferLegFailed, split_target
+from relay.calls.transfer_warm import WarmTransfer, replaced_leg_ends
 from relay.sip.errors import LocalProtocolError
 from relay.sip.locate import LocateError
 from relay.sip.syntax.refer_to import format_refer_to
@@ -93,14 +98,6 @@ REMEMBERED_TRANSFERS = 64
 MAX_DETAIL = 500  # CallEvent.detail's bound
 
 
-@dataclass(frozen=True, slots=True)
-class Handover:
-    """The caller was handed on: by REFER (no second leg), or to an answered second leg."""
-
-    command: TransferCommand
-    leg: TransferLeg | None = None
-
-
 class CallTransfers:
     """The cold transfers of one answered call (see the module docstring)."""
 
@@ -115,13 +112,18 @@ class CallTransfers:
         signals: CallSignals,
         deps: CallDeps,
         from_user: str,
+        target: AgentTarget | None = None,
     ) -> None:
         self.call, self.session, self.agent, self.agent_task = call, session, agent, agent_task
         self.events, self.signals, self.deps, self.from_user = events, signals, deps, from_user
+        self.target = target
+        """The call's agent: a warm transfer's operator leg gets a second stream to it."""
+        self.warm: WarmTransfer | None = None
         self.handed_over: asyncio.Future[Handover] = asyncio.get_running_loop().create_future()
         """Set once a transfer handed the caller on: the call's flow then calls :meth:`finish`."""
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._leg: TransferLeg | None = None
+        self.leg_under_way: TransferLeg | None = None
+        """The second leg under way (a bridged cold transfer's target, a warm one's operator)."""
         self._task: asyncio.Task[None] | None = None
 
     # --- taking commands ------------------------------------------------------------------
@@ -151,13 +153,15 @@ class CallTransfers:
     async def _run(self, command: TransferCommand) -> Handover | None:
         """Run one transfer to its hand-over (or ``None``: failed, the caller stays)."""
         transfer = self.deps.transfer
-        if command.kind != "cold" or transfer is None:
-            why = "warm_not_supported" if command.kind != "cold" else "transfers_disabled"
-            logger.warning("transfer %s refused: %s", command.transfer_id, why)
-            self.tell(command, "failed", None, why)
+        if transfer is None:
+            logger.warning("transfer %s refused: transfers_disabled", command.transfer_id)
+            self.tell(command, "failed", None, "transfers_disabled")
             return None
+        if command.kind == "warm":
+            self.warm = WarmTransfer(self, command, transfer)  # abandon() stops its operator
+            return await self.warm.run()
         if command.method == "REFER":
-            return await self._refer(command, transfer)
+            return await self.refer(command, transfer)
         if command.method == "INVITE":
             return await self._invite(command)
         self.tell(command, "failed", None, "method_not_supported")
@@ -180,12 +184,25 @@ class CallTransfers:
 
     # --- REFER ----------------------------------------------------------------------------
 
-    async def _refer(self, command: TransferCommand, transfer: TransferDeps) -> Handover | None:
+    async def refer(
+        self,
+        command: TransferCommand,
+        transfer: TransferDeps,
+        replaces: tuple[str, str] | None = None,
+        *,
+        quiet: bool = False,
+    ) -> Handover | None:
+        """REFER the caller to the target (with ``replaces``: a warm transfer's ``Replaces``
+        header field, embedded); ``quiet``: a failure is not told to the agent (TRY_REFER)."""
         record, tid = self.events.record, command.transfer_id
-        refer_detail = f"Refer-To: {command.target}"[:MAX_DETAIL]  # not the embedded headers
+        refer_detail = f"Refer-To: {command.target}"  # not the embedded headers
+        if replaces is not None:
+            refer_detail += " with Replaces for the operator's dialog"
+        refer_detail = refer_detail[:MAX_DETAIL]
         try:
             uri, embedded = split_target(command.target)
-            refer_to = format_refer_to(uri, [*embedded, *command.refer_headers])
+            extra = [] if replaces is None else [replaces]
+            refer_to = format_refer_to(uri, [*embedded, *command.refer_headers, *extra])
             subscription = transfer.send_refer(
                 self.call,
                 refer_to,
@@ -197,7 +214,8 @@ class CallTransfers:
             logger.warning("transfer %s: %s", tid, why)
             record(CallEventType.REFER_SENT, detail=refer_detail, transfer_id=tid)
             record(CallEventType.REFER_FAILED, detail=why, transfer_id=tid)
-            self.tell(command, "failed", None, why)
+            if not quiet:
+                self.tell(command, "failed", None, why)
             return None
         self.deps.transmit()
         record(CallEventType.REFER_SENT, detail=refer_detail, transfer_id=tid)
@@ -223,7 +241,8 @@ class CallTransfers:
                         CallEventType.REFER_FAILED, sip_status=status, detail=why, transfer_id=tid
                     )
                     logger.info("transfer %s failed: %d %s", tid, status, why)
-                    self.tell(command, "failed", status, why)
+                    if not quiet:
+                        self.tell(command, "failed", status, why)
                     return None
                 case _:  # ReferProgress: 100 Trying, 180 Ringing
                     logger.debug("transfer %s: %s", tid, event)
@@ -235,7 +254,7 @@ class CallTransfers:
         if dial is None or transfer is None:
             self.tell(command, "failed", None, "outgoing_calls_disabled")
             return None
-        leg = self._leg = TransferLeg(command, self.deps)
+        leg = self.leg_under_way = TransferLeg(command, self.deps)
         clip = await transfer.hold_music(command.hold_music, command.hold_music_url)
         self.session.start_hold_music(clip)
         media = self.session.media
@@ -247,19 +266,20 @@ class CallTransfers:
             )
             await leg.answered(self.signals.hang_up_requested)
         except TransferLegFailed as failed:
-            await self._back_to_agent(leg)
+            await self.back_to_agent(leg)
             self.tell(command, "failed", failed.status, failed.reason)
             return None
         except Exception:  # a bug: end the second leg, give the caller back, then report it
             if leg.call is not None and not leg.signals.ended.done():
                 leg.end_here(EndDetail.INTERNAL_ERROR, LegEndReason.ERROR)
-            await self._back_to_agent(leg)
+            await self.back_to_agent(leg)
             raise
         return Handover(command, leg)
 
-    async def _back_to_agent(self, leg: TransferLeg) -> None:
+    async def back_to_agent(self, leg: TransferLeg) -> None:
+        """The caller is back with its agent: the music stops, the second leg's media closes."""
         self.session.stop_hold_music()
-        self._leg = None
+        self.leg_under_way = None
         await leg.close()
 
     # --- the end of a transfer, or of the call --------------------------------------------
@@ -290,7 +310,9 @@ class CallTransfers:
     async def abandon(self) -> None:
         """The call ended with a transfer under way: cancel it (see the module docstring)."""
         await self._stop_serving()
-        leg, self._leg = self._leg, None
+        if self.warm is not None:
+            await self.warm.stop_operator()
+        leg, self.leg_under_way = self.leg_under_way, None
         if leg is None:
             return
         if leg.call is not None and not leg.signals.ended.done():
@@ -309,13 +331,16 @@ class CallTransfers:
         if handover.leg is None:
             self.events.record(CallEventType.AGENT_LEFT, detail=EndDetail.TRANSFERRED)
             await self._referred()
+            if handover.replaced is not None:
+                self.leg_under_way = None
+                await replaced_leg_ends(handover.replaced, self.deps)
             return
         await asyncio.wait({self.agent_task}, timeout=AGENT_LEAVE_S)
         self.session.stop_hold_music()
         try:
             await self._bridged(handover.leg)
         finally:
-            self._leg = None
+            self.leg_under_way = None
             await handover.leg.close()
 
     async def _referred(self) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -63,7 +63,7 @@ from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
 
-__all__ = ["TransferLeg", "TransferLegFailed", "split_target", "codec_preference"]
+__all__ = ["Handover", "TransferLeg", "TransferLegFailed", "split_target", "codec_preference"]
 
 
 class TransferLegFailed(Exception):
@@ -92,6 +92,16 @@ def codec_preference(caller: NegotiatedMedia | None) -> list[str]:
         name = f"{caller.codec}/{caller.clock_rate_hz}"
         first = [f"{name}/{caller.channels}" if caller.channels > 1 else name]
     return first + [c for c in DEFAULT_CODEC_PREFERENCE if c not in first]
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """The caller was handed on: by REFER (no second leg), or to an answered second leg."""
+
+    command: TransferCommand
+    leg: TransferLeg | None = None
+    replaced: TransferLeg | None = None
+    """A warm REFER's operator leg, which the caller's INVITE with ``Replaces`` replaces."""
 
 
 class TransferLeg:
@@ -217,8 +227,11 @@ class TransferLeg:
         self.deps.transmit()
         self.events.record(CallEventType.INVITE_SENT, at=utc_now())
 
-    async def answered(self, hang_up: asyncio.Event) -> NegotiatedMedia:
-        """Wait for the answer (``answered`` recorded, media started).
+    async def answered(
+        self, hang_up: asyncio.Event, framing: MediaFraming = MediaFraming.TWILIO
+    ) -> NegotiatedMedia:
+        """Wait for the answer (``answered`` recorded, media started in ``framing``: a bridged
+        leg's is never framed; a warm transfer's operator leg's is its agent's).
 
         ``hang_up`` set first (the call ended, the API hung up) cancels the INVITE.
 
@@ -239,7 +252,7 @@ class TransferLeg:
         self.events.record(CallEventType.ANSWERED, sip_status=200)
         assert self.session is not None
         self.session.start(
-            media, MediaFraming.TWILIO, ids=self.deps.ids, jitter_min_delay_ms=JITTER_MIN_DELAY_MS
+            media, framing, ids=self.deps.ids, jitter_min_delay_ms=JITTER_MIN_DELAY_MS
         )
         return media
 

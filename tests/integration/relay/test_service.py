@@ -26,6 +26,7 @@ from chalicelib.contracts import (
     HangUpCommand,
     RegisterCommand,
     TransferCommand,
+    TransferOutcomeCommand,
     UnregisterCommand,
 )
 from relay.config import RelaySettings
@@ -314,18 +315,19 @@ OTHER_CALL = "01a212bf-0000-7000-8000-000000000000"
             call_id=OTHER_CALL, transfer_id="t-1", kind="cold", method="REFER",
             target="sip:desk@pbx.example.com",
         ),
+        TransferOutcomeCommand(call_id=OTHER_CALL, transfer_id="t-1", accepted=True),
     ],
-    ids=["hangup", "transfer"],
+    ids=["hangup", "transfer", "transfer_outcome"],
 )  # fmt: skip
 def test_a_command_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
     stack: LocalStack,
     sqs: Any,
     tmp_path: Path,
     request: pytest.FixtureRequest,
-    other: HangUpCommand | TransferCommand,
+    other: HangUpCommand | TransferCommand | TransferOutcomeCommand,
 ) -> None:
-    """docs/relay.md, Commands: a ``hangup`` (or a ``transfer``) for a call this relay does not
-    hold is re-sent to the queue with ``hops`` one higher (for the relay that holds it), never
+    """docs/relay.md, Commands: a ``hangup`` (or a ``transfer``, a ``transfer_outcome``) for a
+    call this relay does not hold is re-sent to the queue with ``hops`` one higher (for the relay that holds it), never
     deleted; the call the relay does hold goes on."""
     queue, dead_letters = _queues(sqs, request.node.name)
 
