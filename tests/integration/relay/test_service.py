@@ -327,8 +327,8 @@ def test_a_command_for_a_call_this_relay_does_not_hold_is_passed_on_not_deleted(
     other: HangUpCommand | TransferCommand | TransferOutcomeCommand,
 ) -> None:
     """docs/relay.md, Commands: a ``hangup`` (or a ``transfer``, a ``transfer_outcome``) for a
-    call this relay does not hold is re-sent to the queue with ``hops`` one higher (for the relay that holds it), never
-    deleted; the call the relay does hold goes on."""
+    call this relay does not hold is re-sent to the queue with ``hops`` one higher (for the relay
+    that holds it), never deleted; the call the relay does hold goes on."""
     queue, dead_letters = _queues(sqs, request.node.name)
 
     async def scenario() -> None:
