@@ -11,7 +11,10 @@ flow around the real sans-I/O endpoint) with what transfers need, as ``RelayServ
   the second leg's ``CallProgress`` included, and re-arms the endpoint's timer (REFER's NOTIFY
   bound, the ring timeout);
 - :meth:`TransferWire.transfer` hands a ``transfer`` command to the call as the service's
-  handler does (``CallSignals.transfers``);
+  handler does (``CallSignals.transfers``), :meth:`TransferWire.outcome` a ``transfer_outcome``
+  (``CallSignals.outcomes``);
+- :func:`agents_server` serves the call's agent and, on the second WebSocket to the same URL, a
+  warm transfer's operator-leg agent;
 - ``record`` stamps each event with the simulated clock (``T0`` + loop time), as a relay's wall
   clock would advance, so that ``chalicelib/billing.py`` can bill what the flow recorded.
 
@@ -21,12 +24,16 @@ flow around the real sans-I/O endpoint) with what transfers need, as ``RelayServ
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from chalicelib.contracts import CallEvent, TransferCommand
+from websockets.asyncio.server import ServerConnection, serve
+
+from chalicelib.contracts import CallEvent, TransferCommand, TransferOutcomeCommand
 from chalicelib.crypto import FernetCipher
 from relay.calls.deps import CallDeps, CallFlow, DialDeps, TransferDeps
 from relay.calls.incoming import IncomingCallFlow
@@ -53,7 +60,7 @@ from relay.sip.usage.refer import (
 )
 from relay.transport.dns import DnsSettings, SipLocator
 from relay.transport.hold_music_fetch import HoldMusicFetchSettings, HoldMusicLoader
-from tests.integration.relay.bridge.harness import LOCAL_EGRESS
+from tests.integration.relay.bridge.harness import LOCAL_EGRESS, Agent
 from tests.integration.relay.calls.dialing import CALLEE, PASSWORD_KEY
 from tests.integration.relay.calls.harness import CALLER, LOOPBACK, Caller, Wire
 
@@ -62,13 +69,37 @@ TRANSFER_ID = "01a212c0-0000-7000-8000-000000000001"
 NOTIFY_TIMEOUT_S = 60.0
 REFERRED_BYE_S = 5.0
 RING_TIMEOUT_S = 60.0
+DECISION_TIMEOUT_S = 120.0
+
+
+CALL_ID = "01a212bf-1dc0-7935-87f3-1a9f9d14bb2f"
+WARM_PROMPT = "Brief the operator: Bob wants to change his delivery address."
+"""A ``transferSystemPromptTemplate`` with ``{context}`` filled (docs/api.md's example)."""
+
+
+def warm_command(method: str, **overrides: Any) -> TransferCommand:
+    """A warm ``transfer`` command (docs/webhooks.md) to the operator on 127.0.0.1."""
+    body = {"kind": "warm", "prompt": WARM_PROMPT} | overrides
+    return transfer_command(method, **body)
+
+
+@asynccontextmanager
+async def agents_server(agent: Agent, operator: Agent) -> AsyncIterator[str]:
+    """Serve ``agent`` on 127.0.0.1 and, on the next connection, ``operator``; yield the URL."""
+
+    async def handle(connection: ServerConnection) -> None:
+        await (operator if agent.connected.is_set() else agent).handle(connection)
+
+    async with serve(handle, LOOPBACK, 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"ws://{LOOPBACK}:{port}/agent"
 
 
 def transfer_command(method: str, **overrides: Any) -> TransferCommand:
     """A cold ``transfer`` command as docs/webhooks.md shows it, to the target on 127.0.0.1."""
     body: dict[str, Any] = {
         "type": "transfer",
-        "callId": "01a212bf-1dc0-7935-87f3-1a9f9d14bb2f",
+        "callId": CALL_ID,
         "transferId": TRANSFER_ID,
         "kind": "cold",
         "method": method,
@@ -113,6 +144,7 @@ class TransferWire(Wire):
                 hold_music=loader.choose,
                 notify_timeout_s=NOTIFY_TIMEOUT_S,
                 referred_bye_s=REFERRED_BYE_S,
+                decision_timeout_s=DECISION_TIMEOUT_S,
             ),
         )
         self._timer: asyncio.TimerHandle | None = None
@@ -125,6 +157,19 @@ class TransferWire(Wire):
         """What ``RelayService._transfer_command`` does with a command for this call."""
         assert self.flow is not None
         self.flow.signals.transfers.put_nowait(command)
+
+    def outcome(self, accepted: bool, reason: str | None = None, **overrides: Any) -> None:
+        """What ``RelayService._transfer_outcome_command`` does with the operator's outcome."""
+        assert self.flow is not None
+        body = {
+            "type": "transfer_outcome",
+            "callId": CALL_ID,
+            "transferId": TRANSFER_ID,
+            "accepted": accepted,
+            "reason": reason,
+        }
+        command = TransferOutcomeCommand.model_validate(body | overrides)
+        self.flow.signals.outcomes.put_nowait(command)
 
     def send_from(self, text: str, source: Address) -> None:
         """Hand the endpoint one datagram from ``source`` (the target), then drain it."""
