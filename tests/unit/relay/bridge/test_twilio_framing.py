@@ -127,6 +127,7 @@ def test_dtmf_refuses_what_is_not_a_digit() -> None:
         framing().mark("m"),
         framing().stop(),
         framing().transfer("t-1", "failed", sip_status=603, reason="Declined"),
+        framing().transfer("t-1", "declined", sip_status=None, reason="busy"),
     ],
 )
 def test_every_relay_message_round_trips_through_its_model(message: str) -> None:
@@ -155,6 +156,23 @@ def test_custom_parameters_are_strings_with_structures_as_json_text() -> None:
         "call_template": '{"voice":"x"}',
     }
     assert json.loads(params["template_context"]) == call.template_context
+
+
+def test_an_operator_legs_parameters_are_added_as_they_are() -> None:
+    """docs/agents.md, The operator leg of a warm transfer: ``sipline_leg``,
+    ``sipline_call_id``, ``sipline_transfer_id`` beside the call's own parameters."""
+    extra = {"sipline_leg": "operator", "sipline_call_id": "c", "sipline_transfer_id": "t-1"}
+    params = custom_parameters(CallInfo(call_id="c", caller="a", callee="b", extra=extra))
+    assert params == {
+        "call_id": "c",
+        "from_number": "a",
+        "to_number": "b",
+        "template_context": "{}",
+        "direction": "incoming",
+        "sipline_leg": "operator",
+        "sipline_call_id": "c",
+        "sipline_transfer_id": "t-1",
+    }
 
 
 def test_optional_parameters_are_left_out_when_unknown() -> None:
