@@ -442,3 +442,52 @@ def test_a_caller_who_hangs_up_during_the_briefing_ends_the_operator_leg() -> No
         assert one(wire, CallEventType.LEG_ENDED).reason == "remote_hangup"
 
     run(scenario)
+
+
+@pytest.mark.parametrize("who", ["operator", "operator_bot"])
+def test_an_operator_or_its_bot_gone_during_the_briefing_ends_the_transfer(who: str) -> None:
+    """docs/relay.md (Transfers, warm), step 6: the operator hangs up (its BYE: ``leg_ended``
+    ``remote_hangup``, ``operator_hung_up``), or its bot closes its WebSocket without an outcome
+    (the relay's BYE, ``operator_agent_left``): the caller's agent is told ``failed`` with that
+    reason and carries on."""
+
+    async def scenario() -> None:
+        agent, operator = Agent(), Agent()
+        async with (
+            agents_server(agent, operator) as url,
+            RtpPeer(1) as phone,
+            RtpPeer(2) as operator_phone,
+        ):
+            wire = TransferWire(answering(accepted(url)))
+            scene = Scene(wire, agent, operator, Caller(rtp_port=phone.port))
+            invite = await scene.briefed("BRIDGE", phone, operator_phone)
+            await asyncio.sleep(5.0)
+            if who == "operator":
+                wire.send_from(scene.callee.bye(invite, cseq=2), CALLEE)
+                assert (await operator.next_event("stop"))["event"] == "stop"
+            else:
+                assert operator.connection is not None
+                await operator.connection.close()
+                bye = await wire.next_sent(
+                    lambda m: (
+                        isinstance(m, Request) and m.method == "BYE" and m.call_id == invite.call_id
+                    )
+                )
+                assert isinstance(bye, Request)
+                wire.send_from(scene.callee.response(bye, 200, "OK"), CALLEE)
+            told = await agent.next_event("transfer")
+            await asyncio.sleep(2.0)
+            assert not wire.task.done()  # type: ignore[union-attr]
+            wire.send(scene.caller.in_dialog("BYE"))
+            await wire.until_done()
+
+        why = "operator_hung_up" if who == "operator" else "operator_agent_left"
+        assert told["transfer"] == {
+            "transferId": TRANSFER_ID, "status": "failed", "sipStatus": None, "reason": why
+        }  # fmt: skip
+        legs = operator_events(wire)
+        expected = ("remote_hangup", "bye") if who == "operator" else ("local_hangup", why)
+        assert (legs[-1].type, legs[-1].reason, legs[-1].detail) == ("leg_ended", *expected)
+        assert status(wire, "BRIDGE") == "failed"
+
+    run(scenario)
