@@ -66,7 +66,7 @@ from relay.bridge.agent_ws import AgentBridge
 from relay.bridge.twilio_messages import TransferEnd
 from relay.calls.agent import AgentTarget, bridge_parts, uri_user
 from relay.calls.deps import CallDeps, TransferDeps
-from relay.calls.ending import record_sip_end
+from relay.calls.ending import EndDetail, record_sip_end
 from relay.calls.transfer_leg import Handover, TransferLeg, TransferLegFailed, split_target
 from relay.sip.syntax.refer_to import replaces_value
 
@@ -77,6 +77,8 @@ logger = logging.getLogger("sipline.relay.calls")
 
 __all__ = ["OPERATOR_LEAVE_S", "WarmTransfer", "operator_bridge", "replaced_leg_ends"]
 
+WARM_METHODS = frozenset({"REFER", "BRIDGE", "TRY_REFER"})
+"""How an accepted warm transfer joins caller and operator; another method is refused."""
 OPERATOR_LEAVE_S = 5.0
 """How long the operator's agent stream has to close after ``stop`` before the leg goes on."""
 
@@ -137,8 +139,10 @@ class WarmTransfer:
         """Carry the transfer to its hand-over, or back to the agent (``None``)."""
         t, command = self.transfers, self.command
         dial, target = t.deps.dial, t.target
-        if dial is None or target is None:
+        if dial is None or target is None or command.method not in WARM_METHODS:
             why = "outgoing_calls_disabled" if dial is None else "warm_not_supported"
+            if command.method not in WARM_METHODS:
+                why = "method_not_supported"
             t.tell(command, "failed", None, why)
             return None
         leg = t.leg_under_way = TransferLeg(command, t.deps)
@@ -156,6 +160,11 @@ class WarmTransfer:
             await t.back_to_agent(leg)
             t.tell(command, "failed", failed.status, failed.reason)
             return None
+        except Exception:  # a bug: end the operator leg, give the caller back, then report it
+            if leg.call is not None and not leg.signals.ended.done():
+                leg.end_here(EndDetail.INTERNAL_ERROR, LegEndReason.ERROR)
+            await t.back_to_agent(leg)
+            raise
         try:
             return await self._briefed(leg, target, from_user)
         except Exception:  # a bug: end the operator leg, give the caller back, then report it
@@ -183,8 +192,8 @@ class WarmTransfer:
             return None
         leg.events.record(CallEventType.AGENT_JOINED)
         outcome = await self._outcome(leg, deadline)
-        if outcome is None:
-            if leg.signals.ended.done():
+        if outcome is None or leg.signals.ended.done():
+            if leg.signals.ended.done():  # also when it hung up as the outcome came
                 await self._operator_gone(leg)
             else:
                 why = "operator_agent_left" if self._operator_task.done() else "decision_timeout"
