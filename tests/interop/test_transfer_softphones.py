@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from chalicelib.billing import bill
-from chalicelib.contracts import CallEvent, CallEventType, LegRole
+from chalicelib.contracts import CallEvent, CallEventType, LegEndReason, LegRole
 from tests.interop.agent_server import AgentServer
 from tests.interop.baresip import Baresip
 from tests.interop.kamailio import TRUNK_PASSWORD, TRUNK_USER, KamailioProxy
@@ -119,7 +119,10 @@ def assert_referred(stack: InteropStack, agent_id: str, call_id: str, log: str) 
     events = leg_ended_events(stack, call_id)
     answered = first(events, CallEventType.ANSWERED)
     succeeded = first(events, CallEventType.REFER_SUCCEEDED)
-    assert first(events, CallEventType.LEG_ENDED) > succeeded
+    [leg_ended] = [e for e in events if e.type is CallEventType.LEG_ENDED]
+    assert leg_ended.occurred_at.timestamp() > succeeded
+    # neither softphone hangs up after a transfer: the relay's BYE ended the old dialog
+    assert (leg_ended.reason, leg_ended.detail) == (LegEndReason.REFERRED, "bye_sent"), log
     assert abs(bill(events).sip_seconds - (succeeded - answered)) < 1e-3
     assert ended["sipDetails"]["billedDuration"] == f"{rounded_up(succeeded - answered)}s"
 
@@ -217,6 +220,7 @@ def test_a_bridged_transfer_to_baresip_behind_an_authenticating_kamailio(
         proxy_log = proxy.log
 
     assert "proxy: INVITE" in proxy_log and "rejected" not in proxy_log
+    assert TRUNK_PASSWORD not in stack.relay_log()  # docs/security.md: never in a log
     for phone in (caller, operator):
         heard = b"".join(p[12:] for port in _ports(phone) for p in capture.payloads(port))
         assert len(heard) >= 8000, f"{len(heard)} bytes of RTP reached {phone.directory.name}"
