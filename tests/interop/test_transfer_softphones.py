@@ -9,6 +9,8 @@ relay process on its queue.
   BYE (tests/interop/baresip.py), so the relay ends the old dialog with its own BYE once its
   bound (``REFERRED_BYE_S``) has passed; the call reads ``transferred`` / ``REFERRED`` and
   the SIP clock stopped at ``refer_succeeded`` (docs/billing.md rule 3).
+- the same, to a user the proxy refuses (404): baresip's final NOTIFY carries the 404, the
+  transfer fails with it and the caller stays with the agent (docs/agents.md).
 - linphone calls an agent and is REFERred with ``extraHeaders``: it holds the old call
   (re-INVITE ``a=sendonly``, which the relay answers mid-transfer), makes the Refer-To's embedded
   ``X-Case`` a real header of its INVITE (``uas_refer_target_headers.xml`` checks it with a
@@ -24,7 +26,7 @@ relay process on its queue.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,14 @@ def _ports(phone: Baresip) -> range:
 
 def _bridged(stack: InteropStack, call_id: str) -> bool:
     return [t["status"] for t in transfers(stack, call_id)] == ["bridged"]
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what}")
+        time.sleep(0.1)
 
 
 def _wait_rtp(capture: LoopbackCapture, sides: list[range], count: int) -> None:
@@ -156,6 +166,40 @@ def test_baresip_follows_the_relays_refer_to_linphone_behind_kamailio(
     [session] = agent_server.sessions(name)
     assert [t["status"] for t in session.transfers] == ["referred"]
     assert session.events[-1] == "stop"
+
+
+def test_baresip_reports_kamailios_refusal_and_stays_with_the_agent(
+    stack: InteropStack, agent_server: AgentServer, tmp_path: Path
+) -> None:
+    """The proxy knows no ``nobody`` (404): baresip's final NOTIFY carries the 404, the transfer
+    fails with it, the agent is told and keeps the caller, whose hang-up ends the call as any."""
+    with (
+        KamailioProxy(tmp_path / "proxy", operator_port=9) as proxy,  # no operator is reached
+        Baresip(tmp_path / "caller", lifetime_s=60) as caller,
+    ):
+        agent_id, service, name = transfer_agent(
+            stack, agent_server, {"target": proxy.uri("nobody"), "sipVerb": "REFER"}
+        )
+        caller.dial(f"sip:{service}@127.0.0.1:{stack.sip_port}")
+        call = joined_call(stack, agent_id)
+        ask_transfer(stack, call["callId"])
+        caller.wait_event("TRANSFER", timeout_s=15)
+        [session] = agent_server.wait_sessions(name)
+        _wait(lambda: bool(session.transfers), "the agent told of the transfer's end")
+        told = len(session.events)
+        _wait(lambda: "media" in session.events[told:], "the caller still heard by the agent")
+        caller.hang_up()
+        caller.wait_event("CALL_CLOSED")
+        proxy_log = proxy.log
+
+    assert "no such user" in proxy_log
+    assert [(t["status"], t["sipStatus"]) for t in session.transfers] == [("failed", 404)]
+    ended = ended_call(stack, agent_id)
+    assert (ended["endReason"], ended["sipDetails"]["terminationReason"]) == (
+        "hangup", "SIP_TERMINATION_NORMAL"
+    )  # fmt: skip
+    [transfer] = transfers(stack, call["callId"])
+    assert (transfer["status"], transfer["sipStatus"]) == ("failed", 404)
 
 
 def test_linphone_follows_a_refer_carrying_x_headers(
