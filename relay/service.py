@@ -18,7 +18,7 @@ seconds to record their last events, drain the outbox (what is not delivered sta
 the next start), delete its own command queue, close the transports. ``SIPLINE_MAX_CALLS`` caps
 the calls running at once the same way (503, or the ``dial`` passed on).
 
-Size: about 520 lines: the process's wiring (transports, control plane, outbox, heartbeat,
+Size: about 540 lines: the process's wiring (transports, control plane, outbox, heartbeat,
 commands, drain, health port, metrics, transfers) and the endpoint's event routing share the per-process
 state above; each piece's logic lives in its own module (``relay/control/``, ``relay/drain.py``,
 ``relay/health_port.py``, ``relay/metrics.py``), and what is left here is how they meet.

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chalicelib.billing import bill
+from chalicelib.call_outcome import summarize
 from chalicelib.contracts import CallEvent, CallEventType
 from relay.sip.syntax.message import Request, Response
 from tests.integration.relay.bridge.harness import Agent, agent_server
@@ -185,6 +186,11 @@ def test_follow_moves_the_agent_onto_a_new_leg_to_the_refer_to_target() -> None:
         billed = bill(wire.events)
         expected = (at(old_end[0]) - at(answered)) + (at(target_leg[-1]) - at(target_leg[0]))
         assert abs(billed.sip_seconds - expected) < 1e-6
+        outcome = summarize(wire.events)  # docs/webhooks.md: the caller's leg was referred
+        assert outcome.ended == target_leg[-1].occurred_at
+        assert (outcome.end_reason, outcome.termination_reason) == (
+            "transferred", "SIP_TERMINATION_REFERRED"
+        )  # fmt: skip
 
     run(scenario)
 
