@@ -59,6 +59,7 @@ from relay.calls.recorder import LegEvents
 from relay.plan import plan_outgoing_offer
 from relay.sip.errors import LocalProtocolError
 from relay.sip.locate import LocateError, LocateFailure
+from relay.sip.syntax.refer_to import ReferTo
 from relay.sip.syntax.uri import AbsoluteUri, SipUri
 from relay.sip.usage.invite_session import CallEnded, CallProgress, InviteSession
 from relay.sip.usage.refer_server import ReferReceived
@@ -79,6 +80,7 @@ DETAIL_PART = 200
 CANCEL_WAIT_S = 40.0
 """How long a CANCELled INVITE may take to end (Timer B's 32 s and some)."""
 _PASSWORD = re.compile(r"(sips?:[^:@;>\s]+):[^@;>\s]*@", re.IGNORECASE)
+_HEADERS = re.compile(r"\?[^>\s]*")
 
 
 def follows(
@@ -94,12 +96,13 @@ def follows(
     )
 
 
-def refer_detail(event: ReferReceived) -> str:
-    """``refer_received``'s detail: the answer, the target, the referrer; no credentials."""
-    uri = event.refer_to.uri
+def refer_detail(accepted: bool, refer_to: ReferTo, referred_by: str | None) -> str:
+    """``refer_received``'s detail: the answer, the target, the referrer; no credentials (a
+    URI's password, embedded header fields), each part at most :data:`DETAIL_PART` long."""
+    uri = refer_to.uri
     target = str(replace(uri, password=None, headers=()) if isinstance(uri, SipUri) else uri)
-    by = _PASSWORD.sub(r"\1@", event.referred_by or "-")
-    answer = "accepted" if event.server.accepted else "declined"
+    by = _HEADERS.sub("", _PASSWORD.sub(r"\1@", referred_by or "-"))
+    answer = "accepted" if accepted else "declined"
     return f"{answer} to={target[:DETAIL_PART]} by={by[:DETAIL_PART]}"
 
 
@@ -108,12 +111,19 @@ class _Referred(Protocol):
     signals: CallSignals
 
 
-def referred(flow: _Referred, event: ReferReceived) -> None:
+def referred(flow: _Referred, event: ReferReceived, now: float) -> None:
     """What the service does with a REFER answered in ``flow``'s call: record it, and hand an
-    accepted one to the call's :class:`FarRefers` (synchronous: the service's drain)."""
-    flow.events.record(CallEventType.REFER_RECEIVED, detail=refer_detail(event))
+    accepted one to the call's :class:`FarRefers` (synchronous: the service's drain).
+
+    The queue holds as many as a dialog may have under way; one more (those waiting expired
+    meanwhile) is NOTIFY 503 at once."""
+    detail = refer_detail(event.server.accepted, event.refer_to, event.referred_by)
+    flow.events.record(CallEventType.REFER_RECEIVED, detail=detail)
     if event.server.accepted:
-        flow.signals.referred.put_nowait(event)  # bounded by the REFERs a dialog may run
+        try:
+            flow.signals.referred.put_nowait(event)
+        except asyncio.QueueFull:
+            event.server.report(503, now=now)
 
 
 class ReferringCall(Protocol):
@@ -191,6 +201,8 @@ class FarRefers:
 
     async def _follow(self, event: ReferReceived) -> None:
         call, deps = self.call, self.call.deps
+        if event.server.terminated:  # it waited past its expiry: the referrer was told so
+            return
         uri = event.refer_to.uri
         dial, session = deps.dial, call.session
         if dial is None or session is None or not isinstance(uri, SipUri):

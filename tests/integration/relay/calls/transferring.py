@@ -190,7 +190,7 @@ class TransferWire(Wire):
                         flow.progress(event)
                 case ReferReceived(session=session):
                     if flow := self.flows.get(session):
-                        referred(flow, event)
+                        referred(flow, event, asyncio.get_running_loop().time())
                 case ReferAccepted() | ReferProgress() | ReferSucceeded() | ReferFailed():
                     if flow := self.flows.get(event.session):
                         flow.signals.refer.put_nowait(event)
