@@ -105,7 +105,12 @@ class IncomingCallFlow:
         self, uri: SipUri | AbsoluteUri, headers: tuple[tuple[str, str], ...]
     ) -> bool:
         """Whether this call follows a far end's REFER to ``uri`` (``far_refer.py``)."""
-        return self.deps.dial is not None and follows(self.incoming_refer, uri, headers)
+        transferring = self.transfers is not None and self.transfers.running
+        return (
+            self.deps.dial is not None
+            and not transferring
+            and follows(self.incoming_refer, uri, headers)
+        )
 
     # --- SIP actions (each one followed by a transmit) ------------------------------------
 

@@ -33,6 +33,7 @@ from tests.integration.relay.calls.transferring import (
     TransferWire,
     reply,
     sdp_port,
+    transfer_command,
 )
 from tests.support.virtual_time import run_in_virtual_time
 
@@ -314,5 +315,32 @@ def test_a_transferor_that_hangs_up_while_the_target_rings_does_not_end_the_call
 
         ends = [(e.leg_role, e.reason) for e in wire.events if e.type is CallEventType.LEG_ENDED]
         assert ends == [("caller", "remote_hangup"), ("transfer_target", "remote_hangup")]
+
+    run(scenario)
+
+
+def test_a_refer_while_a_transfer_the_agent_asked_for_runs_is_declined() -> None:
+    """docs/relay.md (A REFER from the far end): even with ``follow``, a REFER that comes while
+    the agent's own (bridged) transfer rings gets 603, recorded ``declined``."""
+
+    async def scenario() -> None:
+        agent = Agent()
+        async with agent_server(agent) as url, RtpPeer(1) as phone:
+            wire = TransferWire(answering(accepted(url, incomingRefer="follow")))
+            caller = Caller(rtp_port=phone.port)
+            final, _ = await answered_call(wire, agent, caller)
+            phone.talk(sdp_port(final.body))
+            wire.transfer(transfer_command("INVITE"))
+            invite = await target_invite(wire)
+            wire.send(refer(caller, "sip:desk@127.0.0.1:5090"))
+            answer = await wire.final("REFER")
+            wire.send_from(Callee(port=CALLEE.port).response(invite, 486, "Busy Here"), CALLEE)
+            await agent.next_event("transfer")
+            wire.send(caller.in_dialog("BYE"))
+            await wire.until_done()
+
+        assert answer.status == 603
+        [received] = [e for e in wire.events if e.type is CallEventType.REFER_RECEIVED]
+        assert received.detail is not None and received.detail.startswith("declined")
 
     run(scenario)
