@@ -126,6 +126,11 @@ class InviteWebhook(Contract):
     edge_id: str = Field(default="", alias="edgeId", description="The edge task that holds it.")
 
 
+IncomingRefer = Literal["decline", "follow"]
+"""What the relay does with a REFER from the far end of a call (docs/relay.md): ``decline``
+answers 603; ``follow`` calls the Refer-To target and moves the agent onto that new leg."""
+
+
 class InviteAccepted(Contract):
     """The control plane's acceptance: answer the caller and bridge to the agent."""
 
@@ -146,6 +151,12 @@ class InviteAccepted(Contract):
     codec_preference: list[str] = Field(default_factory=list, alias="codecPreference")
     join_timeout_s: float | None = Field(default=None, alias="joinTimeoutS")
     max_duration_s: float | None = Field(default=None, alias="maxDurationS")
+    incoming_refer: IncomingRefer = Field(
+        default="decline",
+        alias="incomingRefer",
+        description="A REFER the far end sends in this call: 'decline' (603) or 'follow' (a new"
+        " leg for the agent). The account's /api/sip setting.",
+    )
 
 
 class InviteRejected(Contract):
@@ -190,6 +201,10 @@ class CallEventType(StrEnum):
     REFER_SUCCEEDED = "refer_succeeded"
     """The transferee reached the target (NOTIFY sipfrag 2xx): sipline is out of the call."""
     REFER_FAILED = "refer_failed"
+    REFER_RECEIVED = "refer_received"
+    """The far end sent a REFER in the call (a PBX transferring the agent): ``detail`` says the
+    answer (``declined`` / ``followed``), the Refer-To target and the Referred-By, credentials
+    removed. Billing reads nothing from it: the legs' own events bill the call."""
     BRIDGED = "bridged"
     """Two legs were connected to each other by the edge (bridged transfer)."""
     REGISTRATION_SUCCEEDED = "registration_succeeded"

@@ -101,7 +101,7 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
     extra_context: dict[str, Any] = {}
     if agent_id is None:
         # Before asking the fallback handler: a retried webhook must not ask it twice.
-        if (decided := _decided(services, account_id, invite_key)) is not None:
+        if (decided := _decided(services, account_id, invite_key, config)) is not None:
             return decided
         agent_id, extra_context = _ask_fallback(services, invite, to_user, config)
     agent = _agent(services, account_id, agent_id)
@@ -111,16 +111,20 @@ def decide_invite(services: Services, invite: InviteWebhook) -> InviteAccepted:
             call, invite_key=invite_key, slot_limit=services.settings.max_concurrent_calls
         )
     except AlreadyExists:  # a retried webhook (or a concurrent retry) decided this INVITE before
-        if (decided := _decided(services, account_id, invite_key)) is None:
+        if (decided := _decided(services, account_id, invite_key, config)) is None:
             raise
         return decided
-    return accepted(services, call)
+    return accepted(services, call, config)
 
 
-def _decided(services: Services, account_id: str, invite_key: str) -> InviteAccepted | None:
+def _decided(
+    services: Services, account_id: str, invite_key: str, config: SipConfig
+) -> InviteAccepted | None:
     """The decision already taken for an INVITE, if a previous webhook call took one."""
     existing = services.store.find_invite_call(account_id, invite_key)
-    return None if existing is None else accepted(services, services.store.get_call(existing).value)
+    if existing is None:
+        return None
+    return accepted(services, services.store.get_call(existing).value, config)
 
 
 def _exists(services: Services, account_id: str, agent_id: str) -> bool:
@@ -236,8 +240,10 @@ def _incoming_call(
     )
 
 
-def accepted(services: Services, call: Call) -> InviteAccepted:
-    """Return the acceptance that answers the caller of ``call``."""
+def accepted(services: Services, call: Call, config: SipConfig) -> InviteAccepted:
+    """Return the acceptance that answers the caller of ``call`` (``config``: its account's)."""
     return InviteAccepted(
-        codec_preference=list(services.settings.codec_preference), **call.agent_session()
+        codec_preference=list(services.settings.codec_preference),
+        incoming_refer=config.incoming_refer,
+        **call.agent_session(),
     )

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from chalicelib.contracts import MediaEndpoint
+from chalicelib.contracts import IncomingRefer, MediaEndpoint
 
 MAX_PATTERN_LENGTH = 200
 MAX_ALLOWED_AGENTS = 2000
@@ -148,6 +148,10 @@ class SipConfig(ApiModel):
     """Whether a bot may transfer to a target its tool does not fix (toll fraud: docs/security.md)."""
     transfer_trunk: str | None = None
     """The SIP server E.164 transfer targets are sent to, as ``sip:+number@<trunk>``."""
+    incoming_refer: IncomingRefer = "decline"
+    """What the relay does with a REFER the far end sends in a call (docs/relay.md, A REFER from
+    the far end): ``decline`` (603) or ``follow`` (a new leg for the agent; toll fraud:
+    docs/security.md)."""
 
     def view(self, domain: str) -> dict[str, Any]:
         """Return the configuration as the API shows it (no secrets, plus the read-only domain)."""
@@ -173,6 +177,7 @@ class SipConfigPatch(ApiModel):
     fallback_handler: FallbackHandlerInput | None = None
     allow_free_transfer_targets: StrictBool | None = None
     transfer_trunk: SipText | None = Field(default=None, min_length=1, max_length=256)
+    incoming_refer: IncomingRefer | None = None
     domain: Any = Field(default=None, exclude=True, description="Read-only: refused if present.")
 
     @field_validator("domain")

@@ -25,6 +25,7 @@ _NOT_NULL = {
     "allow_all_agents": "allowAllAgents",
     "allowed_agents": "allowedAgents",
     "allow_free_transfer_targets": "allowFreeTransferTargets",
+    "incoming_refer": "incomingRefer",
 }
 """Fields that a PATCH may replace but not null (only ``fallbackHandler: null`` removes)."""
 

@@ -18,7 +18,7 @@ seconds to record their last events, drain the outbox (what is not delivered sta
 the next start), delete its own command queue, close the transports. ``SIPLINE_MAX_CALLS`` caps
 the calls running at once the same way (503, or the ``dial`` passed on).
 
-Size: about 520 lines: the process's wiring (transports, control plane, outbox, heartbeat,
+Size: about 540 lines: the process's wiring (transports, control plane, outbox, heartbeat,
 commands, drain, health port, metrics, transfers) and the endpoint's event routing share the per-process
 state above; each piece's logic lives in its own module (``relay/control/``, ``relay/drain.py``,
 ``relay/health_port.py``, ``relay/metrics.py``), and what is left here is how they meet.
@@ -45,6 +45,7 @@ from chalicelib.contracts import (
 from relay.admission import NOT_ALLOWED, InviteAdmission
 from relay.calls.credentials import password_cipher
 from relay.calls.deps import CallDeps, CallFlow, DialDeps, TransferDeps
+from relay.calls.far_refer import ReferLeg, referred
 from relay.calls.incoming import IncomingCallFlow
 from relay.calls.outgoing import OutgoingCallFlow
 from relay.calls.transfer_cold import REFERRED_BYE_S
@@ -63,6 +64,7 @@ from relay.rate_limit import RateLimit, SourceRateLimiter
 from relay.sip.address import Address, Transport
 from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import Event, IncomingCallReceived, InviteRefused
+from relay.sip.syntax.uri import AbsoluteUri, SipUri
 from relay.sip.transaction.timers import Timers
 from relay.sip.usage.dial import place_call
 from relay.sip.usage.invite_session import (
@@ -80,6 +82,7 @@ from relay.sip.usage.refer import (
     ReferSucceeded,
     send_refer,
 )
+from relay.sip.usage.refer_server import ReferReceived, ReferServers
 from relay.transport.dns import SipLocator
 from relay.transport.endpoint import TransportConfig, TransportEndpoint
 from relay.transport.hold_music_fetch import HoldMusicFetchSettings, HoldMusicLoader
@@ -199,6 +202,7 @@ class RelayService:
             timers=Timers(),
             ids=self.ids,
             admission=self.admission,
+            usage_starters=(ReferServers(accept_in=self._follows_refer),),
         )
         self.transport = TransportEndpoint(
             self.core, self._transport_config(), after_each_call=self._drain
@@ -357,8 +361,13 @@ class RelayService:
                 if (flow := self.flows.get(call)) and flow.session is not None:
                     flow.info_dtmf(content_type, body)
             case CallProgress(call=call):
-                if isinstance(flow := self.flows.get(call), (OutgoingCallFlow, TransferLeg)):
+                if isinstance(
+                    flow := self.flows.get(call), (OutgoingCallFlow, TransferLeg, ReferLeg)
+                ):
                     flow.progress(event)
+            case ReferReceived(session=session):
+                if flow := self.flows.get(session):
+                    referred(flow, event, asyncio.get_running_loop().time())
             case ReferAccepted() | ReferProgress() | ReferSucceeded() | ReferFailed():
                 if flow := self.flows.get(event.session):
                     flow.signals.refer.put_nowait(event)
@@ -366,6 +375,17 @@ class RelayService:
                 self._refused(refusal.rule)
             case _:
                 logger.debug("endpoint event %s", type(event).__name__)
+
+    def _follows_refer(
+        self,
+        session: InviteSession,
+        uri: SipUri | AbsoluteUri,
+        referred_by: str | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> bool:
+        """The REFER policy: the call's own (``relay/calls/far_refer.py``); else 603."""
+        flow = self.flows.get(session)
+        return isinstance(flow, IncomingCallFlow) and flow.follows_refer(uri, headers)
 
     def _refused(self, rule: str) -> None:
         """Count a stateless refusal; after the guard's, look at the ranges again (bounded)."""

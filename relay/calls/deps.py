@@ -48,12 +48,14 @@ from chalicelib.contracts import (
 )
 from chalicelib.crypto import Cipher
 from chalicelib.egress import EgressPolicy
+from relay.calls.recorder import LegEvents
 from relay.ids import IdSource
 from relay.sip.locate import Located
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.syntax.uri import SipUri
 from relay.sip.usage.invite_session import CallEnded, InviteSession
 from relay.sip.usage.refer import ReferEvent, ReferSubscription
+from relay.sip.usage.refer_server import MAX_REFERS_PER_DIALOG, ReferReceived
 from relay.transport.rtp_session import RtpPortAllocator, RtpSession
 
 if TYPE_CHECKING:
@@ -97,6 +99,10 @@ class CallSignals:
     )
     """``transfer_outcome`` commands: a warm transfer's operator accepted or declined
     (``transfer_warm.py`` takes the one of its transfer)."""
+    referred: asyncio.Queue[ReferReceived] = field(
+        default_factory=lambda: asyncio.Queue(MAX_REFERS_PER_DIALOG)
+    )
+    """REFERs the far end sent that the call accepted to follow (``far_refer.py``)."""
 
 
 class CallFlow(Protocol):
@@ -104,6 +110,7 @@ class CallFlow(Protocol):
 
     signals: CallSignals
     session: RtpSession | None
+    events: LegEvents
 
     @property
     def call_id(self) -> str | None: ...

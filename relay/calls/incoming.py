@@ -53,6 +53,7 @@ from relay.calls.ending import (
     record_sip_end,
     until_the_end,
 )
+from relay.calls.far_refer import FarRefers, follows
 from relay.calls.recorder import LegEvents
 from relay.calls.transfer_cold import CallTransfers
 from relay.calls.webhook import invite_webhook
@@ -60,8 +61,9 @@ from relay.control.webhooks import ControlPlaneUnavailable
 from relay.plan import AcceptPlan, RejectPlan, plan_incoming_invite, plan_unavailable
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.syntax.message import Request
+from relay.sip.syntax.uri import AbsoluteUri, SipUri
 from relay.sip.usage.incoming import IncomingCall
-from relay.sip.usage.invite_session import CallEnded
+from relay.sip.usage.invite_session import CallEnded, InviteSession
 from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
 logger = logging.getLogger("sipline.relay.calls")
@@ -74,6 +76,13 @@ class IncomingCallFlow:
 
     def __init__(self, call: IncomingCall, request: Request, deps: CallDeps) -> None:
         self.call = call
+        self.leg: InviteSession = call
+        """The call's SIP leg to the far end: the caller's, or the leg a followed REFER placed
+        (``far_refer.py``)."""
+        self.incoming_refer: str | None = None
+        """The account's ``incomingRefer`` (from the decision): whether a far end's REFER is
+        followed."""
+        self.transfers: CallTransfers | None = None
         self.request = request
         self.deps = deps
         self.signals = CallSignals()
@@ -92,11 +101,22 @@ class IncomingCallFlow:
         if digit is not None and self.session is not None:
             self.session.inject_dtmf(digit)
 
+    def follows_refer(
+        self, uri: SipUri | AbsoluteUri, headers: tuple[tuple[str, str], ...]
+    ) -> bool:
+        """Whether this call follows a far end's REFER to ``uri`` (``far_refer.py``)."""
+        transferring = self.transfers is not None and self.transfers.running
+        return (
+            self.deps.dial is not None
+            and not transferring
+            and follows(self.incoming_refer, uri, headers)
+        )
+
     # --- SIP actions (each one followed by a transmit) ------------------------------------
 
     def _send_dtmf_info(self, digit: str, duration_ms: int) -> None:
         """Send the agent's digit as INFO (the caller has no telephone-event)."""
-        if self.call.send_info(DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()):
+        if self.leg.send_info(DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()):
             self.deps.transmit()
 
     def _reject(self, plan: RejectPlan) -> None:
@@ -104,7 +124,7 @@ class IncomingCallFlow:
         self.deps.transmit()
 
     def _hang_up(self) -> None:
-        self.call.hang_up(now=self.deps.now(), headers=bye_headers(self.signals))
+        self.leg.hang_up(now=self.deps.now(), headers=bye_headers(self.signals))
         self.deps.transmit()
 
     # --- the flow -------------------------------------------------------------------------
@@ -139,6 +159,7 @@ class IncomingCallFlow:
             self._reject(plan)
             return
         self.events.call_id = decision.call_id
+        self.incoming_refer = decision.incoming_refer
         self.events.record(CallEventType.INVITE_RECEIVED, at=self.received_at)
         try:
             session = self.session = await RtpSession.open(self.deps.ports)
@@ -199,7 +220,7 @@ class IncomingCallFlow:
                 media = await _first(self.signals.answered, self.signals.ended)
                 if isinstance(media, NegotiatedMedia):
                     start_media(session, media, decision, self.deps)
-            transfers = CallTransfers(
+            transfers = self.transfers = CallTransfers(
                 call=self.call,
                 session=session,
                 agent=bridge,
@@ -211,6 +232,8 @@ class IncomingCallFlow:
                 target=decision,
             )
             transfers.start()
+            far_refers = FarRefers(self, from_user=uri_user(self.request.to.uri))
+            far_refers.start()
             ending = await until_the_end(
                 self.signals,
                 session,
@@ -218,6 +241,7 @@ class IncomingCallFlow:
                 decision.max_duration_s,
                 transferred=transfers.handed_over,
             )
+            await far_refers.stop()
             await transfers.conclude(ending, self._hang_up)
 
     async def _agent_connected(self, bridge: AgentBridge) -> bool:

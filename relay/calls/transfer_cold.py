@@ -125,6 +125,7 @@ class CallTransfers:
         self.leg_under_way: TransferLeg | None = None
         """The second leg under way (a bridged cold transfer's target, a warm one's operator)."""
         self._task: asyncio.Task[None] | None = None
+        self.running = False  # a transfer runs: a far end's REFER is declined (far_refer.py)
 
     # --- taking commands ------------------------------------------------------------------
 
@@ -141,12 +142,15 @@ class CallTransfers:
             self._seen[command.transfer_id] = None
             while len(self._seen) > REMEMBERED_TRANSFERS:
                 self._seen.popitem(last=False)
+            self.running = True
             try:
                 handover = await self._run(command)
             except Exception:
                 logger.exception("transfer %s failed", command.transfer_id)
                 self.tell(command, "failed", None, EndDetail.INTERNAL_ERROR)
                 continue
+            finally:
+                self.running = False
             if handover is not None:
                 self.handed_over.set_result(handover)
 

@@ -21,6 +21,7 @@ def test_new_account_has_the_fail_closed_defaults_and_its_domain(api: Api) -> No
         "allowedAgents": [],
         "allowFreeTransferTargets": False,  # toll fraud: a bot transfers to configured targets
         "transferTrunk": None,
+        "incomingRefer": "decline",  # toll fraud: a far end's REFER is not followed by default
         "fallbackHandler": None,
         "domain": "sip.example.test",
     }
@@ -267,3 +268,20 @@ def test_refused_fallback_secret_is_not_echoed_in_the_error(api: Api) -> None:
     assert reply.status == 400
     assert reply.body["field"] == "fallbackHandler.secrets[1]"
     assert "7" not in reply.body["detail"]
+
+
+def test_patch_sets_incoming_refer_to_follow_and_back_to_decline(api: Api) -> None:
+    assert api.patch_sip(incomingRefer="follow")["incomingRefer"] == "follow"
+    assert api.get("/api/sip").body["incomingRefer"] == "follow"
+
+    assert api.patch_sip(incomingRefer="decline")["incomingRefer"] == "decline"
+    assert api.get("/api/sip").body["incomingRefer"] == "decline"
+
+
+@pytest.mark.parametrize("value", ["accept", "FOLLOW", True, None, ""])
+def test_patch_refuses_an_incoming_refer_outside_decline_and_follow(api: Api, value: object) -> None:
+    reply = api.patch("/api/sip", {"incomingRefer": value})
+
+    assert reply.status == 400
+    assert "incomingRefer" in json.dumps(reply.body)
+    assert api.get("/api/sip").body["incomingRefer"] == "decline"

@@ -65,6 +65,17 @@ def sales(api: Api) -> str:
 # --- acceptance and the call record --------------------------------------------------------------
 
 
+def test_the_decision_carries_the_accounts_incoming_refer_setting(api: Api, sales: str) -> None:
+    assert _accept(api.invite())["incomingRefer"] == "decline"  # the default: 603
+
+    api.patch_sip(incomingRefer="follow")
+
+    decision = _accept(api.invite(sipCallId="second-call@carrier.example"))
+    assert decision["incomingRefer"] == "follow"
+    assert InviteAccepted.model_validate(decision).incoming_refer == "follow"
+
+
+
 def test_invite_matching_a_pattern_is_accepted_with_the_rendered_template_and_context(
     api: Api, sales: str
 ) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_EXPIRES_S",
     "MAX_REFERS_PER_DIALOG",
     "ReferPolicy",
+    "SessionReferPolicy",
     "ReferReceived",
     "ReferServer",
     "ReferServers",
@@ -69,6 +70,12 @@ ReferPolicy: TypeAlias = Callable[
     [SipUri | AbsoluteUri, str | None, tuple[tuple[str, str], ...]], bool
 ]
 """``accept(refer_to, referred_by, headers)``: whether to follow a REFER (rule 3)."""
+
+SessionReferPolicy: TypeAlias = Callable[
+    [InviteSession, SipUri | AbsoluteUri, str | None, tuple[tuple[str, str], ...]], bool
+]
+"""``accept(session, refer_to, referred_by, headers)``: the policy of an application that
+decides per call (the relay: each call carries its account's ``incomingRefer``)."""
 
 
 def decline_every_refer(
@@ -223,12 +230,19 @@ class ReferServers:
     Args:
         accept: the application's policy; by default every REFER is declined (603).
         expires_s: how long an accepted transfer may go without a final report.
+        accept_in: a policy told the call too; when given, it decides instead of ``accept``.
     """
 
     def __init__(
-        self, accept: ReferPolicy = decline_every_refer, *, expires_s: float = DEFAULT_EXPIRES_S
+        self,
+        accept: ReferPolicy = decline_every_refer,
+        *,
+        expires_s: float = DEFAULT_EXPIRES_S,
+        accept_in: SessionReferPolicy | None = None,
     ) -> None:
-        self._accept = accept
+        self._accept: SessionReferPolicy = accept_in or (
+            lambda _session, uri, by, headers: accept(uri, by, headers)
+        )
         self._expires_s = expires_s
 
     def start_usage(
@@ -268,7 +282,7 @@ class ReferServers:
         usages = endpoint.usages_of(leg.dialog.id)
         busy = sum(isinstance(u, ReferServer) and not u.terminated for u in usages)
         accepted = busy < MAX_REFERS_PER_DIALOG and self._accept(
-            refer_to.uri, referred_by, refer_to.headers
+            session, refer_to.uri, referred_by, refer_to.headers
         )
         server = ReferServer(
             session, request, leg=leg, accepted=accepted, expires_s=self._expires_s, now=now

@@ -10,6 +10,9 @@ flow around the real sans-I/O endpoint) with what transfers need, as ``RelayServ
 - the drain routes the endpoint's events as ``RelayService._dispatch`` does, REFER outcomes and
   the second leg's ``CallProgress`` included, and re-arms the endpoint's timer (REFER's NOTIFY
   bound, the ring timeout);
+- the endpoint's REFER policy is the service's (``RelayService._follows_refer``: the call's
+  ``incomingRefer``), and a far end's REFER is routed as the service routes it
+  (``far_refer.referred``; the followed leg's ``CallProgress`` to its ``ReferLeg``);
 - :meth:`TransferWire.transfer` hands a ``transfer`` command to the call as the service's
   handler does (``CallSignals.transfers``), :meth:`TransferWire.outcome` a ``transfer_outcome``
   (``CallSignals.outcomes``);
@@ -36,12 +39,17 @@ from websockets.asyncio.server import ServerConnection, serve
 from chalicelib.contracts import CallEvent, TransferCommand, TransferOutcomeCommand
 from chalicelib.crypto import FernetCipher
 from relay.calls.deps import CallDeps, CallFlow, DialDeps, TransferDeps
+from relay.calls.far_refer import ReferLeg, referred
 from relay.calls.incoming import IncomingCallFlow
 from relay.calls.transfer_leg import TransferLeg
-from relay.sip.address import Address
+from relay.ids import SeededIdSource
+from relay.sip.address import Address, Transport
+from relay.sip.endpoint import SipEndpoint
 from relay.sip.events import IncomingCallReceived
 from relay.sip.syntax.message import Request
 from relay.sip.syntax.parser import parse_message
+from relay.sip.syntax.uri import AbsoluteUri, SipUri
+from relay.sip.transaction.timers import Timers
 from relay.sip.usage.dial import place_call
 from relay.sip.usage.invite_session import (
     CallAnswered,
@@ -58,11 +66,12 @@ from relay.sip.usage.refer import (
     ReferSucceeded,
     send_refer,
 )
+from relay.sip.usage.refer_server import ReferReceived, ReferServers
 from relay.transport.dns import DnsSettings, SipLocator
 from relay.transport.hold_music_fetch import HoldMusicFetchSettings, HoldMusicLoader
 from tests.integration.relay.bridge.harness import LOCAL_EGRESS, Agent
 from tests.integration.relay.calls.dialing import CALLEE, PASSWORD_KEY
-from tests.integration.relay.calls.harness import CALLER, LOOPBACK, Caller, Wire
+from tests.integration.relay.calls.harness import CALLER, LOOPBACK, RELAY, Caller, Wire
 
 T0 = datetime(2025, 3, 14, 9, 0, 0, tzinfo=UTC)
 TRANSFER_ID = "01a212c0-0000-7000-8000-000000000001"
@@ -126,6 +135,13 @@ class TransferWire(Wire):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.endpoint = SipEndpoint(
+            {Transport.UDP: RELAY},
+            user_agent="sipline",
+            timers=Timers(),
+            ids=SeededIdSource(1),
+            usage_starters=(ReferServers(accept_in=self._follows_refer),),
+        )
         locator = SipLocator(
             DnsSettings(nameservers=((LOOPBACK, 9),)), egress=LOCAL_EGRESS, ids=self.deps.ids
         )
@@ -148,6 +164,16 @@ class TransferWire(Wire):
             ),
         )
         self._timer: asyncio.TimerHandle | None = None
+
+    def _follows_refer(
+        self,
+        session: InviteSession,
+        uri: SipUri | AbsoluteUri,
+        referred_by: str | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> bool:
+        flow = self.flows.get(session)
+        return isinstance(flow, IncomingCallFlow) and flow.follows_refer(uri, headers)
 
     def _record(self, event: CallEvent) -> None:
         now = T0 + timedelta(seconds=asyncio.get_running_loop().time())
@@ -205,8 +231,11 @@ class TransferWire(Wire):
                     if flow := self.flows.get(call):
                         flow.info_dtmf(content_type, body)
                 case CallProgress(call=call):
-                    if isinstance(flow := self.flows.get(call), TransferLeg):
+                    if isinstance(flow := self.flows.get(call), (TransferLeg, ReferLeg)):
                         flow.progress(event)
+                case ReferReceived(session=session):
+                    if flow := self.flows.get(session):
+                        referred(flow, event, asyncio.get_running_loop().time())
                 case ReferAccepted() | ReferProgress() | ReferSucceeded() | ReferFailed():
                     if flow := self.flows.get(event.session):
                         flow.signals.refer.put_nowait(event)
@@ -330,6 +359,12 @@ class RtpPeer:
         if self._task is not None:
             self._task.cancel()
         self._task = asyncio.get_running_loop().create_task(loop())
+
+    def quiet(self) -> None:
+        """Stop sending (the phone hung up)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     def heard(self) -> int:
         """Packets received whose payload is the other peer's :data:`PAYLOAD`."""
