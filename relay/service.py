@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
 from functools import partial
@@ -522,50 +523,49 @@ class RelayService:
         if not claim.proceed:
             logger.info("dial of call %s dropped: %s", command.call_id, claim.reason)
 
-    async def _hang_up_command(self, command: HangUpCommand) -> None:
+    def _to_flow(self, call_id: str, what: str, deliver: Callable[[CallFlow], None]) -> None:
+        """Hand an in-call command to the flow of ``call_id`` (``deliver``); acknowledge it for a
+        call that ended here; raise :class:`CommandNotHere` (the command is passed on) else."""
         for flow in self._call_tasks.values():
-            if flow.call_id == command.call_id:
-                flow.signals.hang_up_requested.set()  # a duplicate sets it again: no change
+            if flow.call_id == call_id:
+                deliver(flow)
                 return
-        if command.call_id in self._ended:
-            logger.info("hangup for call %s, which ended here: acknowledged", command.call_id)
+        if call_id in self._ended:
+            logger.info("%s of call %s, which ended here: acknowledged", what, call_id)
             return
-        raise CommandNotHere(f"call {command.call_id} is not on this edge")
+        raise CommandNotHere(f"call {call_id} is not on this edge")
+
+    async def _hang_up_command(self, command: HangUpCommand) -> None:
+        # A duplicate sets the event again: no change.
+        self._to_flow(command.call_id, "hangup", lambda f: f.signals.hang_up_requested.set())
 
     async def _transfer_outcome_command(self, command: TransferOutcomeCommand) -> None:
         """Hand a warm transfer's outcome to the call's flow (``relay/calls/transfer_warm.py``)."""
-        for flow in self._call_tasks.values():
-            if flow.call_id == command.call_id:
-                try:
-                    flow.signals.outcomes.put_nowait(command)
-                except asyncio.QueueFull:  # none is waited for: stale or duplicates
-                    logger.warning(
-                        "outcome of transfer %s of call %s dropped: %d wait already",
-                        command.transfer_id,
-                        command.call_id,
-                        flow.signals.outcomes.qsize(),
-                    )
-                return
-        if command.call_id in self._ended:
-            logger.info("transfer outcome of call %s, which ended here: dropped", command.call_id)
-            return
-        raise CommandNotHere(f"call {command.call_id} is not on this edge")
+        self._to_flow(
+            command.call_id,
+            "transfer outcome",
+            lambda f: _queue(f.signals.outcomes, command, "outcome", command.transfer_id),
+        )
 
     async def _transfer_command(self, command: TransferCommand) -> None:
         """Hand the command to the call's flow (``relay/calls/transfer_cold.py`` runs it)."""
-        for flow in self._call_tasks.values():
-            if flow.call_id == command.call_id:
-                try:
-                    flow.signals.transfers.put_nowait(command)
-                except asyncio.QueueFull:  # one runs at a time: these are duplicates
-                    logger.warning(
-                        "transfer %s of call %s dropped: %d transfers wait already",
-                        command.transfer_id,
-                        command.call_id,
-                        flow.signals.transfers.qsize(),
-                    )
-                return
-        if command.call_id in self._ended:
-            logger.info("transfer of call %s, which ended here: dropped", command.call_id)
-            return
-        raise CommandNotHere(f"call {command.call_id} is not on this edge")
+        self._to_flow(
+            command.call_id,
+            "transfer",
+            lambda f: _queue(f.signals.transfers, command, "transfer", command.transfer_id),
+        )
+
+
+def _queue(queue: asyncio.Queue[Any], command: Any, what: str, transfer_id: str) -> None:
+    """Queue a transfer's command for its call; a full queue (one runs at a time, or none is
+    waited for) means duplicates or stale ones: dropped with a log line."""
+    try:
+        queue.put_nowait(command)
+    except asyncio.QueueFull:
+        logger.warning(
+            "%s of transfer %s of call %s dropped: %d wait already",
+            what,
+            transfer_id,
+            command.call_id,
+            queue.qsize(),
+        )
