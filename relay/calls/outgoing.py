@@ -80,7 +80,7 @@ from relay.bridge.agent_ws import AgentBridge
 from relay.calls.agent import agent_bridge, start_media, uri_user
 from relay.calls.credentials import CredentialsUnavailable, dial_credentials
 from relay.calls.deps import CallDeps, CallSignals, DialDeps
-from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
+from relay.calls.dialled_leg import DialledLeg
 from relay.calls.ending import (
     LOCATE_ENDS,
     UNANSWERED_ENDS,
@@ -100,7 +100,7 @@ from relay.sip.errors import LocalProtocolError
 from relay.sip.locate import LocateError, parse_target
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.usage.call_state import CallEndReason
-from relay.sip.usage.invite_session import CallEnded, CallProgress
+from relay.sip.usage.invite_session import CallEnded
 from relay.sip.usage.outgoing import OutgoingCall
 from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
@@ -125,7 +125,7 @@ class _NotOurs(Exception):
     """The claim was refused (step 0): the flow ends without a trace."""
 
 
-class OutgoingCallFlow:
+class OutgoingCallFlow(DialledLeg):
     """Carries one outgoing call through its life (see the module docstring)."""
 
     def __init__(
@@ -148,29 +148,9 @@ class OutgoingCallFlow:
         """The call's id (from the command)."""
         return self.command.call_id
 
-    # --- what the service routes here (synchronous) ---------------------------------------
-
-    def info_dtmf(self, content_type: str | None, body: bytes) -> None:
-        """Turn a SIP INFO ``application/dtmf-relay`` (``Signal=5``) into the same digit event."""
-        digit = dtmf_relay_digit(content_type, body)
-        if digit is not None and self.session is not None:
-            self.session.inject_dtmf(digit)
-
-    def progress(self, event: CallProgress) -> None:
-        """Record ``ringing`` for the first 1xx other than 100 (180, 183...)."""
-        if not self.rang:
-            self.rang = True
-            self.events.record(CallEventType.RINGING, sip_status=event.status)
+    # (what the service routes here, ``info_dtmf`` and ``progress``: ``DialledLeg``)
 
     # --- SIP actions (each one followed by a transmit) ------------------------------------
-
-    def _send_dtmf_info(self, digit: str, duration_ms: int) -> None:
-        """Send the agent's digit as INFO (the callee has no telephone-event)."""
-        call = self.call
-        if call is not None and call.send_info(
-            DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()
-        ):
-            self.deps.transmit()
 
     def _hang_up(self) -> None:
         """CANCEL while ringing, BYE once answered (the usage knows which)."""

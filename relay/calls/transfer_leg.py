@@ -48,7 +48,7 @@ from chalicelib.contracts import (
 from relay.calls.agent import JITTER_MIN_DELAY_MS
 from relay.calls.credentials import CredentialsUnavailable, dial_credentials
 from relay.calls.deps import CallDeps, CallSignals, DialDeps
-from relay.calls.dtmf import DTMF_RELAY, dtmf_relay_body, dtmf_relay_digit
+from relay.calls.dialled_leg import DialledLeg
 from relay.calls.ending import LOCATE_ENDS, UNANSWERED_ENDS, EndDetail
 from relay.calls.recorder import LegEvents
 from relay.plan import plan_outgoing_offer
@@ -57,7 +57,7 @@ from relay.sip.locate import LocateError, parse_target
 from relay.sip.sdp.offer_answer import NegotiatedMedia
 from relay.sip.syntax.uri import SipUri
 from relay.sip.usage.call_state import CallEndReason
-from relay.sip.usage.invite_session import CallEnded, CallProgress
+from relay.sip.usage.invite_session import CallEnded
 from relay.sip.usage.outgoing import OutgoingCall
 from relay.transport.rtp_session import RtpPortsExhausted, RtpSession
 
@@ -104,7 +104,7 @@ class Handover:
     """A warm REFER's operator leg, which the caller's INVITE with ``Replaces`` replaces."""
 
 
-class TransferLeg:
+class TransferLeg(DialledLeg):
     """The second leg of a bridged transfer (see the module docstring)."""
 
     def __init__(self, command: TransferCommand, deps: CallDeps) -> None:
@@ -126,28 +126,9 @@ class TransferLeg:
     def call_id(self) -> str:
         return self.command.call_id
 
-    # --- what the service routes here (synchronous) ---------------------------------------
-
-    def info_dtmf(self, content_type: str | None, body: bytes) -> None:
-        """A SIP INFO digit from the target (the bridge passes it on to the caller)."""
-        digit = dtmf_relay_digit(content_type, body)
-        if digit is not None and self.session is not None:
-            self.session.inject_dtmf(digit)
-
-    def progress(self, event: CallProgress) -> None:
-        """Record ``ringing`` for the first 1xx other than 100."""
-        if not self.rang:
-            self.rang = True
-            self.events.record(CallEventType.RINGING, sip_status=event.status)
+    # (what the service routes here, ``info_dtmf`` and ``progress``: ``DialledLeg``)
 
     # --- SIP actions ----------------------------------------------------------------------
-
-    def _send_dtmf_info(self, digit: str, duration_ms: int) -> None:
-        call = self.call
-        if call is not None and call.send_info(
-            DTMF_RELAY, dtmf_relay_body(digit, duration_ms), self.deps.now()
-        ):
-            self.deps.transmit()
 
     def hang_up(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """CANCEL while ringing, BYE once answered (the usage knows which)."""
