@@ -34,6 +34,13 @@ event reached the control plane. Then, in that one relay process:
      probe call's bridge are left out).
 
 Needs ``sipp``, ``dumpcap`` (root, for ``lo``), ``sox`` and ``timeout``. Every wait is bounded.
+Not measured: the API request -> command leg (``POST /api/calls/{callId}/transfers`` through the
+control plane to the relay's queue): locally that is ``chalice local`` + moto, whose own costs
+(tens of ms, ``bench/README.md``, SIP load) would be the figure; the relay's part is measured.
+
+Size: over 400 lines because it is one harness for the three figures (REFER phase, bridged
+phase, the probe capture's join, report); processes, SIPp callers, probe and agent are reused
+from ``bench/relay_calls.py``, ``bench/sip_load.py`` and ``bench/outgoing.py``.
 """
 
 from __future__ import annotations
