@@ -156,7 +156,7 @@ class TransferBench(relay_calls.Bench):
                 "method": method,
                 "target": target,
                 "holdMusic": "none",
-            }  # fmt: skip
+            }
         )
         body = json.dumps(command.model_dump(mode="json", by_alias=True))
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
