@@ -49,6 +49,7 @@ bench-load: $(STAMP)
 	$(PY) -m bench.sip_load
 	$(PY) -m bench.relay_calls
 	$(PY) -m bench.outgoing
+	$(PY) -m bench.transfer
 
 clean:
 	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .dev

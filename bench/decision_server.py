@@ -21,6 +21,9 @@
   of its ``customParameters``, then closes (the relay then hangs up the call). The outgoing-call
   benchmark (``bench/outgoing.py``) gives it as the dial commands' media endpoint.
 - ``GET /starts``: those times, ``{callId: seconds since the epoch}``.
+- ``GET /calls``: the call ids it accepted, in order, and the event types the relay reported
+  for each (``{"accepted": [callId], "events": {callId: [type]}}``): ``bench/transfer.py``
+  transfers the calls once their agent joined and counts them bridged from these.
 - ``GET /stats``: what was served so far, as JSON.
 
 The benchmarks (``bench/sip_load.py``, ``bench/relay_calls.py``) run it as its own process so
@@ -56,16 +59,20 @@ def build_app(
     ).encode()
     allowlist = json.dumps({"allowedCidrRanges": allow, "version": 1}).encode()
 
+    accepted: list[str] = []
+    call_events: dict[str, list[str]] = {}
+
     async def invite(request: web.Request) -> web.Response:
         await request.read()
         counts["invites"] += 1
         if mode == "reject":
             body = rejected
         else:
+            accepted.append(call_id := str(uuid.uuid4()))
             body = json.dumps(
                 {
                     "action": "accept",
-                    "callId": str(uuid.uuid4()),
+                    "callId": call_id,
                     "accountId": "default",
                     "agentId": None,
                     "mediaEndpoint": {"url": next(agent_url), "framing": "twilio"},
@@ -76,6 +83,8 @@ def build_app(
     async def events(request: web.Request) -> web.Response:
         batch = json.loads(await request.read())
         applied = len(batch.get("events", ()))
+        for event in batch.get("events", ()):
+            call_events.setdefault(event.get("callId"), []).append(event.get("type"))
         counts["event_batches"] += 1
         counts["events"] += applied
         body = json.dumps({"applied": applied, "duplicates": 0, "unknown": 0}).encode()
@@ -121,6 +130,9 @@ def build_app(
     async def starts_route(request: web.Request) -> web.Response:
         return web.json_response(starts)
 
+    async def calls_route(request: web.Request) -> web.Response:
+        return web.json_response({"accepted": accepted, "events": call_events})
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(dict(counts))
 
@@ -132,6 +144,7 @@ def build_app(
     app.router.add_get("/agent", agent)
     app.router.add_get("/agent-leaves", agent_leaves)
     app.router.add_get("/starts", starts_route)
+    app.router.add_get("/calls", calls_route)
     app.router.add_get("/stats", stats)
     return app
 

@@ -239,17 +239,17 @@ def _header(head: list[bytes], names: tuple[bytes, ...]) -> bytes | None:
     return None
 
 
-def read_pcap(path: Path, sip_port: int) -> dict[bytes, CallTimes]:
-    """Return the INVITE transactions of a classic pcap file of UDP SIP to/from ``sip_port``."""
+def udp_datagrams(path: Path) -> Iterator[tuple[float, int, int, bytes]]:
+    """Yield each IPv4 UDP datagram of a classic pcap file: (time, source port, destination
+    port, payload), the time the kernel's capture timestamp in seconds."""
     data = path.read_bytes()
     if len(data) < 24:
-        return {}
+        return
     magic = struct.unpack("<I", data[:4])[0]
     order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
     scale = 1e-9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e-6
     link = struct.unpack(order + "I", data[20:24])[0]
     link_header = {1: 14, 113: 16, 276: 20, 0: 4}[link]
-    calls: dict[bytes, CallTimes] = {}
     offset = 24
     while offset + 16 <= len(data):
         seconds, fraction, captured, _ = struct.unpack(order + "IIII", data[offset : offset + 16])
@@ -261,12 +261,18 @@ def read_pcap(path: Path, sip_port: int) -> dict[bytes, CallTimes]:
             continue
         udp = ip[(ip[0] & 15) * 4 :]
         source_port, destination_port = struct.unpack(">HH", udp[:4])
-        head = udp[8:].split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        yield seconds + fraction * scale, source_port, destination_port, udp[8:]
+
+
+def read_pcap(path: Path, sip_port: int) -> dict[bytes, CallTimes]:
+    """Return the INVITE transactions of a classic pcap file of UDP SIP to/from ``sip_port``."""
+    calls: dict[bytes, CallTimes] = {}
+    for at, source_port, destination_port, payload in udp_datagrams(path):
+        head = payload.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         call_id = _header(head[1:], (b"call-id", b"i"))
         cseq = _header(head[1:], (b"cseq",))
         if call_id is None or cseq is None or not cseq.endswith(b"INVITE"):
             continue
-        at = seconds + fraction * scale
         call = calls.setdefault(call_id, CallTimes())
         first = head[0]
         if destination_port == sip_port and first.startswith(b"INVITE "):
@@ -285,12 +291,12 @@ def read_pcap(path: Path, sip_port: int) -> dict[bytes, CallTimes]:
 
 
 class Capture:
-    """``dumpcap`` on ``lo`` for one UDP port, written as classic pcap."""
+    """``dumpcap`` on ``lo`` for one UDP port (or a capture filter ``bpf``), as classic pcap."""
 
-    def __init__(self, directory: Path, port: int) -> None:
-        self.path = directory / "sip.pcap"
-        self.err = directory / "dumpcap.err"
-        args = ["dumpcap", "-i", "lo", "-f", f"udp port {port}", "-P", "-s", "2048",
+    def __init__(self, directory: Path, port: int, *, bpf: str = "", name: str = "sip") -> None:
+        self.path = directory / f"{name}.pcap"
+        self.err = directory / f"dumpcap-{name}.err" if name != "sip" else directory / "dumpcap.err"
+        args = ["dumpcap", "-i", "lo", "-f", bpf or f"udp port {port}", "-P", "-s", "2048",
                 "-B", "64", "-q", "-w", str(self.path)]  # fmt: skip
         with open(self.err, "wb") as err:
             self.popen = subprocess.Popen(

@@ -24,9 +24,10 @@ SMALL_RUNS = {
     "bridge_path": ["--seconds", "0.05"],
 }
 
-LOAD = {"sip_load", "relay_calls", "outgoing"}
-"""``make bench-load``'s benchmarks (SIPp, dumpcap): not run here; bench/outgoing.py's small run
-is tests/interop/test_bench_outgoing.py."""
+LOAD = {"sip_load", "relay_calls", "outgoing", "transfer"}
+"""``make bench-load``'s benchmarks (SIPp, dumpcap): not run here; the small runs of
+bench/outgoing.py and bench/transfer.py are tests/interop/test_bench_outgoing.py and
+tests/interop/test_bench_transfer.py."""
 
 
 def test_every_benchmark_of_make_bench_is_run_here() -> None:
