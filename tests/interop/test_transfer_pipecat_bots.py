@@ -22,10 +22,11 @@ stack's control plane. Expected outcomes: docs/billing.md's scenarios table (``r
 ``transferred`` / ``NORMAL``, both legs billed until each ends) and docs/api.md (the Transfer's
 status and method).
 
-Both bots are built with ``auto_hang_up=False``: Pipecat's serializer otherwise posts
-``Status=completed`` for the call when its pipeline is cancelled, which after a bridged transfer
-is the API hanging up the caller and the operator (docs/relay.md, Transfers step 5) — see
-docs/agents.md (Transferring the Twilio way).
+The serializer is built as ``pipecat_bot.twilio_bot_app`` builds it, ``auto_hang_up`` on (Pipecat's
+default): it would post ``Status=completed`` for the call (ending a bridged transfer, docs/relay.md
+Transfers step 5) if it serialized the ``CancelFrame`` that ends the pipeline; it does not, as the
+relay has closed the stream by then and Pipecat's transport serializes nothing on a closed socket.
+The tests show it: the bots' requests are the transfer's, and no hang-up.
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ class Sessions:
     answers: dict[str, Any] = field(default_factory=dict)  # by leg: caller, operator
 
 
-def acting_bot_app(sessions: Sessions, action: Action) -> FastAPI:
-    """The echo bot of pipecat_bot.py; beside its pipeline, ``action(start, record)`` runs once
-    (a tool handler's work: it may wait on what the pipeline heard)."""
+def acting_bot_app(sessions: Sessions, action: Action, control_url: str) -> FastAPI:
+    """The echo bot of pipecat_bot.py (its serializer hangs up through ``control_url``); beside
+    its pipeline, ``action(start, record)`` runs once (a tool handler's work: it may wait on what
+    the pipeline heard)."""
     app = FastAPI()
 
     @app.websocket("/ws")
@@ -99,7 +101,10 @@ def acting_bot_app(sessions: Sessions, action: Action) -> FastAPI:
         record.connected.set()
         serializer = TwilioFrameSerializer(
             stream_sid=start["streamSid"],
-            params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
+            call_sid=start["callSid"],
+            account_sid=start["accountSid"],
+            auth_token=start["customParameters"]["auth_token"],
+            base_url=control_url,
         )
         acting = asyncio.create_task(action(start, record))
         try:
@@ -125,7 +130,7 @@ async def heard_the_caller(record: BotRecord) -> None:
 
 
 @contextmanager
-def serve_acting_bot(action: Action) -> Iterator[tuple[Sessions, Bot]]:
+def serve_acting_bot(action: Action, control_url: str) -> Iterator[tuple[Sessions, Bot]]:
     """Serve ``acting_bot_app`` under uvicorn on 127.0.0.1; an action's exception is its answer."""
     sessions = Sessions()
 
@@ -137,7 +142,7 @@ def serve_acting_bot(action: Action) -> Iterator[tuple[Sessions, Bot]]:
         except Exception as error:  # noqa: BLE001 - the test shows it
             sessions.answers[leg] = error
 
-    with serve_bot(acting_bot_app(sessions, act), BotRecord()) as bot:
+    with serve_bot(acting_bot_app(sessions, act, control_url), BotRecord()) as bot:
         yield sessions, bot
 
 
@@ -146,10 +151,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
     while not condition():
         assert time.monotonic() < deadline, f"{what} not within {timeout_s}s"
         time.sleep(0.05)
-
-
-def exchanges_to(proxy: Proxy, path: str) -> list[dict[str, Any]]:
-    return [e for e in proxy.exchanges if e["path"] == path]
 
 
 REFER_TARGET = "sip:+15550100@pbx.example.com"
@@ -173,7 +174,7 @@ def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
         ):
             return reply.status
 
-    with serve_acting_bot(transfer_the_twilio_way) as (sessions, bot):
+    with serve_acting_bot(transfer_the_twilio_way, control_proxy.url) as (sessions, bot):
         tool = {
             "toolName": "coldTransfer",
             "parameterOverrides": {"target": REFER_TARGET, "sipVerb": "REFER"},
@@ -204,7 +205,8 @@ def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
     [record] = sessions.records
     start = record.start
     path = f"/2010-04-01/Accounts/{start['accountSid']}/Calls/{start['callSid']}.json"
-    [asked] = exchanges_to(control_proxy, path)
+    [asked] = control_proxy.exchanges  # the transfer, and no hang-up when the stream closed
+    assert (asked["method"], asked["path"], asked["status"]) == ("POST", path, 200), asked
     credentials = base64.b64encode(
         f"{start['accountSid']}:{start['customParameters']['auth_token']}".encode()
     ).decode()
@@ -266,7 +268,7 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
 
     with (
         SippUas("uas_answer", tmp_path / "operator", extra=("-rtp_echo",)) as operator,
-        serve_acting_bot(caller_or_operator) as (sessions, bot),
+        serve_acting_bot(caller_or_operator, control_proxy.url) as (sessions, bot),
     ):
         tool = {
             "toolName": "warmTransfer",
@@ -306,7 +308,14 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
     assert params["sipline_transfer_id"] == transfer_id
     assert params["system_prompt"] == TEMPLATE.format(context=CONTEXT)
     assert "sipline_leg" not in caller_bot.start["customParameters"]
-    assert caller_bot.finished.is_set() and operator_bot.finished.is_set()
+    wait_for(lambda: caller_bot.finished.is_set() and operator_bot.finished.is_set(), 10, "ends")
+    outcome_path = f"/api/calls/{call_id}/transfers/{transfer_id}/outcome"
+    assert [
+        (e["method"], e["path"], e["status"]) for e in control_proxy.exchanges if e["status"] != 409
+    ] == [  # the ask, the report, and no hang-up from either bot when its stream closed
+        ("POST", f"/api/calls/{call_id}/transfers", 201),
+        ("POST", outcome_path, 200),
+    ], control_proxy.exchanges
 
     heard = b"".join(payload[12:] for payload in capture.payloads(operator.media_port))
     assert len(heard) >= 8000, f"{len(heard)} bytes of RTP reached the operator"
