@@ -9,7 +9,9 @@ its pipeline, with the credentials of its own ``start`` message (``accountSid``,
   Twilio bot does: ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with
   ``Twiml=<Response><Refer><Sip>...</Sip></Refer></Response>`` (docs/api.md, Transferring the
   Twilio way). The caller is SIPp's ``uac_transferee.xml`` (RFC 5589 §6.1's transferee: REFER,
-  202, NOTIFY 100, NOTIFY 200, BYE; SIPp fails the run when the relay does otherwise).
+  202, NOTIFY 100, NOTIFY 200, BYE; SIPp fails the run when the relay does otherwise). With
+  ``<Dial><Sip>`` instead, the transfer is bridged: a SIPp UAS target answers and echoes, the
+  caller's tone reaches it (RTP seen on ``lo``).
 - warm: the agent's ``mediaEndpoint`` serves both sessions. The caller's session asks the
   ``warmTransfer`` tool (``POST /api/calls/{callId}/transfers`` with a ``context``); the relay
   calls the operator (a SIPp UAS that answers and echoes RTP) and opens a second session whose
@@ -17,10 +19,14 @@ its pipeline, with the credentials of its own ``start`` message (``accountSid``,
   session reports ``{"accepted": true}`` on ``.../transfers/{transferId}/outcome``.
 
 Every request the bots send goes through the recording proxy of ``test_pipecat_sip.py`` to the
-stack's control plane. Expected outcomes: docs/billing.md's scenarios table (``refer_cold_transfer``:
-``transferred`` / ``REFERRED``, the SIP clock stopped at the NOTIFY 200; ``bridged_warm_transfer``:
-``transferred`` / ``NORMAL``, both legs billed until each ends) and docs/api.md (the Transfer's
-status and method).
+stack's control plane. Expected outcomes: docs/billing.md's scenarios table
+(``refer_cold_transfer``: ``transferred`` / ``REFERRED``, the SIP clock stopped at the NOTIFY 200;
+a bridged cold transfer and ``bridged_warm_transfer``: ``transferred`` / ``NORMAL``, both legs
+billed until each ends) and docs/api.md (the Transfer's status and method).
+
+The operator's session reports at once, where a real bot would brief first: the control plane
+may not yet have the relay's events saying the operator answered, and answers 409 until it has;
+the bot retries, as docs/agents.md (Warm transfers: the outcome) says.
 
 The serializer is built as ``pipecat_bot.twilio_bot_app`` builds it, ``auto_hang_up`` on (Pipecat's
 default): it would post ``Status=completed`` for the call (ending a bridged transfer, docs/relay.md
@@ -156,6 +162,45 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 REFER_TARGET = "sip:+15550100@pbx.example.com"
 
 
+def call_update_path(start: dict[str, Any]) -> str:
+    return f"/2010-04-01/Accounts/{start['accountSid']}/Calls/{start['callSid']}.json"
+
+
+def twiml_update(proxy: Proxy, twiml: str) -> Action:
+    """A Twilio bot's transfer: once it heard the caller, update its call with ``twiml``."""
+
+    async def transfer_the_twilio_way(start: dict[str, Any], record: BotRecord) -> int:
+        await heard_the_caller(record)
+        async with (
+            aiohttp.ClientSession(headers=basic(start)) as http,
+            http.post(proxy.url + call_update_path(start), data={"Twiml": twiml}) as reply,
+        ):
+            return reply.status
+
+    return transfer_the_twilio_way
+
+
+def bot_ended(sessions: Sessions) -> None:
+    wait_for(
+        lambda: bool(sessions.records) and sessions.records[0].finished.is_set(), 10, "bot end"
+    )
+
+
+def the_one_request(proxy: Proxy, start: dict[str, Any], twiml: str) -> dict[str, Any]:
+    """The bot's only request: its call update, with its call's Basic credentials; 200 and
+    Twilio's Call resource with the Transfer (docs/api.md). No hang-up followed it."""
+    [asked] = proxy.exchanges
+    path = call_update_path(start)
+    assert (asked["method"], asked["path"], asked["status"]) == ("POST", path, 200), asked
+    token = start["customParameters"]["auth_token"]
+    credentials = base64.b64encode(f"{start['accountSid']}:{token}".encode()).decode()
+    assert asked["authorization"] == f"Basic {credentials}"
+    assert parse_qs(asked["body"]) == {"Twiml": [twiml]}
+    answer: dict[str, Any] = json.loads(asked["answer"])
+    assert (answer["sid"], answer["status"]) == (start["callSid"], "in-progress")
+    return answer
+
+
 def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
     stack: InteropStack, control_proxy: Proxy, tmp_path: Path, pool: ThreadPoolExecutor
 ) -> None:
@@ -165,16 +210,7 @@ def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
     ``refer_cold_transfer``, rule 3); the Transfer reads ``referred``."""
     twiml = f"<Response><Refer><Sip>{REFER_TARGET}</Sip></Refer></Response>"
 
-    async def transfer_the_twilio_way(start: dict[str, Any], record: BotRecord) -> int:
-        await heard_the_caller(record)
-        url = f"{control_proxy.url}/2010-04-01/Accounts/{start['accountSid']}/Calls/{start['callSid']}.json"
-        async with (
-            aiohttp.ClientSession(headers=basic(start)) as http,
-            http.post(url, data={"Twiml": twiml}) as reply,
-        ):
-            return reply.status
-
-    with serve_acting_bot(transfer_the_twilio_way, control_proxy.url) as (sessions, bot):
+    with serve_acting_bot(twiml_update(control_proxy, twiml), control_proxy.url) as (sessions, bot):
         tool = {
             "toolName": "coldTransfer",
             "parameterOverrides": {"target": REFER_TARGET, "sipVerb": "REFER"},
@@ -193,29 +229,14 @@ def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
             extra=("-key", "refer_final", "200 OK", "-d", "1500"),
         )
         run = sipp.result(timeout=60)
-        wait_for(
-            lambda: bool(sessions.records) and sessions.records[0].finished.is_set(),
-            10,
-            "the bot's end",
-        )
+        bot_ended(sessions)
 
     assert run.returncode == 0, run.explain() + stack.relay_log()[-4000:]
     assert sessions.answers == {"caller": 200}, sessions.answers
     assert f"Refer-To: <{REFER_TARGET}>" in run.messages, run.explain()
     [record] = sessions.records
-    start = record.start
-    path = f"/2010-04-01/Accounts/{start['accountSid']}/Calls/{start['callSid']}.json"
-    [asked] = control_proxy.exchanges  # the transfer, and no hang-up when the stream closed
-    assert (asked["method"], asked["path"], asked["status"]) == ("POST", path, 200), asked
-    credentials = base64.b64encode(
-        f"{start['accountSid']}:{start['customParameters']['auth_token']}".encode()
-    ).decode()
-    assert asked["authorization"] == f"Basic {credentials}"
-    assert parse_qs(asked["body"]) == {"Twiml": [twiml]}
-    answer = json.loads(asked["answer"])
-    assert (answer["sid"], answer["transfer"]["method"], answer["transfer"]["kind"]) == (
-        start["callSid"], "REFER", "cold"
-    )  # fmt: skip
+    answer = the_one_request(control_proxy, record.start, twiml)
+    assert (answer["transfer"]["method"], answer["transfer"]["kind"]) == ("REFER", "cold")
 
     [ended] = stack.wait_for_call(agent_id, timeout_s=15.0)
     assert (ended["endReason"], ended["sipDetails"]["terminationReason"]) == (
@@ -231,9 +252,77 @@ def test_a_pipecat_bot_transfers_its_call_with_twiml_refer(
     succeeded = first(events, CallEventType.REFER_SUCCEEDED)
     assert abs(bill(events).sip_seconds - (succeeded - answered)) < 1e-3
     assert ended["sipDetails"]["billedDuration"] == f"{rounded_up(succeeded - answered)}s"
-    print(
-        f"\npipecat TwiML REFER: bot requests {[(e['method'], e['path'], e['status']) for e in control_proxy.exchanges]}"
+
+
+def test_a_pipecat_bot_transfers_its_call_with_twiml_dial_sip(
+    stack: InteropStack, control_proxy: Proxy, tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    """The bot posts ``<Dial><Sip>``: a bridged cold transfer (``INVITE``) to a SIPp UAS that
+    answers and echoes RTP; the caller's tone reaches it through the relay; the bot's stream
+    ends (and sends no hang-up) while the caller's leg goes on; the caller's BYE ends the
+    target's leg with the relay's BYE (SIPp rc 0 both). docs/billing.md: ``transferred`` /
+    ``NORMAL``, both legs billed until each ends (rules 2 and 5); the Transfer reads ``bridged``."""
+    with SippUas("uas_answer", tmp_path / "target", extra=("-rtp_echo",)) as target:
+        target_uri = target.uri("+15550100")
+        twiml = f"<Response><Dial><Sip>{target_uri}</Sip></Dial></Response>"
+        with serve_acting_bot(twiml_update(control_proxy, twiml), control_proxy.url) as (
+            sessions,
+            bot,
+        ):
+            tool = {
+                "toolName": "coldTransfer",
+                "parameterOverrides": {"target": target_uri, "sipVerb": "INVITE"},
+            }
+            agent_id = stack.add_agent(
+                "pipecat-twiml-dial", "^interop_pipecat_dial$", bot.url, selectedTools=[tool]
+            )
+            write_tone(tmp_path / "tone.ul", CALLER_TONE_HZ)
+            with LoopbackCapture(target.media_port) as capture:
+                sipp: Future[SippRun] = pool.submit(
+                    run_sipp,
+                    stack,
+                    tmp_path,
+                    service="interop_pipecat_dial",
+                    scenario_file=scenario("uac_call_tone.xml", tmp_path),
+                    timeout_s=40,
+                    extra=("-d", "12000"),
+                )
+                run = sipp.result(timeout=60)
+            bot_ended(sessions)
+        target_run = target.wait()
+
+    assert run.returncode == 0, run.explain() + stack.relay_log()[-4000:]
+    assert target_run.returncode == 0, target_run.explain()
+    assert sessions.answers == {"caller": 200}, sessions.answers
+    [record] = sessions.records
+    answer = the_one_request(control_proxy, record.start, twiml)
+    assert (answer["transfer"]["method"], answer["transfer"]["kind"]) == ("INVITE", "cold")
+    heard = b"".join(payload[12:] for payload in capture.payloads(target.media_port))
+    assert len(heard) >= 8000, f"{len(heard)} bytes of RTP reached the target"
+    assert abs(dominant_frequency(ulaw_samples(heard), 8000) - CALLER_TONE_HZ) < 5
+
+    [ended] = stack.wait_for_call(agent_id, timeout_s=15.0)
+    assert (ended["endReason"], ended["sipDetails"]["terminationReason"]) == (
+        "transferred", "SIP_TERMINATION_NORMAL"
+    )  # fmt: skip
+    call_id = ended["callId"]
+    [transfer] = transfers(stack, call_id)
+    assert (transfer["status"], transfer["method"]) == ("bridged", "INVITE")
+    assert_both_legs_billed(stack, call_id, ended)
+
+
+def assert_both_legs_billed(stack: InteropStack, call_id: str, ended: dict[str, Any]) -> None:
+    """docs/billing.md rules 2 and 5: the caller's leg from its answer, the second leg from its
+    INVITE, each until it ended; the call's billed duration rounded up (rule 8)."""
+    events = stored_events(stack, call_id)
+    second_leg = LegRole.TRANSFER_TARGET
+    caller_end = first(events, CallEventType.LEG_ENDED)
+    second_end = first(events, CallEventType.LEG_ENDED, role=second_leg)
+    expected = (caller_end - first(events, CallEventType.ANSWERED)) + (
+        second_end - first(events, CallEventType.INVITE_SENT, role=second_leg)
     )
+    assert abs(bill(events).sip_seconds - expected) < 1e-3
+    assert ended["sipDetails"]["billedDuration"] == f"{rounded_up(expected)}s"
 
 
 def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm_transfer(
@@ -330,15 +419,4 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
     assert (ended["endReason"], ended["sipDetails"]["terminationReason"]) == (
         "transferred", "SIP_TERMINATION_NORMAL"
     )  # fmt: skip
-    events = stored_events(stack, call_id)
-    operator_leg = LegRole.TRANSFER_TARGET
-    caller_end = first(events, CallEventType.LEG_ENDED)
-    operator_end = first(events, CallEventType.LEG_ENDED, role=operator_leg)
-    expected = (caller_end - first(events, CallEventType.ANSWERED)) + (
-        operator_end - first(events, CallEventType.INVITE_SENT, role=operator_leg)
-    )
-    assert abs(bill(events).sip_seconds - expected) < 1e-3
-    assert ended["sipDetails"]["billedDuration"] == f"{rounded_up(expected)}s"
-    print(
-        f"\npipecat warm: bot requests {[(e['method'], e['path'], e['status']) for e in control_proxy.exchanges]}"
-    )
+    assert_both_legs_billed(stack, call_id, ended)
