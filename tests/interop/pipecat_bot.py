@@ -97,9 +97,13 @@ class DtmfRecorder(FrameProcessor):
 
 
 async def run_echo_pipeline(
-    websocket: WebSocket, record: BotRecord, serializer: TwilioFrameSerializer
+    websocket: WebSocket,
+    record: BotRecord,
+    serializer: TwilioFrameSerializer,
+    say_first: OutputAudioRawFrame | None = None,
 ) -> None:
-    """Run the echo pipeline on an accepted socket until it ends (``#`` or the socket closes)."""
+    """Run the echo pipeline on an accepted socket until it ends (``#`` or the socket closes);
+    ``say_first`` is audio the bot speaks as it starts (a greeting, a briefing)."""
     transport = FastAPIWebsocketTransport(
         websocket=websocket,
         params=FastAPIWebsocketParams(
@@ -123,6 +127,8 @@ async def run_echo_pipeline(
     async def on_client_disconnected(transport: Any, websocket: Any) -> None:
         await worker.cancel()  # the call ended (the relay sent stop and closed): so does the bot
 
+    if say_first is not None:
+        await worker.queue_frame(say_first)
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     await runner.run()

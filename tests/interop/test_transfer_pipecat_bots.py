@@ -16,7 +16,9 @@ its pipeline, with the credentials of its own ``start`` message (``accountSid``,
   ``warmTransfer`` tool (``POST /api/calls/{callId}/transfers`` with a ``context``); the relay
   calls the operator (a SIPp UAS that answers and echoes RTP) and opens a second session whose
   ``start.customParameters`` carry ``sipline_leg=operator`` and the rendered prompt; that
-  session reports ``{"accepted": true}`` on ``.../transfers/{transferId}/outcome``.
+  session briefs the operator (it speaks first: a second of 660 Hz stands in for TTS), hears
+  the operator answer (SIPp echoing the briefing) and reports ``{"accepted": true}`` on
+  ``.../transfers/{transferId}/outcome``. The operator hears the briefing, then the caller.
 
 Every request the bots send goes through the recording proxy of ``test_pipecat_sip.py`` to the
 stack's control plane. Expected outcomes: docs/billing.md's scenarios table
@@ -24,9 +26,9 @@ stack's control plane. Expected outcomes: docs/billing.md's scenarios table
 a bridged cold transfer and ``bridged_warm_transfer``: ``transferred`` / ``NORMAL``, both legs
 billed until each ends) and docs/api.md (the Transfer's status and method).
 
-The operator's session reports at once, where a real bot would brief first: the control plane
-may not yet have the relay's events saying the operator answered, and answers 409 until it has;
-the bot retries, as docs/agents.md (Warm transfers: the outcome) says.
+A report sent as soon as the operator's session starts can meet a control plane that does not yet
+have the relay's events saying the operator answered: 409 until it has; the bot retries, as
+docs/agents.md (Warm transfers: the outcome) says.
 
 The serializer is built as ``pipecat_bot.twilio_bot_app`` builds it, ``auto_hang_up`` on (Pipecat's
 default): it would post ``Status=completed`` for the call (ending a bridged transfer, docs/relay.md
@@ -50,14 +52,22 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
+import numpy as np
 import pytest
 from fastapi import FastAPI, WebSocket
+from pipecat.frames.frames import OutputAudioRawFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
 from chalicelib.billing import bill
 from chalicelib.contracts import CallEventType, LegRole
 from tests.interop.loopback_capture import LoopbackCapture
-from tests.interop.pipecat_bot import Bot, BotRecord, run_echo_pipeline, serve_bot
+from tests.interop.pipecat_bot import (
+    PIPELINE_RATE_HZ,
+    Bot,
+    BotRecord,
+    run_echo_pipeline,
+    serve_bot,
+)
 from tests.interop.sipp import SippRun, run_sipp, scenario
 from tests.interop.sipp_uas import SippUas, write_tone
 from tests.interop.stack import InteropStack
@@ -70,11 +80,13 @@ from tests.interop.test_transfer_sipp import (
     stored_events,
     transfers,
 )
-from tests.interop.tone import dominant_frequency, ulaw_samples
+from tests.interop.tone import dominant_frequency, pcm16, sounding, ulaw_samples
 
 pytestmark = pytest.mark.interop
 __all__ = ["control_proxy", "pool"]  # fixtures, imported to be used here
 
+BRIEFING_HZ = 660
+TOLERANCE_HZ = 10
 HEARD_BYTES = 32000  # one second of the caller at the pipeline's 16 kHz (16-bit samples)
 BOT_WAIT_S = 15.0
 TEMPLATE = "You are briefing an operator. {context}"
@@ -112,14 +124,44 @@ def acting_bot_app(sessions: Sessions, action: Action, control_url: str) -> Fast
             auth_token=start["customParameters"]["auth_token"],
             base_url=control_url,
         )
+        operator = start["customParameters"].get("sipline_leg") == "operator"
         acting = asyncio.create_task(action(start, record))
         try:
-            await run_echo_pipeline(websocket, record, serializer)
+            await run_echo_pipeline(websocket, record, serializer, briefing() if operator else None)
         finally:  # the call may end first (an accepted outcome stops this stream): let it answer
             await asyncio.wait({acting}, timeout=BOT_WAIT_S)
             acting.cancel()
 
     return app
+
+
+def briefing() -> OutputAudioRawFrame:
+    """What the operator's bot says first: a second of ``BRIEFING_HZ`` (a TTS stand-in)."""
+    n = np.arange(PIPELINE_RATE_HZ)
+    samples = 8000 * np.sin(2 * np.pi * BRIEFING_HZ * n / PIPELINE_RATE_HZ)
+    return OutputAudioRawFrame(
+        audio=samples.astype("<i2").tobytes(), sample_rate=PIPELINE_RATE_HZ, num_channels=1
+    )
+
+
+def heard_in_turn(samples: np.ndarray, rate_hz: int) -> list[tuple[int, float]]:
+    """The tones in ``samples`` in turn, as (the expected tone, seconds), from the dominant
+    frequency of each 100 ms; a window that is neither (a switch straddles it) is left out, and
+    there are at most 3 of those."""
+    size = rate_hz // 10
+    turns: list[tuple[int, float]] = []
+    neither = 0
+    for start in range(0, len(samples) - size + 1, size):
+        found = dominant_frequency(samples[start : start + size], rate_hz)
+        tone = [t for t in (BRIEFING_HZ, CALLER_TONE_HZ) if abs(found - t) <= TOLERANCE_HZ]
+        if not tone:
+            neither += 1
+        elif turns and turns[-1][0] == tone[0]:
+            turns[-1] = (tone[0], round(turns[-1][1] + 0.1, 1))
+        else:
+            turns.append((tone[0], 0.1))
+    assert neither <= 3, f"{neither} windows of neither tone among {turns}"
+    return turns
 
 
 def basic(start: dict[str, Any]) -> dict[str, str]:
@@ -329,8 +371,8 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
     stack: InteropStack, control_proxy: Proxy, tmp_path: Path, pool: ThreadPoolExecutor
 ) -> None:
     """The caller's session asks ``warmTransfer`` (BRIDGE); the operator's session gets
-    ``sipline_leg=operator`` and the rendered prompt, and reports ``accepted``; the caller's tone
-    then reaches the operator (RTP on ``lo``); both SIPp runs rc 0; the Transfer reads
+    ``sipline_leg=operator`` and the rendered prompt, briefs the operator and reports
+    ``accepted``; RTP to the operator (on ``lo``) is the briefing, then the caller's tone; both SIPp runs rc 0; the Transfer reads
     ``bridged``; the call ``transferred`` / ``SIP_TERMINATION_NORMAL``, both legs billed until
     each ends (docs/billing.md, ``bridged_warm_transfer``, rules 2 and 5)."""
 
@@ -343,7 +385,8 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
                 body = {"toolName": "warmTransfer", "context": CONTEXT}
                 async with http.post(url, json=body) as reply:
                     return reply.status, await reply.json()
-            # the operator's bot: briefs (its prompt), then reports what the operator said
+            # the operator's bot: briefs (it speaks first), hears the operator answer, reports
+            await heard_the_caller(record)  # its caller: the operator, echoing the briefing
             url = (
                 f"{control_proxy.url}/api/calls/{params['sipline_call_id']}/transfers/"
                 f"{params['sipline_transfer_id']}/outcome"
@@ -406,9 +449,14 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
         ("POST", outcome_path, 200),
     ], control_proxy.exchanges
 
+    # the operator heard the briefing (its echo of it is what the operator's bot heard), then
+    # the caller: RTP to the operator, in order, is the briefing's tone then the caller's
+    at_bot_hz = dominant_frequency(pcm16(bytes(operator_bot.audio_in)), PIPELINE_RATE_HZ)
+    assert abs(at_bot_hz - BRIEFING_HZ) <= TOLERANCE_HZ
     heard = b"".join(payload[12:] for payload in capture.payloads(operator.media_port))
-    assert len(heard) >= 8000, f"{len(heard)} bytes of RTP reached the operator"
-    assert abs(dominant_frequency(ulaw_samples(heard), 8000) - CALLER_TONE_HZ) < 5
+    tones = heard_in_turn(sounding(ulaw_samples(heard), 8000), 8000)
+    assert [hz for hz, _ in tones] == [BRIEFING_HZ, CALLER_TONE_HZ], tones
+    assert tones[0][1] >= 0.5 and tones[1][1] >= 5.0, tones  # seconds of each
     [transfer] = transfers(stack, call_id)
     assert (transfer["status"], transfer["method"], transfer["kind"]) == (
         "bridged",
