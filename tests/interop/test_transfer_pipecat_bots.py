@@ -170,10 +170,10 @@ def basic(start: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": aiohttp.encode_basic_auth(start["accountSid"], token)}
 
 
-async def heard_the_caller(record: BotRecord) -> None:
+async def heard_the_far_end(record: BotRecord) -> None:
     deadline = time.monotonic() + BOT_WAIT_S
     while len(record.audio_in) < HEARD_BYTES:
-        assert time.monotonic() < deadline, "the bot heard no caller"
+        assert time.monotonic() < deadline, "the bot heard nobody"
         await asyncio.sleep(0.05)
 
 
@@ -212,7 +212,7 @@ def twiml_update(proxy: Proxy, twiml: str) -> Action:
     """A Twilio bot's transfer: once it heard the caller, update its call with ``twiml``."""
 
     async def transfer_the_twilio_way(start: dict[str, Any], record: BotRecord) -> int:
-        await heard_the_caller(record)
+        await heard_the_far_end(record)
         async with (
             aiohttp.ClientSession(headers=basic(start)) as http,
             http.post(proxy.url + call_update_path(start), data={"Twiml": twiml}) as reply,
@@ -380,13 +380,13 @@ def test_a_second_pipecat_session_briefs_the_operator_and_accepts_a_bridged_warm
         params = start["customParameters"]
         async with aiohttp.ClientSession(headers=basic(start)) as http:
             if params.get("sipline_leg") != "operator":  # the caller's bot: its tool handler
-                await heard_the_caller(record)
+                await heard_the_far_end(record)
                 url = f"{control_proxy.url}/api/calls/{params['call_id']}/transfers"
                 body = {"toolName": "warmTransfer", "context": CONTEXT}
                 async with http.post(url, json=body) as reply:
                     return reply.status, await reply.json()
             # the operator's bot: briefs (it speaks first), hears the operator answer, reports
-            await heard_the_caller(record)  # its caller: the operator, echoing the briefing
+            await heard_the_far_end(record)  # the operator, echoing the briefing
             url = (
                 f"{control_proxy.url}/api/calls/{params['sipline_call_id']}/transfers/"
                 f"{params['sipline_transfer_id']}/outcome"
