@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -44,6 +43,7 @@ from chalicelib.crypto import generate_fernet_key
 from chalicelib.store.schema import create_table
 from scripts.lambda_task import environment, runtime_dir, unpack, zip_python
 from scripts.package_lambda import find_python
+from tests.support.lambda_package import run as _run
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "3.12"
@@ -51,21 +51,8 @@ RUNTIME = "python3.12"
 """The Lambda runtime the package is for (the contract's, docs/deployment.md)."""
 LAMBDA_GLIBC = (2, 34)
 """Amazon Linux 2023, the OS of the python3.12 Lambda runtime (AWS Lambda runtimes table)."""
-STEP_TIMEOUT_S = 240
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        command,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 0, f"{command} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
